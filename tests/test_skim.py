@@ -1,0 +1,258 @@
+"""skim.py: each claim of the method checked against an independent computation (the dense model,
+the layer run on kept tokens alone, torch's gumbel_softmax, brute-force counts)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model
+import skim
+from skim import Transkimmer, straight_through_gumbel_softmax
+
+SENTENCES = [
+    "a gripping, beautifully acted film.",
+    "The plot is thin and the jokes fall flat; I wanted my two hours back!",
+    "it's not bad",
+    "an utterly charming and hilarious film that reminded me why i fell in love with movies",
+    "dull",
+]
+
+
+@pytest.fixture(scope="module")
+def skimmer():
+    torch.manual_seed(0)
+    return Transkimmer.from_pretrained(num_labels=2).eval()
+
+
+@pytest.fixture(scope="module")
+def batch(skimmer):
+    encodings = skimmer.tokenizer.encode_batch(SENTENCES)
+    N = max(len(e.ids) for e in encodings)
+    ids = torch.zeros(len(encodings), N, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encodings):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        mask[i, :len(e.ids)] = 1
+    return ids, mask
+
+
+def random_predictors(model, seed, mu0=0.0, std=0.5):
+    """Predictors that skim a good share of tokens (an untrained Eq. 9 init keeps everything)."""
+    torch.manual_seed(seed)
+    for p in model.predictors:
+        p.reset_parameters(mu0=mu0, std=std)
+
+
+@pytest.fixture
+def random_skimmer(skimmer):
+    m = Transkimmer(skimmer.bert, tau=0.1)
+    random_predictors(m, seed=1, mu0=0.3)
+    return m.eval()
+
+
+def force_keep(model):
+    with torch.no_grad():
+        for p in model.predictors:
+            p.fc2.bias.copy_(torch.tensor([-1e4, 1e4]))
+
+
+# -----------------------------------------------------------------------------
+# the skimmed model reduces to the dense one
+
+@torch.no_grad()
+def test_all_kept_equals_the_dense_model(skimmer, batch):
+    ids, mask = batch
+    m = Transkimmer(skimmer.bert).eval()
+    force_keep(m)
+    dense = skimmer.bert(ids, mask)
+    pruned = m(ids, mask, prune=True)
+    assert all(torch.equal(k, mask.float()) for k in pruned.masks)
+    assert torch.equal(pruned.logits, dense)  # the pruned path runs the dense computation itself
+    # the masked path renormalises attention by a sum that is 1 only up to rounding
+    assert (m(ids, mask).logits - dense).abs().max() <= 1e-6
+
+
+@torch.no_grad()
+def test_at_init_nearly_every_token_is_kept_and_logits_match_dense(skimmer, batch):
+    ids, mask = batch
+    real = mask.sum().item()
+    out = skimmer(ids, mask)
+    assert (out.logits - skimmer.bert(ids, mask)).abs().max() <= 1e-5
+    assert all(torch.equal(k, mask.float()) for k in out.masks)  # argmax: every token kept
+    # with training-time Gumbel noise, over many draws
+    skimmer.train()
+    try:
+        torch.manual_seed(0)
+        kept = [sum((k * mask).sum().item() for k in skimmer(ids, mask).masks) for _ in range(20)]
+    finally:
+        skimmer.eval()
+    fraction = sum(kept) / (20 * len(skimmer.predictors) * real)
+    assert fraction >= 0.999
+
+
+# -----------------------------------------------------------------------------
+# real pruning computes what masked skimming computes
+
+def decisions_with_a_fully_skimmed_example(mask, L, seed):
+    g = torch.Generator().manual_seed(seed)
+    decisions = [(torch.rand(mask.shape, generator=g) < 0.7).float() for _ in range(L)]
+    decisions[0][2] = 0.0  # example 2: every token but [CLS] skimmed at layer 0
+    return decisions
+
+
+@torch.no_grad()
+def test_pruned_equals_masked_with_given_decisions(skimmer, batch):
+    ids, mask = batch
+    decisions = decisions_with_a_fully_skimmed_example(mask, len(skimmer.predictors), seed=0)
+    masked = skimmer(ids, mask, decisions=decisions)
+    pruned = skimmer(ids, mask, prune=True, decisions=decisions)
+    assert masked.masks[0][2].sum() == 1
+    assert (masked.logits - pruned.logits).abs().max() <= 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+
+
+@torch.no_grad()
+def test_pruned_equals_masked_with_the_predictors_deciding(random_skimmer, batch):
+    ids, mask = batch
+    masked = random_skimmer(ids, mask)
+    pruned = random_skimmer(ids, mask, prune=True)
+    kept = masked.masks[-1].sum() / mask.sum()
+    assert 0.05 < kept < 0.9, "the test needs predictors that skim some tokens but not all"
+    assert (masked.logits - pruned.logits).abs().max() <= 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+
+
+@torch.no_grad()
+def test_skim_attention_layer_equals_the_layer_on_kept_tokens_alone(skimmer):
+    layer = skimmer.bert.layers[0].eval()
+    torch.manual_seed(0)
+    B, N, d = 3, 9, skimmer.config.hidden_size
+    x = torch.randn(B, N, d)
+    pad = torch.ones(B, N)
+    pad[1, 6:] = 0
+    keep = skim.update_keep(pad, (torch.rand(B, N) < 0.5).float())
+    out = layer(x, model.padding_bias(pad, x.dtype), keep)
+    for b in range(B):
+        kept = keep[b].bool()
+        alone = layer(x[b, kept][None], torch.zeros(1, 1, 1, int(kept.sum())))[0]
+        assert (out[b, kept] - alone).abs().max() <= 1e-5
+
+
+# -----------------------------------------------------------------------------
+# the gradient estimator (Eq. 5)
+
+def test_estimator_forward_is_exactly_one_hot():
+    torch.manual_seed(0)
+    for tau in (0.1, 1.0, 10.0):
+        y = straight_through_gumbel_softmax(torch.randn(1000, 2) * 3, tau)
+        assert set(y.unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(y.sum(-1), torch.ones(1000))
+
+
+def test_estimator_gradient_is_the_relaxed_samples_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(50, 2, requires_grad=True)
+    g = skim.sample_gumbel(logits)
+    w = torch.randn(50, 2)
+    (straight_through_gumbel_softmax(logits, 0.5, g) * w).sum().backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    (F.softmax((logits + g) / 0.5, dim=-1) * w).sum().backward()  # autograd through the relaxed sample
+    assert torch.allclose(ours, logits.grad, atol=1e-7)
+    assert ours.abs().sum() > 0
+
+
+def test_estimator_equals_torch_gumbel_softmax_hard_on_the_same_noise():
+    logits = (torch.randn(200, 2, generator=torch.Generator().manual_seed(1)) * 2).requires_grad_()
+    w = torch.randn(200, 2)
+    torch.manual_seed(123)
+    ours = straight_through_gumbel_softmax(logits, 0.1)
+    (ours * w).sum().backward()
+    ours_grad = logits.grad.clone()
+    logits.grad = None
+    torch.manual_seed(123)
+    ref = F.gumbel_softmax(logits, tau=0.1, hard=True)
+    (ref * w).sum().backward()
+    assert torch.equal(ours, ref)
+    assert torch.allclose(ours_grad, logits.grad, atol=1e-6)
+
+
+def test_keep_frequency_matches_the_softmax_probability():
+    """Gumbel-max: P(argmax(logits + g) = 1) = softmax(logits)[1]. n = 200,000 draws per probability;
+    tolerance 5 standard errors, sqrt(p(1-p)/n) <= 0.0011, so a false failure has odds ~1e-6."""
+    torch.manual_seed(0)
+    n = 200_000
+    for p_keep in (0.02, 0.3, 0.5, 0.9, 0.995):
+        logits = torch.tensor([0.0, torch.logit(torch.tensor(p_keep)).item()]).expand(n, 2)
+        freq = straight_through_gumbel_softmax(logits, 0.1)[:, 1].mean().item()
+        assert abs(freq - p_keep) <= 5 * (p_keep * (1 - p_keep) / n) ** 0.5, p_keep
+
+
+# -----------------------------------------------------------------------------
+# training: gradients, masks, loss
+
+def test_gradients_reach_every_predictor_in_a_training_step(skimmer, batch):
+    """Wiring test: the gradient of task + skim loss reaches every parameter of every predictor.
+    (At the paper's init, mu0 = 5 with tau = 0.1, the relaxed gradient is ~exp(-100) and underflows;
+    a smaller mu0 makes the decisions uncertain enough for the gradient to be visible.)"""
+    ids, mask = batch
+    m = Transkimmer(skimmer.bert, tau=1.0, mu0=0.5).train()
+    torch.manual_seed(0)
+    out = m(ids, mask)
+    loss = skim.total_loss(F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])), out.skim_loss, 0.3)
+    loss.backward()
+    for i, p in enumerate(m.predictors):
+        for name, param in p.named_parameters():
+            assert param.grad is not None and param.grad.abs().sum() > 0, f"predictor {i} {name}"
+    m.zero_grad()
+    skimmer.bert.zero_grad()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_masks_keep_cls_never_keep_padding_and_never_grow(random_skimmer, batch, train):
+    ids, mask = batch
+    random_skimmer.train(train)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        masks = random_skimmer(ids, mask).masks
+    random_skimmer.eval()
+    previous = mask.float()
+    for keep in masks:
+        assert set(keep.unique().tolist()) <= {0.0, 1.0}
+        assert torch.all(keep[:, 0] == 1)
+        assert torch.all(keep[mask == 0] == 0)
+        assert torch.all(keep <= previous)
+        previous = keep
+    assert previous.sum() < mask.sum(), "these predictors should skim something"
+
+
+@torch.no_grad()
+def test_skim_loss_equals_a_brute_force_count(random_skimmer, batch):
+    ids, mask = batch
+    out = random_skimmer(ids, mask)
+    fractions = []
+    for keep in out.masks:
+        kept = sum(1 for b in range(mask.shape[0]) for j in range(mask.shape[1]) if mask[b, j] and keep[b, j])
+        fractions.append(kept / int(mask.sum()))
+    assert abs(out.skim_loss.item() - sum(fractions) / len(fractions)) <= 1e-6
+
+
+def test_unbalanced_init_biases():
+    torch.manual_seed(0)
+    biases = torch.stack([skim.SkimPredictor(16, mu0=5.0).fc2.bias for _ in range(200)])
+    assert abs(biases[:, 1].mean() - 5.0) < 0.01 and abs(biases[:, 0].mean() + 5.0) < 0.01
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+def test_save_and_load_round_trip(random_skimmer, batch, tmp_path):
+    ids, mask = batch
+    random_skimmer.tau = 0.2
+    random_skimmer.save_pretrained(tmp_path)
+    again = Transkimmer.from_pretrained(tmp_path)
+    assert again.tau == 0.2
+    with torch.no_grad():
+        a, b = random_skimmer(ids, mask), again(ids, mask)
+    assert torch.equal(a.logits, b.logits)
+    assert all(torch.equal(x, y) for x, y in zip(a.masks, b.masks))

@@ -255,3 +255,19 @@ def test_checksum_mismatch_on_default_is_one_clear_error(monkeypatch):
 def test_unreachable_hub_id_is_one_clear_error(tmp_path, monkeypatch):
     offline_hub_cache(monkeypatch, tmp_path)
     assert "hub" in one_line_error(Bert.from_pretrained, "bert-base-uncased")
+
+
+def test_atomic_write_leaves_a_complete_file_with_normal_permissions_or_none(tmp_path):
+    target = tmp_path / "metrics.json"
+    model.atomic_write(target, lambda p: open(p, "w").write("{}"))
+    assert target.read_text() == "{}"
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, as a plain open() would make it
+
+    def broken(p):
+        open(p, "w").write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        model.atomic_write(target, broken)
+    assert target.read_text() == "{}"                      # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # and no temp file is left

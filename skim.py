@@ -111,17 +111,19 @@ def gather_kept(x, keep):
     n = int(counts.max())
     idx = torch.argsort(1 - keep, dim=1, stable=True)[:, :n]                       # (B, n) kept first
     real = torch.arange(n, device=x.device)[None, :] < counts[:, None]             # (B, n)
-    xs = x.gather(1, idx[..., None].expand(B, n, d))                               # (B, n, d)
-    return xs, idx, real
+    # whole d-vectors are moved, row by row, in the (B * N, d) view of x: index_select copies a row at
+    # a time, where a gather with the index expanded to (B, n, d) would read one index per element
+    rows = idx + N * torch.arange(B, device=x.device)[:, None]                     # (B, n) rows of the view
+    xs = x.reshape(B * N, d).index_select(0, rows.view(-1))                        # (B * n, d)
+    return xs.view(B, n, d), idx, real
 
 
 def scatter_kept(x, idx, real, ys):
-    """Real pruning, step 2: write the processed rows back to their positions; filler rows get their
-    own (unchanged) state back, so skimmed tokens are forwarded as in Eq. 3."""
-    B, n, d = ys.shape
-    xs = x.gather(1, idx[..., None].expand(B, n, d))                               # (B, n, d)
-    rows = torch.where(real[..., None], ys, xs)                                    # (B, n, d)
-    return x.scatter(1, idx[..., None].expand(B, n, d), rows)                      # (B, N, d)
+    """Real pruning, step 2: write the processed rows, the real ones only, back to their positions in
+    a copy of x; every other token keeps its state, so skimmed tokens are forwarded as in Eq. 3."""
+    B, N, d = x.shape
+    rows = (idx + N * torch.arange(B, device=x.device)[:, None])[real]            # (k,) rows of the real tokens
+    return x.reshape(B * N, d).index_copy(0, rows, ys[real]).view(B, N, d)         # (B, N, d)
 
 
 @dataclass

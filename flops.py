@@ -1,0 +1,150 @@
+"""
+Analytic FLOPs of BERT and of Transkimmer, per layer and in total: the cost model behind the
+"speedup" of Guan et al. (ACL 2022), Sec. 5 and Table 3, as pinned down in docs/METHOD.md.
+
+What is counted: matrix multiplications only, one multiply-add = 2 FLOPs, which is also what
+torch.utils.flop_counter.FlopCounterMode counts (tests/test_flops.py checks this file against it).
+Not counted, on either side of a speedup: biases, LayerNorm, softmax, GELU/tanh, the embedding
+lookups, and the gather/scatter/argsort of real pruning. (These are O(n d) or O(n^2 h) per layer
+against the O(n d^2) matmuls: a few percent for BERT-base.)
+
+Per encoder layer on n tokens (d = hidden size, d_ff = FFN size, h heads of d/h):
+    QKV       6 n d^2       three Linear(d, d)
+    scores    2 n^2 d       Q K^T: h heads x n x n x d/h multiply-adds
+    context   2 n^2 d       P V, the same shape
+    out-proj  2 n d^2       Linear(d, d)
+    FFN       4 n d d_ff    Linear(d, d_ff), Linear(d_ff, d)
+Skim predictor (Eq. 2) on the n tokens entering its layer: 2 n d^2 + 2 n d 2 (its two Linears).
+Head, once per example: pooler 2 d^2, classifier 2 d num_labels (the same for dense and skim).
+
+Padding conventions (paper Table 3), both reported by FlopsCounter.summary():
+    "none"      every example at its real length n (the honest number).
+    "sequence"  every example padded to a fixed seq_len S (SST-2: 64). Dense: each layer runs on S
+                tokens. Skim: padding counts as skimmed at layer 0, so the layers cost what they
+                cost under "none"; but the layer-0 predictor is charged for all S positions, since
+                it is what decides that padding is skimmed and it sees the padded input. (Later
+                predictors see only the tokens kept so far, as under "none".)
+Speedup = dense FLOPs / skim FLOPs, each summed over every example fed to the counter.
+"""
+
+import math
+
+import torch
+
+# -----------------------------------------------------------------------------
+# one function per term; n may be an int or a tensor of per-example token counts
+
+def qkv_flops(n, d):
+    return 6 * n * d * d                   # (n, d) @ (d, d), three times
+
+
+def scores_flops(n, d):
+    return 2 * n * n * d                   # (h, n, d/h) @ (h, d/h, n)
+
+
+def context_flops(n, d):
+    return 2 * n * n * d                   # (h, n, n) @ (h, n, d/h)
+
+
+def out_proj_flops(n, d):
+    return 2 * n * d * d                   # (n, d) @ (d, d)
+
+
+def ffn_flops(n, d, d_ff):
+    return 2 * n * d * d_ff + 2 * n * d_ff * d   # (n, d) @ (d, d_ff), then (n, d_ff) @ (d_ff, d)
+
+
+def layer_flops(n, config):
+    """One encoder layer (Eq. 1's Transformer layer) on n tokens."""
+    d, d_ff = config.hidden_size, config.intermediate_size
+    return qkv_flops(n, d) + scores_flops(n, d) + context_flops(n, d) + out_proj_flops(n, d) + ffn_flops(n, d, d_ff)
+
+
+def predictor_flops(n, config):
+    """The skim predictor (Eq. 2) on n tokens: Linear(d, d) then Linear(d, 2)."""
+    d = config.hidden_size
+    return 2 * n * d * d + 2 * n * d * 2
+
+
+def head_flops(config):
+    """Per example: pooler Linear(d, d) on [CLS], classifier Linear(d, num_labels)."""
+    d = config.hidden_size
+    return 2 * d * d + 2 * d * config.num_labels
+
+
+def dense_flops(n, config):
+    """The whole dense model on one example of n tokens."""
+    return config.num_hidden_layers * layer_flops(n, config) + head_flops(config)
+
+# -----------------------------------------------------------------------------
+# accumulating over an eval set
+
+class FlopsCounter:
+    """Feed it batch by batch with `add(masks, attention_mask)`, where masks is the `.masks` of a
+    Transkimmer output (L tensors (B, N), 1 where layer i processed the token) and attention_mask
+    (B, N) is 1 for real tokens; then read `summary()`.
+    seq_len: the fixed length S of the "sequence" convention (None: report "none" only).
+    predictors: charge the skim predictors (False when the decisions were forced, not predicted)."""
+
+    def __init__(self, config, seq_len=None, predictors=True):
+        self.config, self.seq_len, self.predictors = config, seq_len, predictors
+        L = config.num_hidden_layers
+        self.examples = 0
+        self.tokens = 0                    # real tokens
+        self.kept = [0] * L                # tokens processed by layer i
+        self.dense = {"none": [0] * L, "sequence": [0] * L}   # per-layer dense FLOPs
+        self.layer = [0] * L               # per-layer skim FLOPs (same under both conventions)
+        self.predictor = {"none": [0] * L, "sequence": [0] * L}
+
+    def add(self, masks, attention_mask):
+        config, S = self.config, self.seq_len
+        assert len(masks) == config.num_hidden_layers, "one mask per layer"
+        real = attention_mask.long().sum(1)                                        # (B,) real lengths n
+        if S is not None and int(real.max()) > S:
+            raise ValueError(f"an example has {int(real.max())} tokens, more than seq_len={S}")
+        entering = real                                                            # (B,) tokens entering layer 0
+        for i, keep in enumerate(masks):
+            kept = (keep * attention_mask).long().sum(1)                           # (B,) tokens layer i processes
+            self.kept[i] += int(kept.sum())
+            self.layer[i] += int(layer_flops(kept, config).sum())
+            self.dense["none"][i] += int(layer_flops(real, config).sum())
+            if S is not None:
+                self.dense["sequence"][i] += len(real) * layer_flops(S, config)
+            if self.predictors:
+                self.predictor["none"][i] += int(predictor_flops(entering, config).sum())
+                # "sequence": the layer-0 predictor sees all S positions, later ones the kept tokens
+                seq_entering = torch.full_like(real, S) if i == 0 and S is not None else entering
+                self.predictor["sequence"][i] += int(predictor_flops(seq_entering, config).sum())
+            entering = kept
+        self.examples += len(real)
+        self.tokens += int(real.sum())
+
+    def summary(self):
+        """A JSON-serialisable dict: examples, tokens (real), seq_len, predictors_counted, head (pooler +
+        classifier FLOPs, on both sides), kept_fraction (per layer: tokens processed / real tokens), and
+        per convention ("none", and "sequence" if seq_len is set): dense_per_layer, skim_per_layer (the
+        layers on kept tokens), predictor_per_layer, dense and skim totals, speedup = dense / skim."""
+        head = self.examples * head_flops(self.config)
+        out = {"examples": self.examples, "tokens": self.tokens, "seq_len": self.seq_len,
+               "predictors_counted": self.predictors, "head": head,
+               "kept_fraction": [k / max(self.tokens, 1) for k in self.kept]}
+        for convention in (["none", "sequence"] if self.seq_len is not None else ["none"]):
+            dense = sum(self.dense[convention]) + head
+            skim = sum(self.layer) + sum(self.predictor[convention]) + head
+            out[convention] = {
+                "dense_per_layer": list(self.dense[convention]),
+                "skim_per_layer": list(self.layer),          # encoder layers on kept tokens
+                "predictor_per_layer": list(self.predictor[convention]),
+                "dense": dense, "skim": skim, "speedup": dense / skim if skim else math.nan,
+            }
+        return out
+
+
+def padded_like_pruning(masks, attention_mask):
+    """The shapes `Transkimmer(..., prune=True)` really computes on a batch: dense at the batch's padded
+    length N, and layer i (and predictor i + 1) on every example re-padded to the batch's largest kept
+    count. Returns (masks, attention_mask) to feed FlopsCounter for the executed FLOPs."""
+    B, N = attention_mask.shape
+    positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
+    padded = [(positions < int(keep.sum(1).max())).float().expand(B, N) for keep in masks]
+    return padded, torch.ones_like(attention_mask)

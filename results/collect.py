@@ -1,0 +1,91 @@
+"""
+Collect the SST-2 runs (runs/sst2-*/metrics.json, made by results/run_sst2.sh) into results/sst2.json,
+the table results/sst2.md, and the paper's Fig. 3-style plot of accuracy against FLOPs speedup.
+
+    python results/collect.py [--runs runs] [--out results]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model import atomic_write  # noqa: E402
+
+
+def row(path):
+    m = json.loads(path.read_text())
+    a = m["args"]
+    flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
+    return {
+        "run": path.parent.name,
+        "command": f"python train.py --task sst2 {flags} --output-dir {path.parent}",
+        "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"],
+        "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
+        "accuracy": m["accuracy"],
+        "flops_speedup_no_padding": m["flops"]["none"]["speedup"],
+        "flops_speedup_sequence": m["flops"]["sequence"]["speedup"],
+        "measured_speedup": m.get("measured_speedup"),
+        "kept_fraction": m["flops"]["kept_fraction"],
+        "train_seconds": m.get("train_seconds"), "train_steps": m.get("train_steps"),
+    }
+
+
+def markdown(rows):
+    lines = ["| run | λ | τ | μ0 | dev acc | Δ acc (pts) | FLOPs speedup, no padding | FLOPs speedup, sequence 64 | "
+             "measured CPU speedup | tokens kept per layer | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    dense = next((r for r in rows if not r["skim"]), None)
+    for r in rows:
+        delta = f"{100 * (r['accuracy'] - dense['accuracy']):+.1f}" if dense else "n/a"
+        measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
+        lines.append(
+            f"| {r['run']} | {r['skim_coef'] if r['skim'] else '-'} | {r['tau'] if r['skim'] else '-'} | "
+            f"{r['mu0'] if r['skim'] else '-'} | {100 * r['accuracy']:.1f} | {delta} | "
+            f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
+            f"{' '.join(f'{k:.2f}' for k in r['kept_fraction'])} | {r['train_seconds'] / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for r in rows:
+        marker, color = ("s", "black") if not r["skim"] else ("o", "tab:blue")
+        ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
+        ax.annotate(r["run"].replace("sst2-", ""), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)",
+           title="Accuracy vs. speedup (all-MiniLM-L6-v2, SST-2)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--out", default="results")
+    args = p.parse_args()
+    paths = sorted(Path(args.runs).glob("sst2-*/metrics.json"))
+    if not paths:
+        sys.exit(f"error: no {args.runs}/sst2-*/metrics.json; run results/run_sst2.sh first")
+    rows = sorted((row(p) for p in paths), key=lambda r: (r["skim"], r["flops_speedup_no_padding"]))
+    out = Path(args.out)
+    atomic_write(out / "sst2.json", lambda p: Path(p).write_text(json.dumps(rows, indent=2) + "\n"))
+    table = markdown(rows)
+    atomic_write(out / "sst2.md", lambda p: Path(p).write_text(
+        "# SST-2: Transkimmer vs the dense baseline\n\nMade by `GLUE_DIR=../shared/data/glue bash results/run_sst2.sh` "
+        "then `python results/collect.py`; see the README for the machine.\n\n" + table + "\n\nCommands:\n\n"
+        + "\n".join(f"- `{r['command']}`" for r in rows) + "\n"))
+    plot(rows, out / "sst2_tradeoff.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""train.py end to end on a tiny fixture, and its one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = [
+    ("a gripping , beautifully acted film .", 1), ("dull and lifeless", 0), ("it 's a charming , funny ride", 1),
+    ("the plot is thin and the jokes fall flat", 0), ("an utterly delightful surprise", 1), ("a waste of time", 0),
+    ("warm , moving and wise", 1), ("tedious beyond words", 0), ("one of the year 's best", 1), ("painfully bad", 0),
+]
+
+
+def write_sst2(root, rows, name="train.tsv"):
+    folder = root / "SST-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in rows))
+    return root
+
+
+@pytest.fixture
+def glue(tmp_path):
+    root = write_sst2(tmp_path / "glue", SENTENCES * 3)
+    write_sst2(root, SENTENCES[:6], name="dev.tsv")
+    return root
+
+
+def run_cli(*args):
+    """The CLI as a user runs it: a fresh process, so argument parsing and exit codes are real."""
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def main(*args):
+    """train.main in this process (faster than a subprocess), with the arguments as a shell passes them."""
+    return train.main([str(a) for a in args])
+
+
+DETERMINISTIC = ["accuracy", "eval_samples", "flops"]
+
+
+def test_train_end_to_end_writes_everything_and_eval_only_reproduces_metrics(glue, tmp_path):
+    out = tmp_path / "out"
+    common = ["--data-dir", glue, "--batch-size", 8, "--timing-repeats", 1, "--skim-coef", 0.5]
+    trained = main("--task", "sst2", "--epochs", 2, "--lr", "1e-4", "--output-dir", out, *common)
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "retention.png",
+                 "skimmed_tokens.html"]:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 8  # 30 examples / batch 8 = 4 steps an epoch, 2 epochs
+    assert len(metrics["flops"]["kept_fraction"]) == 6
+    assert metrics["measured_speedup"] > 0
+    assert "skim" in json.loads((out / "config.json").read_text())
+    assert (out / "retention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = main("--task", "sst2", "--eval-only", "--checkpoint", out, "--output-dir", tmp_path / "re", *common)
+    for key in DETERMINISTIC:
+        assert again[key] == trained[key], key
+
+
+def test_same_seed_gives_the_same_numbers(glue, tmp_path):
+    args = ["--task", "sst2", "--data-dir", glue, "--batch-size", 8, "--epochs", 1, "--timing-repeats", 0,
+            "--max-train-samples", 16, "--lr", "1e-4"]
+    a = main(*args, "--output-dir", tmp_path / "a")
+    b = main(*args, "--output-dir", tmp_path / "b")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert a["flops"] == b["flops"] and a["accuracy"] == b["accuracy"]
+
+
+def test_dense_baseline_trains_and_reports_no_speedup(glue, tmp_path):
+    m = main(*["--task", "sst2", "--no-skim", "--data-dir", glue, "--batch-size", 8, "--epochs", 1,
+                    "--max-train-samples", 8, "--output-dir", tmp_path / "dense"])
+    assert m["flops"]["none"]["speedup"] == pytest.approx(1.0)
+    assert "skim" not in json.loads((tmp_path / "dense" / "config.json").read_text())
+
+
+# -----------------------------------------------------------------------------
+# bad input: exit code 2 and one line on stderr
+
+def one_error_line(result):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_unknown_task(glue):
+    assert "sst3" in one_error_line(run_cli("--task", "sst3", "--data-dir", glue))
+
+
+def test_missing_data(tmp_path):
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o"))
+    assert "nowhere" in line
+
+
+def test_malformed_tsv_row(glue, tmp_path):
+    (glue / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na fine film\t1\nno label here\n")
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--output-dir", tmp_path / "o"))
+    assert "dev.tsv" in line and "3" in line
+
+
+def test_label_outside_the_task_set(glue, tmp_path):
+    (glue / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na fine film\t7\n")
+    assert "7" in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--output-dir", tmp_path / "o"))
+
+
+def test_batch_size_zero(glue):
+    assert "--batch-size" in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--batch-size", 0))
+
+
+def test_unwritable_output_dir(glue, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert "not writable" in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--output-dir", blocker / "out"))
+
+
+def test_checkpoint_that_is_not_a_model_folder(glue, tmp_path):
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint", tmp_path,
+                                  "--output-dir", tmp_path / "o"))
+    assert "config.json" in line

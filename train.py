@@ -1,0 +1,341 @@
+"""
+Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
+
+    python train.py --task sst2                      # Transkimmer on the embedded all-MiniLM-L6-v2
+    python train.py --task sst2 --no-skim            # the dense baseline, same recipe
+    python train.py --task sst2 --eval-only --checkpoint out/sst2
+
+Flags follow HF's run_glue.py. The loop is the whole of it: AdamW with linear warm-up and decay,
+loss = task loss + lambda * skim loss (Eq. 7). Each evaluation reports the task metric, the FLOPs
+speedup (flops.py; no padding and sequence padding), the measured CPU speedup of real pruning
+over the dense model on the dev set, and the fraction of tokens each layer keeps. --output-dir
+receives the model, metrics.json and two pictures, each file written atomically.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import flops
+import skim
+from model import BertForSequenceClassification, ModelError, atomic_write, read_config, resolve_checkpoint
+
+
+class UsageError(Exception):
+    """An impossible flag combination; one line."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
+    p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--data-dir", default=None, help="folder holding <TASK>/train.tsv (default: $GLUE_DIR, else download)")
+    p.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
+    p.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps spent warming up the lr")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--skim-coef", type=float, default=None, help="lambda of Eq. 7 (default: the task's, Table 2)")
+    p.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
+    p.add_argument("--mu0", type=float, default=skim.MU0, help="unbalanced init of the predictors (Eq. 9)")
+    p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
+    p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors)")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
+    p.add_argument("--checkpoint", default=None, help="a folder saved by train.py, for --eval-only")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    task = data.get_task(args.task)  # unknown task -> DataError
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
+    for flag, value in positive.items():
+        if not value > 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    for flag, value in {"--max-train-samples": args.max_train_samples, "--max-eval-samples": args.max_eval_samples,
+                        "--max-seq-length": args.max_seq_length}.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if not 0 <= args.warmup < 1:
+        raise UsageError(f"--warmup is a fraction of the steps in [0, 1), got {args.warmup}")
+    if args.eval_only and not args.checkpoint:
+        raise UsageError("--eval-only needs --checkpoint DIR (a folder saved by train.py)")
+    if args.checkpoint and not args.eval_only:
+        raise UsageError("--checkpoint is for --eval-only; to fine-tune a checkpoint further, pass it as --model")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    args.max_seq_length = args.max_seq_length or task.max_seq_length
+    args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
+    if args.no_skim:
+        args.skim_coef = 0.0  # the dense model processes every token; its skim loss is a constant 1
+    args.output_dir = Path(args.output_dir or Path("out") / task.name)
+
+
+def check_writable(directory):
+    """Fail before training, not after: the output folder must exist (or be creatable) and be writable."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / ".write-test", lambda p: Path(p).write_text("ok"))
+        (directory / ".write-test").unlink()
+    except OSError as e:
+        raise UsageError(f"--output-dir {directory} is not writable ({e.strerror or e})") from None
+
+# -----------------------------------------------------------------------------
+# model
+
+def load_model(args, task):
+    """Transkimmer (or, with --no-skim, the dense BertForSequenceClassification) from --model, or the
+    saved model in --checkpoint (a Transkimmer if its config has skim settings)."""
+    if args.eval_only:
+        folder = resolve_checkpoint(args.checkpoint)
+        if "skim" in read_config(folder):
+            return skim.Transkimmer.from_pretrained(folder)
+        return BertForSequenceClassification.from_pretrained(folder)
+    if args.no_skim:
+        return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
+    return skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
+
+
+def run(model, batch, prune=False):
+    """-> (logits, masks, skim_loss); the dense model processes every real token at every layer."""
+    if isinstance(model, skim.Transkimmer):
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], prune=prune)
+        return out.logits, out.masks, out.skim_loss
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    masks = [batch["attention_mask"].to(logits.dtype)] * model.config.num_hidden_layers
+    return logits, masks, skim.skim_loss(masks, batch["attention_mask"])
+
+
+def dense_of(model):
+    return model.bert if isinstance(model, skim.Transkimmer) else model
+
+
+def task_loss(logits, labels, task):
+    if task.labels is None:  # regression (STS-B)
+        return F.mse_loss(logits.squeeze(-1), labels)
+    return F.cross_entropy(logits, labels)
+
+
+def predictions(logits, task):
+    return logits.squeeze(-1).numpy() if task.labels is None else logits.argmax(-1).numpy()
+
+
+def to_device(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+# -----------------------------------------------------------------------------
+# training
+
+def optimizer_for(model, args):
+    """AdamW; as in BERT, no weight decay on biases and LayerNorm weights (the 1-d parameters)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+
+
+def linear_schedule(optimizer, total_steps, warmup_steps):
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(model, train_set, task, args):
+    from tqdm import tqdm
+
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    total_steps = max(1, round(steps_per_epoch * args.epochs))
+    optimizer = optimizer_for(model, args)
+    schedule = linear_schedule(optimizer, total_steps, round(args.warmup * total_steps))
+    model.train()
+    bar = tqdm(total=total_steps, desc=f"train {task.name}", unit="step", dynamic_ncols=True)
+    step, epoch, t0 = 0, 0, time.time()
+    while step < total_steps:
+        for batch in data.batches(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch):
+            batch = to_device(batch, args.device)
+            logits, masks, skim_loss = run(model, batch)
+            loss_task = task_loss(logits, batch["labels"], task)
+            loss = skim.total_loss(loss_task, skim_loss, args.skim_coef)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            kept = sum((m * batch["attention_mask"]).sum() for m in masks) / (len(masks) * batch["attention_mask"].sum())
+            bar.set_postfix(loss=f"{loss.item():.3f}", task=f"{loss_task.item():.3f}", skim=f"{skim_loss.item():.3f}",
+                            kept=f"{kept.item():.2f}")
+            bar.update()
+            if step >= total_steps:
+                break
+        epoch += 1
+    bar.close()
+    model.eval()
+    return {"train_steps": step, "train_seconds": round(time.time() - t0, 1)}
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+@torch.no_grad()
+def evaluate(model, dev_set, task, args):
+    """Task metric, FLOPs (flops.py), kept fraction per layer, and the measured speedup of real pruning."""
+    model.eval()
+    counter = flops.FlopsCounter(dense_of(model).config, seq_len=args.max_seq_length,
+                                 predictors=isinstance(model, skim.Transkimmer))
+    preds, labels = [], []
+    for batch in data.batches(dev_set, args.batch_size):
+        batch = to_device(batch, args.device)
+        logits, masks, _ = run(model, batch)
+        counter.add(masks, batch["attention_mask"])
+        preds.append(predictions(logits.cpu(), task))
+        labels.append(batch["labels"].cpu().numpy())
+    metrics = data.compute_metrics(task, np.concatenate(preds), np.concatenate(labels))
+    summary = counter.summary()
+    result = {"task": task.name, "eval_samples": len(dev_set), **metrics, "flops": summary}
+    if args.timing_repeats and isinstance(model, skim.Transkimmer):
+        result.update(measure_speedup(model, dev_set, args))
+    return result
+
+
+def measure_speedup(model, dev_set, args):
+    """Wall-clock of dense vs prune=True inference over the dev set: one warm-up pass, then the
+    median of --timing-repeats passes each."""
+    batches = [to_device(b, args.device) for b in data.batches(dev_set, args.batch_size)]
+
+    def seconds(fn):
+        def one_pass():
+            start = time.perf_counter()
+            for b in batches:
+                fn(b)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+        one_pass()  # warm-up
+        return statistics.median(one_pass() for _ in range(args.timing_repeats))
+
+    dense = dense_of(model)
+    with torch.inference_mode():
+        t_dense = seconds(lambda b: dense(b["input_ids"], b["attention_mask"], b["token_type_ids"]))
+        t_pruned = seconds(lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True))
+    return {"dense_seconds": round(t_dense, 4), "pruned_seconds": round(t_pruned, 4),
+            "measured_speedup": round(t_dense / t_pruned, 3),
+            "timing": f"{args.device}, batch {args.batch_size}, median of {args.timing_repeats}, "
+                      f"{torch.get_num_threads()} threads"}
+
+# -----------------------------------------------------------------------------
+# pictures
+
+def plot_retention(kept_per_layer, path, title):
+    """Paper Fig. 4 style: the fraction of real tokens each layer processes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = np.arange(len(kept_per_layer))
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.bar(layers, kept_per_layer, color="tab:blue", label="Transkimmer")
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="dense BERT")
+    ax.set(xlabel="layer", ylabel="fraction of tokens processed", ylim=(0, 1.05), xticks=layers, title=title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def skim_layers(masks, length):
+    """For each of the first `length` tokens: the first layer that did not process it (L if none)."""
+    stacked = torch.stack([m[:length] for m in masks])                             # (L, n)
+    return [int(stacked[:, j].eq(0).nonzero()[0]) if stacked[:, j].eq(0).any() else len(masks) for j in range(length)]
+
+
+@torch.no_grad()
+def skim_picture(model, tokenizer, examples, args, path, count=8):
+    """Paper Table 5 style, as HTML: each token coloured by the layer at which it was skimmed."""
+    import html
+    L = dense_of(model).config.num_hidden_layers
+    rows = []
+    encoded = data.encode(tokenizer, examples[:count], args.max_seq_length)
+    for item in encoded:
+        batch = next(data.batches([item], 1))
+        _, masks, _ = run(model, to_device(batch, args.device))
+        layers = skim_layers([m[0].cpu() for m in masks], len(item["input_ids"]))
+        spans = []
+        for token_id, layer in zip(item["input_ids"], layers):
+            lightness = 95 - 60 * layer / L
+            spans.append(f'<span title="skimmed before layer {layer}" style="background:hsl(210,70%,{lightness:.0f}%);'
+                         f'color:{"#fff" if lightness < 60 else "#000"}">{html.escape(tokenizer.id_to_token(token_id))}</span>')
+        rows.append("<p>" + " ".join(spans) + "</p>")
+    legend = " ".join(f'<span style="background:hsl(210,70%,{95 - 60 * i / L:.0f}%);color:{"#fff" if 95 - 60 * i / L < 60 else "#000"}">'
+                      f'{"skimmed before layer " + str(i) if i < L else "kept to the end"}</span>' for i in range(L + 1))
+    page = (f"<!doctype html><meta charset='utf-8'><title>What Transkimmer skims</title>"
+            f"<style>body{{font-family:sans-serif;max-width:60em}} span{{padding:1px 3px;border-radius:3px;line-height:2}}</style>"
+            f"<h3>{args.task}: each token coloured by the layer at which it was skimmed (darker = processed longer)</h3>"
+            f"<p>{legend}</p>{''.join(rows)}")
+    atomic_write(path, lambda p: Path(p).write_text(page, encoding="utf-8"))
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    args = parse_args(argv)
+    task = data.get_task(args.task)
+    check_writable(args.output_dir)
+    data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
+    dev_split = task.dev_splits[0]
+    dev_examples = data.read_split(task, dev_split, data_dir)[: args.max_eval_samples]
+    train_examples = [] if args.eval_only else data.read_split(task, "train", data_dir)[: args.max_train_samples]
+    torch.manual_seed(args.seed)
+    model = load_model(args, task).to(args.device)
+    tokenizer = dense_of(model).tokenizer
+    if tokenizer is None:
+        raise ModelError(f"{args.checkpoint or args.model}: the checkpoint has no tokenizer.json or vocab.txt")
+    dev_set = data.encode(tokenizer, dev_examples, args.max_seq_length)
+
+    train_info = {}
+    if not args.eval_only:
+        train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
+        print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; "
+              f"{'dense baseline' if args.no_skim else f'Transkimmer, lambda={args.skim_coef}, tau={args.tau}'}",
+              file=sys.stderr)
+        train_info = train(model, train_set, task, args)
+        model.save_pretrained(args.output_dir, tokenizer)
+
+    metrics = evaluate(model, dev_set, task, args)
+    metrics.update(train_info, split=dev_split, args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    atomic_write(args.output_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
+    kept = metrics["flops"]["kept_fraction"]
+    plot_retention(kept, args.output_dir / "retention.png", f"{task.name} dev: tokens processed per layer")
+    skim_picture(model, tokenizer, dev_examples, args, args.output_dir / "skimmed_tokens.html")
+
+    f = metrics["flops"]
+    print(f"{task.name} {dev_split}: {task.main_metric} {metrics[task.main_metric]:.4f} | FLOPs speedup "
+          f"{f['none']['speedup']:.2f}x (no padding), {f['sequence']['speedup']:.2f}x (sequence {args.max_seq_length})"
+          + (f" | measured {metrics['measured_speedup']:.2f}x" if "measured_speedup" in metrics else "")
+          + f" | kept per layer {' '.join(f'{k:.2f}' for k in kept)} | -> {args.output_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (data.DataError, ModelError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

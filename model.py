@@ -131,9 +131,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.n_head = config.num_attention_heads
-        self.q = nn.Linear(d, d)
-        self.k = nn.Linear(d, d)
-        self.v = nn.Linear(d, d)
+        self.qkv = nn.Linear(d, 3 * d)  # query, key and value projections in one matmul (HF keeps three)
         self.out = nn.Linear(d, d)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
@@ -144,9 +142,10 @@ class SelfAttention(nn.Module):
         would see if the skimmed ones had been removed, and the gradient still reaches `keep`."""
         B, N, d = x.shape
         nh, hs = self.n_head, d // self.n_head
-        q = self.q(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
-        k = self.k(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
-        v = self.v(x).view(B, N, nh, hs).transpose(1, 2)                          # (B, nh, N, hs)
+        q, k, v = self.qkv(x).split(d, dim=2)                                      # 3 x (B, N, d)
+        q = q.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
+        k = k.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
+        v = v.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))                    # (B, nh, N, N)
         att = F.softmax(att + pad_bias, dim=-1)
         if keep is not None:
@@ -244,9 +243,12 @@ class Bert(nn.Module):
         _save_pretrained(self, directory, tokenizer, extra_config, extra_tensors)
 
     def hf_state_dict(self):
-        """Our parameters under HF's names (see `hf_names`)."""
-        own = self.state_dict()
-        return {hf: own[ours] for ours, hf in hf_names(self).items()}
+        """Our parameters under HF's names (see `hf_names`); the fused qkv is split back into three."""
+        own, out = self.state_dict(), {}
+        for ours, hf in hf_names(self).items():
+            parts = own[ours].chunk(len(hf)) if isinstance(hf, tuple) else [own[ours]]
+            out.update(zip(hf if isinstance(hf, tuple) else [hf], parts))
+        return out
 
 
 class BertForSequenceClassification(Bert):
@@ -274,8 +276,9 @@ class BertForSequenceClassification(Bert):
 
 def hf_names(model):
     """{our parameter name: HF's name} for every parameter of `model`, written out explicitly so a
-    reader sees exactly where each checkpoint tensor lands. HF's BertForSequenceClassification
-    prefixes the encoder's names with 'bert.'; its classifier is 'classifier.*'."""
+    reader sees exactly where each checkpoint tensor lands. A tuple of HF names means "these,
+    concatenated along dim 0" (our fused qkv). HF's BertForSequenceClassification prefixes the
+    encoder's names with 'bert.'; its classifier is 'classifier.*'."""
     prefix = "bert." if isinstance(model, BertForSequenceClassification) else ""
     names = {
         "embeddings.word.weight": "embeddings.word_embeddings.weight",
@@ -287,9 +290,7 @@ def hf_names(model):
         "pooler.bias": "pooler.dense.bias",
     }
     per_layer = {
-        "attn.q": "attention.self.query",
-        "attn.k": "attention.self.key",
-        "attn.v": "attention.self.value",
+        "attn.qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
         "attn.out": "attention.output.dense",
         "attn_norm": "attention.output.LayerNorm",
         "ffn.up": "intermediate.dense",
@@ -299,8 +300,10 @@ def hf_names(model):
     for i in range(len(model.layers)):
         for ours, hf in per_layer.items():
             for t in ("weight", "bias"):
-                names[f"layers.{i}.{ours}.{t}"] = f"encoder.layer.{i}.{hf}.{t}"
-    names = {ours: prefix + hf for ours, hf in names.items()}
+                full = lambda h: f"encoder.layer.{i}.{h}.{t}"  # noqa: E731
+                names[f"layers.{i}.{ours}.{t}"] = tuple(map(full, hf)) if isinstance(hf, tuple) else full(hf)
+    names = {ours: tuple(prefix + h for h in hf) if isinstance(hf, tuple) else prefix + hf
+             for ours, hf in names.items()}
     if prefix:
         names["classifier.weight"] = "classifier.weight"
         names["classifier.bias"] = "classifier.bias"
@@ -396,25 +399,27 @@ def load_weights(model, tensors, source):
     """Copy checkpoint tensors (HF names) into `model`, checking every name and shape. A classifier
     missing from a base checkpoint is expected (it is newly initialised, as HF does); anything else
     missing is an error. Unused checkpoint tensors are reported, as HF does."""
-    names = hf_names(model)
+    names = {ours: hf if isinstance(hf, tuple) else (hf,) for ours, hf in hf_names(model).items()}
     tensors = normalize_checkpoint_names(tensors, want_prefix=isinstance(model, BertForSequenceClassification))
     own = model.state_dict()
-    missing = [ours for ours, hf in names.items() if hf not in tensors]
+    missing = [ours for ours, hf in names.items() if any(h not in tensors for h in hf)]
     newly_initialised = [n for n in missing if n.startswith("classifier.")]
     missing = [n for n in missing if n not in newly_initialised]
     if missing:
         raise ModelError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. "
-                         f"{names[missing[0]]}")
+                         f"{next(h for h in names[missing[0]] if h not in tensors)}")
     with torch.no_grad():
         for ours, hf in names.items():
             if ours in newly_initialised:
                 continue
-            t = tensors[hf]
-            if t.shape != own[ours].shape:
-                raise ModelError(f"{source}: tensor {hf} has shape {tuple(t.shape)}, the model expects "
-                                 f"{tuple(own[ours].shape)}")
-            own[ours].copy_(t)
-    unused = sorted(set(tensors) - set(names.values()) - {"embeddings.position_ids", "bert.embeddings.position_ids"})
+            expected = (own[ours].shape[0] // len(hf), *own[ours].shape[1:])  # the shape of each part
+            for h in hf:
+                if tensors[h].shape != expected:
+                    raise ModelError(f"{source}: tensor {h} has shape {tuple(tensors[h].shape)}, the model "
+                                     f"expects {expected}")
+            own[ours].copy_(torch.cat([tensors[h] for h in hf]))
+    used = {h for hf in names.values() for h in hf}
+    unused = sorted(set(tensors) - used - {"embeddings.position_ids", "bert.embeddings.position_ids"})
     if unused:
         logger.warning("Some weights of the checkpoint at %s were not used by %s: %s", source,
                        type(model).__name__, ", ".join(unused))

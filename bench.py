@@ -85,10 +85,13 @@ def label(name):
     return name if name == "dense" else "predicted" if name is None else f"keep {name}"
 
 
-def one_pass(run, batches):
+def one_pass(run, batches, device="cpu"):
+    """Seconds to run every batch once (waiting for the GPU to finish, on cuda)."""
     start = time.perf_counter()
     for b in batches:
         run(b)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -127,12 +130,15 @@ def module_times(model, run, batches):
     return {**spent, "other": total - sum(spent.values()), "total": total}
 
 
-def machine():
+def cpu_name():
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        return platform.processor() or "unknown"
+
+
+def machine():
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "loadavg_before": os.getloadavg()}

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import BertForSequenceClassification, build_from_checkpoint, padding_bias, read_checkpoint
+from model import BertForSequenceClassification, ModelError, build_from_checkpoint, padding_bias, read_checkpoint
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
 MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
@@ -217,8 +217,12 @@ class Transkimmer(nn.Module):
                                      source=str(name_or_path or folder))
         model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
                     mu0=mu0 if mu0 is not None else saved.get("mu0", MU0))
-        if skim_tensors:
-            model.predictors.load_state_dict(skim_tensors)  # strict: every name and shape must match
+        if skim_tensors:  # strict: every name and shape must match
+            try:
+                model.predictors.load_state_dict(skim_tensors)
+            except RuntimeError as e:
+                raise ModelError(f"{folder}: its skim predictors do not fit this model "
+                                 f"({str(e).strip().splitlines()[-1].strip()})") from None
         return model.eval()
 
     def save_pretrained(self, directory, tokenizer=None):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import bench
 import data
 import flops
 import skim
@@ -222,15 +223,8 @@ def measure_speedup(model, dev_set, args):
     batches = [to_device(b, args.device) for b in data.batches(dev_set, args.batch_size)]
 
     def seconds(fn):
-        def one_pass():
-            start = time.perf_counter()
-            for b in batches:
-                fn(b)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - start
-        one_pass()  # warm-up
-        return statistics.median(one_pass() for _ in range(args.timing_repeats))
+        bench.one_pass(fn, batches, args.device)  # warm-up
+        return statistics.median(bench.one_pass(fn, batches, args.device) for _ in range(args.timing_repeats))
 
     dense = dense_of(model)
     with torch.inference_mode():

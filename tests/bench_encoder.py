@@ -9,7 +9,6 @@ benchmark, not a test.
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -20,13 +19,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model  # noqa: E402
-
-
-def cpu_name():
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
+from bench import machine  # noqa: E402
 
 
 def step_seconds(forward, ids, mask, types):
@@ -71,8 +64,7 @@ def main():
         "batch": args.batch, "length": args.length, "repeats": args.repeats,
         "ours_seconds": round(median["ours"], 4), "hf_eager_seconds": round(median["hf_eager"], 4),
         "ratio_ours_over_hf": round(median["ours"] / median["hf_eager"], 3),
-        "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-        "cpu": cpu_name(), "machine": platform.machine(),
+        "transformers": transformers.__version__, "machine": machine(),
     }
     print(json.dumps(result, indent=2))
     if args.out:

@@ -256,3 +256,14 @@ def test_save_and_load_round_trip(random_skimmer, batch, tmp_path):
         a, b = random_skimmer(ids, mask), again(ids, mask)
     assert torch.equal(a.logits, b.logits)
     assert all(torch.equal(x, y) for x, y in zip(a.masks, b.masks))
+
+
+def test_predictors_that_do_not_fit_are_one_clear_error(random_skimmer, tmp_path):
+    from safetensors.torch import load_file, save_file
+    random_skimmer.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["skim.0.fc2.bias"] = torch.zeros(3)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(model.ModelError) as e:
+        Transkimmer.from_pretrained(tmp_path)
+    assert "skim predictors" in str(e.value) and "\n" not in str(e.value)

@@ -13,7 +13,9 @@ declare -A RUNS=(
 for name in "${@:-paper dense mu2}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
-    $PY train.py --task sst2 ${RUNS[$n]} --output-dir "runs/sst2-$n" 2>&1 | tr '\r' '\n' | grep -v '^$' | tail -n 3
+    mkdir -p "runs/sst2-$n"
+    $PY train.py --task sst2 ${RUNS[$n]} --output-dir "runs/sst2-$n" 2> "runs/sst2-$n/train.log"
+    tail -c 300 "runs/sst2-$n/train.log"
   done
 done
 $PY results/collect.py

@@ -249,7 +249,7 @@ def plot_retention(kept_per_layer, path, title):
     ax.bar(layers, kept_per_layer, color="tab:blue", label="Transkimmer")
     ax.axhline(1.0, color="gray", ls="--", lw=1, label="dense BERT")
     ax.set(xlabel="layer", ylabel="fraction of tokens processed", ylim=(0, 1.05), xticks=layers, title=title)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
@@ -275,7 +275,8 @@ def skim_picture(model, tokenizer, examples, args, path, count=8):
         spans = []
         for token_id, layer in zip(item["input_ids"], layers):
             lightness = 95 - 60 * layer / L
-            spans.append(f'<span title="skimmed before layer {layer}" style="background:hsl(210,70%,{lightness:.0f}%);'
+            title = f"skimmed before layer {layer}" if layer < L else "processed by every layer"
+            spans.append(f'<span title="{title}" style="background:hsl(210,70%,{lightness:.0f}%);'
                          f'color:{"#fff" if lightness < 60 else "#000"}">{html.escape(tokenizer.id_to_token(token_id))}</span>')
         rows.append("<p>" + " ".join(spans) + "</p>")
     legend = " ".join(f'<span style="background:hsl(210,70%,{95 - 60 * i / L:.0f}%);color:{"#fff" if 95 - 60 * i / L < 60 else "#000"}">'

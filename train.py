@@ -261,10 +261,18 @@ def skim_layers(masks, length):
     return [int(stacked[:, j].eq(0).nonzero()[0]) if stacked[:, j].eq(0).any() else len(masks) for j in range(length)]
 
 
+def layer_span(text, layer, L):
+    """One HTML span coloured by the layer at which a token was skimmed (L: processed by every layer)."""
+    import html
+    lightness = 95 - 60 * layer / L                                                # darker = processed longer
+    title = f"skimmed before layer {layer}" if layer < L else "processed by every layer"
+    return (f'<span title="{title}" style="background:hsl(210,70%,{lightness:.0f}%);'
+            f'color:{"#fff" if lightness < 60 else "#000"}">{html.escape(text)}</span>')
+
+
 @torch.no_grad()
 def skim_picture(model, tokenizer, examples, args, path, count=8):
     """Paper Table 5 style, as HTML: each token coloured by the layer at which it was skimmed."""
-    import html
     L = dense_of(model).config.num_hidden_layers
     rows = []
     encoded = data.encode(tokenizer, examples[:count], args.max_seq_length)
@@ -272,15 +280,9 @@ def skim_picture(model, tokenizer, examples, args, path, count=8):
         batch = next(data.batches([item], 1))
         _, masks, _ = run(model, to_device(batch, args.device))
         layers = skim_layers([m[0].cpu() for m in masks], len(item["input_ids"]))
-        spans = []
-        for token_id, layer in zip(item["input_ids"], layers):
-            lightness = 95 - 60 * layer / L
-            title = f"skimmed before layer {layer}" if layer < L else "processed by every layer"
-            spans.append(f'<span title="{title}" style="background:hsl(210,70%,{lightness:.0f}%);'
-                         f'color:{"#fff" if lightness < 60 else "#000"}">{html.escape(tokenizer.id_to_token(token_id))}</span>')
+        spans = [layer_span(tokenizer.id_to_token(t), layer, L) for t, layer in zip(item["input_ids"], layers)]
         rows.append("<p>" + " ".join(spans) + "</p>")
-    legend = " ".join(f'<span style="background:hsl(210,70%,{95 - 60 * i / L:.0f}%);color:{"#fff" if 95 - 60 * i / L < 60 else "#000"}">'
-                      f'{"skimmed before layer " + str(i) if i < L else "kept to the end"}</span>' for i in range(L + 1))
+    legend = " ".join(layer_span(f"skimmed before layer {i}" if i < L else "kept to the end", i, L) for i in range(L + 1))
     page = (f"<!doctype html><meta charset='utf-8'><title>What Transkimmer skims</title>"
             f"<style>body{{font-family:sans-serif;max-width:60em}} span{{padding:1px 3px;border-radius:3px;line-height:2}}</style>"
             f"<h3>{args.task}: each token coloured by the layer at which it was skimmed (darker = processed longer)</h3>"

@@ -143,6 +143,10 @@ class Transkimmer(nn.Module):
         self.mu0 = mu0
         d, std = bert.config.hidden_size, bert.config.initializer_range
         self.predictors = nn.ModuleList([SkimPredictor(d, mu0, std) for _ in bert.layers])
+        # Training only. "joint" (the paper): the straight-through gradient of the decisions also flows
+        # through the predictors' input into the encoder. "separate": the predictors read a detached
+        # copy of the hidden states, so that gradient trains the predictors alone (see train.py).
+        self.predictor_grad = "joint"
 
     @property
     def config(self):
@@ -155,6 +159,8 @@ class Transkimmer(nn.Module):
     def decide(self, predictor, x):
         """(B, n, d) -> (B, n) decisions in {0, 1}: sampled with the straight-through estimator in
         training, argmax (no noise) in evaluation."""
+        if self.training and self.predictor_grad == "separate":
+            x = x.detach()
         logits = predictor(x)                                                      # (B, n, 2)
         if self.training:
             return straight_through_gumbel_softmax(logits, self.tau)[..., 1]

@@ -52,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--skim-coef", type=float, default=None, help="lambda of Eq. 7 (default: the task's, Table 2)")
     p.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
     p.add_argument("--mu0", type=float, default=skim.MU0, help="unbalanced init of the predictors (Eq. 9)")
+    p.add_argument("--predictor-grad", default="joint", choices=["joint", "separate"],
+                   help="joint (the paper): the decisions' straight-through gradient also trains the encoder "
+                        "through the predictors' input; separate: it trains the predictors only, and the two "
+                        "parts' gradients are clipped separately")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
     p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors)")
@@ -111,7 +115,9 @@ def load_model(args, task):
         return BertForSequenceClassification.from_pretrained(folder)
     if args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
-    return skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
+    model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
+    model.predictor_grad = args.predictor_grad
+    return model
 
 
 def run(model, batch, prune=False):
@@ -152,6 +158,15 @@ def optimizer_for(model, args):
                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
 
+def clip_groups(model):
+    """The parameter groups whose gradient norm is clipped to 1 (as in BERT). One group, except with
+    --predictor-grad separate: then a spike in the predictors' straight-through gradient (it scales
+    with 1/tau) no longer shrinks the encoder's step."""
+    if isinstance(model, skim.Transkimmer) and model.predictor_grad == "separate":
+        return [list(model.bert.parameters()), list(model.predictors.parameters())]
+    return [list(model.parameters())]
+
+
 def linear_schedule(optimizer, total_steps, warmup_steps):
     def factor(step):
         if step < warmup_steps:
@@ -178,7 +193,8 @@ def train(model, train_set, task, args):
             loss = skim.total_loss(loss_task, skim_loss, args.skim_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for group in clip_groups(model):
+                torch.nn.utils.clip_grad_norm_(group, 1.0)
             optimizer.step()
             schedule.step()
             step += 1
@@ -310,7 +326,7 @@ def main(argv=None):
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; "
-              f"{'dense baseline' if args.no_skim else f'Transkimmer, lambda={args.skim_coef}, tau={args.tau}'}",
+              f"{'dense baseline' if args.no_skim else f'Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, predictor-grad {args.predictor_grad}'}",
               file=sys.stderr)
         train_info = train(model, train_set, task, args)
         model.save_pretrained(args.output_dir, tokenizer)

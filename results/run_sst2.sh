@@ -9,6 +9,9 @@ declare -A RUNS=(
   [paper]="--skim-coef 0.3"                       # the paper's settings: tau 0.1, mu0 5, lambda 0.3 (Table 2)
   [dense]="--no-skim"                             # the baseline, same recipe
   [mu2]="--mu0 2 --skim-coef 0.3"                 # a weaker unbalanced init, so the predictors can learn
+  [mu2-lam0.2]="--mu0 2 --skim-coef 0.2"          # the same, less pressure to skim
+  [mu2-lam0.1]="--mu0 2 --skim-coef 0.1"
+  [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder
 )
 for name in "${@:-paper dense mu2}"; do
   for n in $name; do

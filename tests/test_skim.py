@@ -208,6 +208,33 @@ def test_gradients_reach_every_predictor_in_a_training_step(skimmer, batch):
     skimmer.bert.zero_grad()
 
 
+def test_separate_predictor_grad_keeps_the_decisions_gradient_out_of_the_encoder(skimmer, batch):
+    """--predictor-grad separate: same forward pass; the skim loss (a function of the decisions only)
+    no longer reaches the encoder, while the task loss still does and the predictors still learn."""
+    ids, mask = batch
+    grads, logits = {}, {}
+    for mode in ("joint", "separate"):
+        m = Transkimmer(skimmer.bert, tau=1.0, mu0=0.5).train()
+        random_predictors(m, seed=3, mu0=0.5)
+        m.predictor_grad = mode
+        skimmer.bert.zero_grad()
+        torch.manual_seed(0)
+        out = m(ids, mask)
+        out.skim_loss.backward(retain_graph=True)
+        grads[mode] = {
+            "encoder": sum(p.grad.abs().sum() for p in m.bert.parameters() if p.grad is not None),
+            "predictors": sum(p.grad.abs().sum() for p in m.predictors.parameters() if p.grad is not None)}
+        skimmer.bert.zero_grad()
+        F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])).backward()
+        grads[mode]["task->encoder"] = sum(p.grad.abs().sum() for p in m.bert.parameters() if p.grad is not None)
+        logits[mode] = out.logits.detach()
+        skimmer.bert.zero_grad()
+    torch.testing.assert_close(logits["separate"], logits["joint"], rtol=0, atol=0)
+    assert grads["joint"]["encoder"] > 0
+    assert grads["separate"]["encoder"] == 0
+    assert grads["separate"]["predictors"] > 0 and grads["separate"]["task->encoder"] > 0
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_masks_keep_cls_never_keep_padding_and_never_grow(random_skimmer, batch, train):
     ids, mask = batch

@@ -81,6 +81,31 @@ def test_dense_baseline_trains_and_reports_no_speedup(glue, tmp_path):
     assert "skim" not in json.loads((tmp_path / "dense" / "config.json").read_text())
 
 
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_jointly(mode):
+    import torch
+    import model
+    import skim
+
+    config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=16)
+    m = skim.Transkimmer(model.BertForSequenceClassification(config))
+    m.predictor_grad = mode
+    for p in m.bert.parameters():
+        p.grad = torch.full_like(p, 1e-3)  # encoder gradient norm well under 1
+    for p in m.predictors.parameters():
+        p.grad = torch.full_like(p, 1e3)   # a straight-through spike
+    for group in train.clip_groups(m):
+        torch.nn.utils.clip_grad_norm_(group, 1.0)
+    encoder = torch.cat([p.grad.flatten() for p in m.bert.parameters()])
+    predictors = torch.cat([p.grad.flatten() for p in m.predictors.parameters()])
+    assert predictors.norm() <= 1.0 + 1e-5
+    if mode == "separate":
+        assert torch.all(encoder == 1e-3)
+    else:
+        assert encoder.max() < 1e-6  # scaled down with the spike
+
+
 # -----------------------------------------------------------------------------
 # bad input: exit code 2 and one line on stderr
 

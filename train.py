@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--skim-coef", type=float, default=None, help="lambda of Eq. 7 (default: the task's, Table 2)")
     p.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
     p.add_argument("--mu0", type=float, default=skim.MU0, help="unbalanced init of the predictors (Eq. 9)")
+    p.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: --lr)")
     p.add_argument("--predictor-grad", default="joint", choices=["joint", "separate"],
                    help="joint (the paper): the decisions' straight-through gradient also trains the encoder "
                         "through the predictors' input; separate: it trains the predictors only, and the two "
@@ -70,7 +71,8 @@ def parse_args(argv=None):
 
 def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau,
+                "--predictor-lr": 1 if args.predictor_lr is None else args.predictor_lr}
     for flag, value in positive.items():
         if not value > 0:
             raise UsageError(f"{flag} must be positive, got {value}")
@@ -151,11 +153,16 @@ def to_device(batch, device):
 # training
 
 def optimizer_for(model, args):
-    """AdamW; as in BERT, no weight decay on biases and LayerNorm weights (the 1-d parameters)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    """AdamW; as in BERT, no weight decay on biases and LayerNorm weights (the 1-d parameters). The skim
+    predictors, new parameters, learn at --predictor-lr (default: --lr)."""
+    parts = [(model, args.lr)]
+    if isinstance(model, skim.Transkimmer):
+        parts = [(model.bert, args.lr), (model.predictors, args.predictor_lr or args.lr)]
+    groups = []
+    for part, lr in parts:
+        groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay, "lr": lr},
+                   {"params": [p for p in part.parameters() if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
+    return torch.optim.AdamW(groups)
 
 
 def clip_groups(model):

@@ -19,12 +19,15 @@ def row(path):
     a = m["args"]
     grad = a.get("predictor_grad", "joint")  # runs made before the flag existed were all "joint"
     flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
+    if not a["no_skim"] and a.get("predictor_lr"):
+        flags += f" --predictor-lr {a['predictor_lr']}"
     if not a["no_skim"] and grad != "joint":
         flags += f" --predictor-grad {grad}"
     return {
         "run": path.parent.name,
         "command": f"python train.py --task sst2 {flags} --output-dir {path.parent}",
         "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"], "predictor_grad": grad,
+        "predictor_lr": a.get("predictor_lr") or a["lr"],
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
         "accuracy": m["accuracy"],
         "flops_speedup_no_padding": m["flops"]["none"]["speedup"],

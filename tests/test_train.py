@@ -106,6 +106,23 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
         assert encoder.max() < 1e-6  # scaled down with the spike
 
 
+def test_predictors_learn_at_their_own_rate_and_the_encoder_at_lr():
+    import torch
+    import model
+    import skim
+
+    config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=16)
+    m = skim.Transkimmer(model.BertForSequenceClassification(config))
+    args = train.parse_args(["--lr", "1e-5", "--predictor-lr", "3e-4"])
+    lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args).param_groups for p in g["params"]}
+    assert len(lr_of) == len(list(m.parameters()))  # every parameter is optimised, once
+    assert all(lr_of[id(p)] == 1e-5 for p in m.bert.parameters())
+    assert all(lr_of[id(p)] == 3e-4 for p in m.predictors.parameters())
+    default = train.optimizer_for(m, train.parse_args(["--lr", "1e-5"]))
+    assert {g["lr"] for g in default.param_groups} == {1e-5}
+
+
 # -----------------------------------------------------------------------------
 # bad input: exit code 2 and one line on stderr
 
@@ -138,6 +155,10 @@ def test_label_outside_the_task_set(glue, tmp_path):
 
 def test_batch_size_zero(glue):
     assert "--batch-size" in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--batch-size", 0))
+
+
+def test_predictor_lr_not_positive(glue):
+    assert "--predictor-lr" in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--predictor-lr", -1))
 
 
 def test_unwritable_output_dir(glue, tmp_path):

@@ -71,8 +71,9 @@ def parse_args(argv=None):
 
 def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau,
-                "--predictor-lr": 1 if args.predictor_lr is None else args.predictor_lr}
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
+    if args.predictor_lr is not None:
+        positive["--predictor-lr"] = args.predictor_lr
     for flag, value in positive.items():
         if not value > 0:
             raise UsageError(f"{flag} must be positive, got {value}")
@@ -332,9 +333,10 @@ def main(argv=None):
     train_info = {}
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
-        print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; "
-              f"{'dense baseline' if args.no_skim else f'Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, predictor-grad {args.predictor_grad}'}",
-              file=sys.stderr)
+        what = "dense baseline" if args.no_skim else (
+            f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
+            f"predictor lr {args.predictor_lr or args.lr}, predictor-grad {args.predictor_grad}")
+        print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {what}", file=sys.stderr)
         train_info = train(model, train_set, task, args)
         model.save_pretrained(args.output_dir, tokenizer)
 

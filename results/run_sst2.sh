@@ -12,9 +12,10 @@ declare -A RUNS=(
   [mu2-lam0.2]="--mu0 2 --skim-coef 0.2"          # the same, less pressure to skim
   [mu2-lam0.1]="--mu0 2 --skim-coef 0.1"
   [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder
+  [sep-lam0.3-plr1e-4]="--mu0 2 --skim-coef 0.3 --predictor-grad separate --predictor-lr 1e-4"
   [sep-lam0.5-plr1e-4]="--mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"  # more pressure, predictors learning 2x faster
 )
-for name in "${@:-paper dense mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

@@ -91,6 +91,7 @@ def check_args(args):
         raise UsageError("--device cuda: no CUDA device is available here")
     args.max_seq_length = args.max_seq_length or task.max_seq_length
     args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
+    args.predictor_lr = args.predictor_lr or args.lr
     if args.no_skim:
         args.skim_coef = 0.0  # the dense model processes every token; its skim loss is a constant 1
     args.output_dir = Path(args.output_dir or Path("out") / task.name)
@@ -158,7 +159,7 @@ def optimizer_for(model, args):
     predictors, new parameters, learn at --predictor-lr (default: --lr)."""
     parts = [(model, args.lr)]
     if isinstance(model, skim.Transkimmer):
-        parts = [(model.bert, args.lr), (model.predictors, args.predictor_lr or args.lr)]
+        parts = [(model.bert, args.lr), (model.predictors, args.predictor_lr)]
     groups = []
     for part, lr in parts:
         groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay, "lr": lr},
@@ -189,6 +190,7 @@ def train(model, train_set, task, args):
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = max(1, round(steps_per_epoch * args.epochs))
     optimizer = optimizer_for(model, args)
+    clipped = clip_groups(model)
     schedule = linear_schedule(optimizer, total_steps, round(args.warmup * total_steps))
     model.train()
     bar = tqdm(total=total_steps, desc=f"train {task.name}", unit="step", dynamic_ncols=True)
@@ -201,7 +203,7 @@ def train(model, train_set, task, args):
             loss = skim.total_loss(loss_task, skim_loss, args.skim_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for group in clip_groups(model):
+            for group in clipped:
                 torch.nn.utils.clip_grad_norm_(group, 1.0)
             optimizer.step()
             schedule.step()
@@ -335,7 +337,7 @@ def main(argv=None):
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
         what = "dense baseline" if args.no_skim else (
             f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
-            f"predictor lr {args.predictor_lr or args.lr}, predictor-grad {args.predictor_grad}")
+            f"predictor lr {args.predictor_lr}, predictor-grad {args.predictor_grad}")
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {what}", file=sys.stderr)
         train_info = train(model, train_set, task, args)
         model.save_pretrained(args.output_dir, tokenizer)

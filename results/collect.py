@@ -19,15 +19,16 @@ def row(path):
     a = m["args"]
     grad = a.get("predictor_grad", "joint")  # runs made before the flag existed were all "joint"
     flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
-    if not a["no_skim"] and a.get("predictor_lr"):
-        flags += f" --predictor-lr {a['predictor_lr']}"
+    predictor_lr = a.get("predictor_lr") or a["lr"]  # None (= --lr) in runs made before train.py resolved it
+    if not a["no_skim"] and predictor_lr != a["lr"]:
+        flags += f" --predictor-lr {predictor_lr}"
     if not a["no_skim"] and grad != "joint":
         flags += f" --predictor-grad {grad}"
     return {
         "run": path.parent.name,
         "command": f"python train.py --task sst2 {flags} --output-dir {path.parent}",
         "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"], "predictor_grad": grad,
-        "predictor_lr": a.get("predictor_lr") or a["lr"],
+        "predictor_lr": predictor_lr,
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
         "accuracy": m["accuracy"],
         "flops_speedup_no_padding": m["flops"]["none"]["speedup"],
@@ -38,18 +39,22 @@ def row(path):
     }
 
 
+def dense_row(rows):
+    return next((r for r in rows if not r["skim"]), None)
+
+
 def markdown(rows):
     lines = ["| run | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | FLOPs speedup, no padding | "
              "FLOPs speedup, sequence 64 | measured CPU speedup | tokens kept per layer | train time |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    dense = next((r for r in rows if not r["skim"]), None)
+    dense = dense_row(rows)
     for r in rows:
         delta = f"{100 * (r['accuracy'] - dense['accuracy']):+.1f}" if dense else "n/a"
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
+        skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
+                                   for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         lines.append(
-            f"| {r['run']} | {r['skim_coef'] if r['skim'] else '-'} | {r['tau'] if r['skim'] else '-'} | "
-            f"{r['mu0'] if r['skim'] else '-'} | {r['predictor_grad'] if r['skim'] else '-'} | "
-            f"{r['predictor_lr'] if r['skim'] else '-'} | {100 * r['accuracy']:.1f} | {delta} | "
+            f"| {r['run']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
             f"{' '.join(f'{k:.2f}' for k in r['kept_fraction'])} | {r['train_seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -69,7 +74,7 @@ def plot(rows, path):
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
         ax.annotate(r["run"].replace("sst2-", ""), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
                     textcoords="offset points", xytext=(5, -11 if r["predictor_grad"] == "separate" else 4), fontsize=8)
-    dense = next((r for r in rows if not r["skim"]), None)
+    dense = dense_row(rows)
     if dense:  # the goal of issue 5: at least 2x, at most 1 point below the dense row
         ax.axhline(100 * dense["accuracy"] - 1, color="gray", ls=":", lw=1)
         ax.axvline(2.0, color="gray", ls=":", lw=1)

@@ -78,8 +78,9 @@ def main():
         model.train()
         encoded = data.encode(model.tokenizer, examples[: 32 * args.batches * 4], task.max_seq_length)
         batches = list(data.batches(encoded, 32, shuffle=True, seed=42))[: args.batches]
-        result["runs"][name if name != "init" else f"init (mu0 {args.mu0})"] = measure(model, batches, args.skim_coef)
-        s = result["runs"][list(result["runs"])[-1]]["summary"]
+        key = f"init (mu0 {args.mu0})" if name == "init" else name
+        result["runs"][key] = measure(model, batches, args.skim_coef)
+        s = result["runs"][key]["summary"]
         print(f"{name}: task->encoder median {s['task_to_encoder_joint']['median']:.3g} (joint) vs "
               f"{s['task_to_encoder_separate']['median']:.3g} (separate), max {s['task_to_encoder_joint']['max']:.3g} vs "
               f"{s['task_to_encoder_separate']['max']:.3g}; predictors max {s['total_to_predictors']['max']:.3g}; "

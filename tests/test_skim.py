@@ -208,6 +208,10 @@ def test_gradients_reach_every_predictor_in_a_training_step(skimmer, batch):
     skimmer.bert.zero_grad()
 
 
+def grad_mass(module):
+    return sum(p.grad.abs().sum() for p in module.parameters() if p.grad is not None)
+
+
 def test_separate_predictor_grad_keeps_the_decisions_gradient_out_of_the_encoder(skimmer, batch):
     """--predictor-grad separate: same forward pass; the skim loss (a function of the decisions only)
     no longer reaches the encoder, while the task loss still does and the predictors still learn."""
@@ -221,12 +225,10 @@ def test_separate_predictor_grad_keeps_the_decisions_gradient_out_of_the_encoder
         torch.manual_seed(0)
         out = m(ids, mask)
         out.skim_loss.backward(retain_graph=True)
-        grads[mode] = {
-            "encoder": sum(p.grad.abs().sum() for p in m.bert.parameters() if p.grad is not None),
-            "predictors": sum(p.grad.abs().sum() for p in m.predictors.parameters() if p.grad is not None)}
+        grads[mode] = {"encoder": grad_mass(m.bert), "predictors": grad_mass(m.predictors)}
         skimmer.bert.zero_grad()
         F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])).backward()
-        grads[mode]["task->encoder"] = sum(p.grad.abs().sum() for p in m.bert.parameters() if p.grad is not None)
+        grads[mode]["task->encoder"] = grad_mass(m.bert)
         logits[mode] = out.logits.detach()
         skimmer.bert.zero_grad()
     torch.testing.assert_close(logits["separate"], logits["joint"], rtol=0, atol=0)

@@ -81,15 +81,20 @@ def test_dense_baseline_trains_and_reports_no_speedup(glue, tmp_path):
     assert "skim" not in json.loads((tmp_path / "dense" / "config.json").read_text())
 
 
-@pytest.mark.parametrize("mode", ["joint", "separate"])
-def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_jointly(mode):
-    import torch
+def tiny_transkimmer():
     import model
     import skim
 
     config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=16)
-    m = skim.Transkimmer(model.BertForSequenceClassification(config))
+    return skim.Transkimmer(model.BertForSequenceClassification(config))
+
+
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_jointly(mode):
+    import torch
+
+    m = tiny_transkimmer()
     m.predictor_grad = mode
     for p in m.bert.parameters():
         p.grad = torch.full_like(p, 1e-3)  # encoder gradient norm well under 1
@@ -108,12 +113,8 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
 
 def test_predictors_learn_at_their_own_rate_and_the_encoder_at_lr():
     import torch
-    import model
-    import skim
 
-    config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=16)
-    m = skim.Transkimmer(model.BertForSequenceClassification(config))
+    m = tiny_transkimmer()
     args = train.parse_args(["--lr", "1e-5", "--predictor-lr", "3e-4"])
     lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args).param_groups for p in g["params"]}
     assert len(lr_of) == len(list(m.parameters()))  # every parameter is optimised, once

@@ -13,6 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import atomic_write  # noqa: E402
 
+PRETRAINED = "all-MiniLM-L6-v2"  # what train.py fine-tunes unless --model names another
+
 
 def row(path):
     m = json.loads(path.read_text())
@@ -24,9 +26,12 @@ def row(path):
         flags += f" --predictor-lr {predictor_lr}"
     if not a["no_skim"] and grad != "joint":
         flags += f" --predictor-grad {grad}"
+    if a["model"]:  # a second stage, fine-tuning a model another run saved
+        flags = f"--model {a['model']} {flags}"
     return {
         "run": path.parent.name,
         "command": f"python train.py --task sst2 {flags} --output-dir {path.parent}",
+        "starts_from": Path(a["model"]).name if a["model"] else PRETRAINED,
         "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"], "predictor_grad": grad,
         "predictor_lr": predictor_lr,
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
@@ -39,51 +44,62 @@ def row(path):
     }
 
 
-def dense_row(rows):
-    return next((r for r in rows if not r["skim"]), None)
+def recipe(r):
+    """Rows trained with the same recipe: same starting model, epochs, lr, batch size and seed."""
+    return r["starts_from"], r["epochs"], r["lr"], r["batch_size"], r["seed"]
+
+
+def compare_to_dense(rows):
+    """Each row's reference is the dense row trained with the same recipe; the accuracy change is in points."""
+    for r in rows:
+        dense = next((d for d in rows if not d["skim"] and recipe(d) == recipe(r)), None)
+        r["dense_reference"] = dense["run"] if dense else None
+        r["accuracy_change_points"] = round(100 * (r["accuracy"] - dense["accuracy"]), 2) if dense else None
 
 
 def markdown(rows):
-    lines = ["| run | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | FLOPs speedup, no padding | "
-             "FLOPs speedup, sequence 64 | measured CPU speedup | tokens kept per layer | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    dense = dense_row(rows)
+    lines = ["| run | starts from | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | "
+             "FLOPs speedup, no padding | FLOPs speedup, sequence 64 | measured CPU speedup | tokens kept per layer | "
+             "train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = f"{100 * (r['accuracy'] - dense['accuracy']):+.1f}" if dense else "n/a"
+        change = r["accuracy_change_points"]
+        delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {r['dense_reference'].replace('sst2-', '')}"
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
         skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
                                    for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         lines.append(
-            f"| {r['run']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | "
+            f"| {r['run']} | {r['starts_from']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
             f"{' '.join(f'{k:.2f}' for k in r['kept_fraction'])} | {r['train_seconds'] / 60:.0f} min |")
     return "\n".join(lines)
 
 
 COLOURS = {"joint": "tab:blue", "separate": "tab:orange"}
-
-
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for r in rows:
-        marker, color = ("s", "black") if not r["skim"] else ("o", COLOURS[r["predictor_grad"]])
+        marker = "o" if r["starts_from"] == PRETRAINED else "^"
+        color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
         ax.annotate(r["run"].replace("sst2-", ""), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
-                    textcoords="offset points", xytext=(5, -11 if r["predictor_grad"] == "separate" else 4), fontsize=8)
-    dense = dense_row(rows)
-    if dense:  # the goal of issue 5: at least 2x, at most 1 point below the dense row
+                    textcoords="offset points", xytext=(5, -11 if r["predictor_grad"] == "separate" else 4), fontsize=7)
+    # the goal of issue 5: at least 2x, at most 1 point below the dense row of the same recipe
+    ax.axvline(2.0, color="gray", ls=":", lw=1)
+    for dense in (r for r in rows if not r["skim"]):
         ax.axhline(100 * dense["accuracy"] - 1, color="gray", ls=":", lw=1)
-        ax.axvline(2.0, color="gray", ls=":", lw=1)
-        ax.annotate("goal", (2.0, 100 * dense["accuracy"] - 1), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8, color="gray")
+        ax.annotate(f"goal, vs {dense['run'].replace('sst2-', '')}", (2.0, 100 * dense["accuracy"] - 1),
+                    textcoords="offset points", xytext=(4, 2), fontsize=7, color="gray")
     for grad, colour in COLOURS.items():
-        ax.scatter([], [], marker="o", color=colour, label=f"Transkimmer, predictor grad {grad}")
+        ax.scatter([], [], marker="s", color=colour, label=f"Transkimmer, predictor grad {grad}")
     ax.scatter([], [], marker="s", color="black", label="dense")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.scatter([], [], marker="o", color="gray", label=f"fine-tuned from {PRETRAINED}")
+    ax.scatter([], [], marker="^", color="gray", label="fine-tuned from the dense run")
+    ax.legend(fontsize=6.5, loc="lower left")
     ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)",
            title="Accuracy vs. speedup (all-MiniLM-L6-v2, SST-2)")
     ax.grid(alpha=0.3)
@@ -100,8 +116,11 @@ def main():
     paths = sorted(Path(args.runs).glob("sst2-*/metrics.json"))
     if not paths:
         sys.exit(f"error: no {args.runs}/sst2-*/metrics.json; run results/run_sst2.sh first")
-    rows = sorted((row(p) for p in paths), key=lambda r: (r["skim"], r["flops_speedup_no_padding"]))
+    rows = sorted((row(p) for p in paths),
+                  key=lambda r: (r["starts_from"] != PRETRAINED, r["skim"], r["flops_speedup_no_padding"]))
+    compare_to_dense(rows)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sst2.json", lambda p: Path(p).write_text(json.dumps(rows, indent=2) + "\n"))
     table = markdown(rows)
     atomic_write(out / "sst2.md", lambda p: Path(p).write_text(

@@ -1,0 +1,50 @@
+"""results/collect.py: each row's accuracy change is measured against the dense row of its own recipe."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None):
+    """A metrics.json with the fields collect.py reads, as train.py writes them."""
+    args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
+            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": 42}
+    metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
+               "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup},
+                         "kept_fraction": [1.0] * 6},
+               "train_seconds": 60.0, "train_steps": 10}
+    (runs / name).mkdir(parents=True)
+    (runs / name / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-skim", 0.870, 1.5)
+    fake_run(runs, "sst2-fd-dense", 0.900, 1.0, no_skim=True, model="runs/sst2-dense")
+    fake_run(runs, "sst2-fd-skim", 0.895, 2.1, model="runs/sst2-dense")
+    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
+                   check=True, capture_output=True)
+    rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
+    assert rows["sst2-skim"]["dense_reference"] == "sst2-dense"
+    assert rows["sst2-skim"]["accuracy_change_points"] == -1.0
+    assert rows["sst2-fd-skim"]["dense_reference"] == "sst2-fd-dense"
+    assert rows["sst2-fd-skim"]["accuracy_change_points"] == -0.5
+    assert "--model runs/sst2-dense" in rows["sst2-fd-skim"]["command"]
+    assert "--model" not in rows["sst2-skim"]["command"]
+    assert "-0.5 vs fd-dense" in (out / "sst2.md").read_text()
+    assert (out / "sst2_tradeoff.png").stat().st_size > 0
+
+
+def test_a_row_without_a_dense_row_of_its_recipe_says_so(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-fd-skim", 0.895, 2.1, model="runs/sst2-dense")
+    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
+                   check=True, capture_output=True)
+    [skim_row] = [r for r in json.loads((out / "sst2.json").read_text()) if r["skim"]]
+    assert skim_row["dense_reference"] is None and skim_row["accuracy_change_points"] is None
+    assert "n/a (no dense row)" in (out / "sst2.md").read_text()

@@ -24,7 +24,7 @@ def row(path):
     predictor_lr = a.get("predictor_lr") or a["lr"]  # None (= --lr) in runs made before train.py resolved it
     if not a["no_skim"] and predictor_lr != a["lr"]:
         flags += f" --predictor-lr {predictor_lr}"
-    if not a["no_skim"] and grad != "joint":
+    if not a["no_skim"]:
         flags += f" --predictor-grad {grad}"
     if a["model"]:  # a second stage, fine-tuning a model another run saved
         flags = f"--model {a['model']} {flags}"

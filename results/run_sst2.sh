@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 declare -A RUNS=(
-  [paper]="--skim-coef 0.3"                       # the paper's settings: tau 0.1, mu0 5, lambda 0.3 (Table 2)
+  [paper]="--skim-coef 0.3 --mu0 5 --predictor-grad joint"   # the paper's settings: tau 0.1, mu0 5, lambda 0.3 (Table 2)
   [dense]="--no-skim"                             # the baseline, same recipe
-  [mu2]="--mu0 2 --skim-coef 0.3"                 # a weaker unbalanced init, so the predictors can learn
-  [mu2-lam0.2]="--mu0 2 --skim-coef 0.2"          # the same, less pressure to skim
-  [mu2-lam0.1]="--mu0 2 --skim-coef 0.1"
-  [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder
+  [mu2]="--mu0 2 --skim-coef 0.3 --predictor-grad joint"   # a weaker unbalanced init, so the predictors can learn
+  [mu2-lam0.2]="--mu0 2 --skim-coef 0.2 --predictor-grad joint"   # the same, less pressure to skim
+  [mu2-lam0.1]="--mu0 2 --skim-coef 0.1 --predictor-grad joint"
+  [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder; = train.py's defaults
   [sep-lam0.3-plr1e-4]="--mu0 2 --skim-coef 0.3 --predictor-grad separate --predictor-lr 1e-4"
   [sep-lam0.5-plr1e-4]="--mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"  # more pressure, predictors learning 2x faster
 )

@@ -68,7 +68,8 @@ def parse_args(argv=None):
                         "it also trains the encoder through the predictors' input")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
-    p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors)")
+    p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
+                   "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
     p.add_argument("--checkpoint", default=None, help="a folder saved by train.py, for --eval-only")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -120,12 +121,14 @@ def check_writable(directory):
 
 def load_model(args, task):
     """Transkimmer (or, with --no-skim, the dense BertForSequenceClassification) from --model, or the
-    saved model in --checkpoint (a Transkimmer if its config has skim settings)."""
+    saved model in --checkpoint (a Transkimmer if its config has skim settings; with --no-skim, that
+    Transkimmer's encoder and classifier alone, every token kept)."""
     if args.eval_only:
         folder = resolve_checkpoint(args.checkpoint)
-        if "skim" in read_config(folder):
-            return skim.Transkimmer.from_pretrained(folder)
-        return BertForSequenceClassification.from_pretrained(folder)
+        if "skim" not in read_config(folder):
+            return BertForSequenceClassification.from_pretrained(folder)
+        model = skim.Transkimmer.from_pretrained(folder)
+        return model.bert if args.no_skim else model
     if args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
     model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)

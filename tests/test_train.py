@@ -65,6 +65,21 @@ def test_train_end_to_end_writes_everything_and_eval_only_reproduces_metrics(glu
         assert again[key] == trained[key], key
 
 
+def test_eval_only_no_skim_evaluates_a_transkimmer_checkpoint_with_every_token_kept(glue, tmp_path):
+    import skim
+
+    m = skim.Transkimmer.from_pretrained(num_labels=2)
+    for p in m.predictors:
+        p.reset_parameters(mu0=-5.0, std=0.02)  # predictors that skim nearly every token
+    m.save_pretrained(tmp_path / "ckpt", m.bert.tokenizer)
+    common = ["--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint", tmp_path / "ckpt",
+              "--timing-repeats", 0]
+    skimmed = main(*common, "--output-dir", tmp_path / "skimmed")
+    encoder = main(*common, "--no-skim", "--output-dir", tmp_path / "encoder")
+    assert max(skimmed["flops"]["kept_fraction"][1:]) < 0.5
+    assert encoder["flops"]["kept_fraction"] == [1.0] * 6
+
+
 def test_same_seed_gives_the_same_numbers(glue, tmp_path):
     args = ["--task", "sst2", "--data-dir", glue, "--batch-size", 8, "--epochs", 1, "--timing-repeats", 0,
             "--max-train-samples", 16, "--lr", "1e-4"]

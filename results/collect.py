@@ -18,6 +18,7 @@ PRETRAINED = "all-MiniLM-L6-v2"  # what train.py fine-tunes unless --model names
 
 def row(path):
     m = json.loads(path.read_text())
+    encoder_only = path.parent / "encoder-only" / "metrics.json"  # train.py --eval-only --no-skim on this run
     a = m["args"]
     grad = a.get("predictor_grad", "joint")  # runs made before the flag existed were all "joint"
     flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
@@ -36,6 +37,7 @@ def row(path):
         "predictor_lr": predictor_lr,
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
         "accuracy": m["accuracy"],
+        "encoder_only_accuracy": json.loads(encoder_only.read_text())["accuracy"] if encoder_only.is_file() else None,
         "flops_speedup_no_padding": m["flops"]["none"]["speedup"],
         "flops_speedup_sequence": m["flops"]["sequence"]["speedup"],
         "measured_speedup": m.get("measured_speedup"),
@@ -59,17 +61,18 @@ def compare_to_dense(rows):
 
 def markdown(rows):
     lines = ["| run | starts from | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | "
-             "FLOPs speedup, no padding | FLOPs speedup, sequence 64 | measured CPU speedup | tokens kept per layer | "
-             "train time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "dev acc, every token kept | FLOPs speedup, no padding | FLOPs speedup, sequence 64 | measured CPU speedup | "
+             "tokens kept per layer | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         change = r["accuracy_change_points"]
         delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {r['dense_reference'].replace('sst2-', '')}"
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
+        every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
         skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
                                    for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         lines.append(
-            f"| {r['run']} | {r['starts_from']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | "
+            f"| {r['run']} | {r['starts_from']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | {every_token} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
             f"{' '.join(f'{k:.2f}' for k in r['kept_fraction'])} | {r['train_seconds'] / 60:.0f} min |")
     return "\n".join(lines)

@@ -8,8 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None):
-    """A metrics.json with the fields collect.py reads, as train.py writes them."""
+def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None):
+    """A metrics.json with the fields collect.py reads, as train.py writes them (and, if given, the one
+    train.py --eval-only --no-skim writes into encoder-only/)."""
     args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
             "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": 42}
     metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
@@ -18,6 +19,14 @@ def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None):
                "train_seconds": 60.0, "train_steps": 10}
     (runs / name).mkdir(parents=True)
     (runs / name / "metrics.json").write_text(json.dumps(metrics))
+    if encoder_only_accuracy is not None:
+        (runs / name / "encoder-only").mkdir()
+        (runs / name / "encoder-only" / "metrics.json").write_text(json.dumps({"accuracy": encoder_only_accuracy}))
+
+
+def collect(runs, out):
+    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
+                   check=True, capture_output=True)
 
 
 def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
@@ -26,8 +35,7 @@ def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
     fake_run(runs, "sst2-skim", 0.870, 1.5)
     fake_run(runs, "sst2-fd-dense", 0.900, 1.0, no_skim=True, model="runs/sst2-dense")
     fake_run(runs, "sst2-fd-skim", 0.895, 2.1, model="runs/sst2-dense")
-    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
-                   check=True, capture_output=True)
+    collect(runs, out)
     rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
     assert rows["sst2-skim"]["dense_reference"] == "sst2-dense"
     assert rows["sst2-skim"]["accuracy_change_points"] == -1.0
@@ -43,8 +51,19 @@ def test_a_row_without_a_dense_row_of_its_recipe_says_so(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
     fake_run(runs, "sst2-fd-skim", 0.895, 2.1, model="runs/sst2-dense")
-    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
-                   check=True, capture_output=True)
+    collect(runs, out)
     [skim_row] = [r for r in json.loads((out / "sst2.json").read_text()) if r["skim"]]
     assert skim_row["dense_reference"] is None and skim_row["accuracy_change_points"] is None
     assert "n/a (no dense row)" in (out / "sst2.md").read_text()
+
+
+def test_a_row_shows_its_encoders_accuracy_without_predictors_when_measured(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-skim", 0.870, 1.5, encoder_only_accuracy=0.8654)
+    fake_run(runs, "sst2-other", 0.860, 1.8)
+    collect(runs, out)
+    rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
+    assert rows["sst2-skim"]["encoder_only_accuracy"] == 0.8654
+    assert rows["sst2-other"]["encoder_only_accuracy"] is None
+    assert "| -1.0 vs dense | 86.5 |" in (out / "sst2.md").read_text()

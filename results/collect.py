@@ -79,6 +79,8 @@ def markdown(rows):
 
 
 COLOURS = {"joint": "tab:blue", "separate": "tab:orange"}
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -128,7 +130,9 @@ def main():
     table = markdown(rows)
     atomic_write(out / "sst2.md", lambda p: Path(p).write_text(
         "# SST-2: Transkimmer vs the dense baseline\n\nMade by `GLUE_DIR=../shared/data/glue bash results/run_sst2.sh` "
-        "then `python results/collect.py`; see the README for the machine.\n\n" + table + "\n\nCommands:\n\n"
+        "then `python results/collect.py`; see the README for the machine. \"Every token kept\" is the same model "
+        "evaluated without its predictors: `python train.py --task sst2 --eval-only --no-skim --checkpoint "
+        "runs/sst2-NAME --output-dir runs/sst2-NAME/encoder-only`.\n\n" + table + "\n\nCommands:\n\n"
         + "\n".join(f"- `{r['command']}`" for r in rows) + "\n"))
     plot(rows, out / "sst2_tradeoff.png")
     print(table)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SST-2 runs behind results/sst2.md, one after another (full train set, default checkpoint,
 # this machine: 2 CPU cores). Each writes runs/sst2-*/metrics.json; then collect.py makes the table.
+# The fd-* runs ("from dense") fine-tune runs/sst2-dense's model for a second epoch.
 #   GLUE_DIR=../shared/data/glue bash results/run_sst2.sh [NAME ...]     (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +15,22 @@ declare -A RUNS=(
   [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder; = train.py's defaults
   [sep-lam0.3-plr1e-4]="--mu0 2 --skim-coef 0.3 --predictor-grad separate --predictor-lr 1e-4"
   [sep-lam0.5-plr1e-4]="--mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"  # more pressure, predictors learning 2x faster
+  # Two stages: a second epoch that starts from the dense run's fine-tuned model (so run "dense" first).
+  [fd-dense]="--model runs/sst2-dense --no-skim"  # the reference for this recipe: the second epoch, dense
+  [fd-sep-lam0.3]="--model runs/sst2-dense --mu0 2 --skim-coef 0.3 --predictor-grad separate"
+  [fd-sep-lam0.5]="--model runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate"
+  [fd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"
     $PY train.py --task sst2 ${RUNS[$n]} --output-dir "runs/sst2-$n" 2> "runs/sst2-$n/train.log"
     tail -c 300 "runs/sst2-$n/train.log"
+    if [[ "${RUNS[$n]}" != *--no-skim* ]]; then  # the same model without its predictors: every token kept
+      $PY train.py --task sst2 --eval-only --no-skim --checkpoint "runs/sst2-$n" --timing-repeats 0 \
+        --output-dir "runs/sst2-$n/encoder-only" 2> "runs/sst2-$n/encoder-only.log"
+    fi
   done
 done
 $PY results/collect.py

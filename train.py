@@ -14,7 +14,7 @@ receives the model, metrics.json and two pictures, each file written atomically.
 
 Two defaults depart from the paper, chosen by the SST-2 runs in the README: --mu0 2, not 5 (at
 tau 0.1 and mu0 5 the straight-through gradient underflows and nothing is skimmed), and
---predictor-grad separate, not joint (more speedup at the same accuracy).
+--predictor-grad separate, not joint (a little more speedup at the same accuracy there).
 """
 
 import argparse

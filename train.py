@@ -128,7 +128,7 @@ def load_model(args, task):
         if "skim" not in read_config(folder):
             return BertForSequenceClassification.from_pretrained(folder)
         model = skim.Transkimmer.from_pretrained(folder)
-        return model.bert if args.no_skim else model
+        return dense_of(model) if args.no_skim else model
     if args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
     model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)

@@ -46,6 +46,11 @@ def row(path):
     }
 
 
+def short(run):
+    """A run's name without the task prefix, for the table's references and the plot's labels."""
+    return run.replace("sst2-", "")
+
+
 def recipe(r):
     """Rows trained with the same recipe: same starting model, epochs, lr, batch size and seed."""
     return r["starts_from"], r["epochs"], r["lr"], r["batch_size"], r["seed"]
@@ -66,7 +71,7 @@ def markdown(rows):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         change = r["accuracy_change_points"]
-        delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {r['dense_reference'].replace('sst2-', '')}"
+        delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {short(r['dense_reference'])}"
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
         every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
         skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
@@ -91,13 +96,13 @@ def plot(rows, path):
         marker = "o" if r["starts_from"] == PRETRAINED else "^"
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
-        ax.annotate(r["run"].replace("sst2-", ""), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
+        ax.annotate(short(r["run"]), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
                     textcoords="offset points", xytext=(5, -11 if r["predictor_grad"] == "separate" else 4), fontsize=7)
     # the goal of issue 5: at least 2x, at most 1 point below the dense row of the same recipe
     ax.axvline(2.0, color="gray", ls=":", lw=1)
     for dense in (r for r in rows if not r["skim"]):
         ax.axhline(100 * dense["accuracy"] - 1, color="gray", ls=":", lw=1)
-        ax.annotate(f"goal, vs {dense['run'].replace('sst2-', '')}", (2.0, 100 * dense["accuracy"] - 1),
+        ax.annotate(f"goal, vs {short(dense['run'])}", (2.0, 100 * dense["accuracy"] - 1),
                     textcoords="offset points", xytext=(4, 2), fontsize=7, color="gray")
     for grad, colour in COLOURS.items():
         ax.scatter([], [], marker="s", color=colour, label=f"Transkimmer, predictor grad {grad}")

@@ -5,6 +5,7 @@ Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
     python train.py --task sst2 --no-skim            # the dense baseline, same recipe
     python train.py --task sst2 --mu0 5 --predictor-grad joint   # the paper's own settings
     python train.py --task sst2 --eval-only --checkpoint out/sst2
+    python train.py --task sst2 --model out/dense --teacher out/dense   # second stage, distilled from the dense model
 
 Flags follow HF's run_glue.py. The loop is the whole of it: AdamW with linear warm-up and decay,
 loss = task loss + lambda * skim loss (Eq. 7). Each evaluation reports the task metric, the FLOPs
@@ -15,6 +16,7 @@ receives the model, metrics.json and two pictures, each file written atomically.
 Two defaults depart from the paper, chosen by the SST-2 runs in the README: --mu0 2, not 5 (at
 tau 0.1 and mu0 5 the straight-through gradient underflows and nothing is skimmed), and
 --predictor-grad separate, not joint (a little more speedup at the same accuracy there).
+--teacher adds knowledge distillation, which the paper does not use (off unless asked for).
 """
 
 import argparse
@@ -34,7 +36,7 @@ import bench
 import data
 import flops
 import skim
-from model import BertForSequenceClassification, ModelError, atomic_write, read_config, resolve_checkpoint
+from model import BertConfig, BertForSequenceClassification, ModelError, atomic_write, read_config, resolve_checkpoint
 
 
 class UsageError(Exception):
@@ -66,6 +68,10 @@ def parse_args(argv=None):
                    help="separate (default): the decisions' straight-through gradient trains the predictors only, "
                         "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
                         "it also trains the encoder through the predictors' input")
+    p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
+                   "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
+    p.add_argument("--distill-coef", type=float, default=0.5, help="a, the distillation loss's weight, with --teacher")
+    p.add_argument("--distill-temp", type=float, default=2.0, help="softmax temperature of the distillation loss")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
     p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
@@ -81,7 +87,8 @@ def parse_args(argv=None):
 
 def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau,
+                "--distill-temp": args.distill_temp}
     if args.predictor_lr is not None:
         positive["--predictor-lr"] = args.predictor_lr
     for flag, value in positive.items():
@@ -93,6 +100,10 @@ def check_args(args):
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if not 0 <= args.warmup < 1:
         raise UsageError(f"--warmup is a fraction of the steps in [0, 1), got {args.warmup}")
+    if not 0 <= args.distill_coef <= 1:
+        raise UsageError(f"--distill-coef weighs two losses, so it lies in [0, 1], got {args.distill_coef}")
+    if args.teacher and args.eval_only:
+        raise UsageError("--teacher is for training; --eval-only trains nothing")
     if args.eval_only and not args.checkpoint:
         raise UsageError("--eval-only needs --checkpoint DIR (a folder saved by train.py)")
     if args.checkpoint and not args.eval_only:
@@ -121,19 +132,46 @@ def check_writable(directory):
 
 def load_model(args, task):
     """Transkimmer (or, with --no-skim, the dense BertForSequenceClassification) from --model, or the
-    saved model in --checkpoint (a Transkimmer if its config has skim settings; with --no-skim, that
-    Transkimmer's encoder and classifier alone, every token kept)."""
+    saved model in --checkpoint (see load_saved)."""
     if args.eval_only:
-        folder = resolve_checkpoint(args.checkpoint)
-        if "skim" not in read_config(folder):
-            return BertForSequenceClassification.from_pretrained(folder)
-        model = skim.Transkimmer.from_pretrained(folder)
-        return dense_of(model) if args.no_skim else model
+        return load_saved(args.checkpoint, every_token=args.no_skim)
     if args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
     model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
     model.predictor_grad = args.predictor_grad
     return model
+
+
+def load_saved(path, every_token=False):
+    """A model train.py saved: a Transkimmer if its config has skim settings (with every_token, that
+    Transkimmer's encoder and classifier alone, every token kept), else the dense model."""
+    folder = resolve_checkpoint(path)
+    if "skim" not in read_config(folder):
+        return BertForSequenceClassification.from_pretrained(folder)
+    model = skim.Transkimmer.from_pretrained(folder)
+    return dense_of(model) if every_token else model
+
+
+def load_teacher(args, task):
+    """--teacher: a model fine-tuned on the task (a Transkimmer teaches with every token kept). It must
+    have a classifier for the task's labels and share the student's (--model's) vocabulary, since both
+    read the same token ids. Checked from the config files, before either model is built."""
+    def config_of(path):
+        folder = resolve_checkpoint(path)
+        return read_config(folder), BertConfig.from_dict(read_config(folder), source=str(folder / "config.json"))
+
+    raw, config = config_of(args.teacher)
+    if "BertForSequenceClassification" not in raw.get("architectures", []):
+        raise UsageError(f"--teacher {args.teacher}: not a fine-tuned classifier (its config.json names "
+                         f"{raw.get('architectures')}); give a folder train.py saved")
+    if config.num_labels != task.num_labels:
+        raise UsageError(f"--teacher {args.teacher}: {config.num_labels} output(s), but {task.name} has "
+                         f"{task.num_labels}")
+    vocab = config_of(args.model)[1].vocab_size
+    if config.vocab_size != vocab:
+        raise UsageError(f"--teacher {args.teacher}: vocabulary of {config.vocab_size} tokens, the student's "
+                         f"has {vocab}; both must read the same token ids")
+    return load_saved(args.teacher, every_token=True).eval().requires_grad_(False)
 
 
 def run(model, batch, prune=False):
@@ -154,6 +192,17 @@ def task_loss(logits, labels, task):
     if task.labels is None:  # regression (STS-B)
         return F.mse_loss(logits.squeeze(-1), labels)
     return F.cross_entropy(logits, labels)
+
+
+def distill_loss(logits, teacher_logits, task, temperature):
+    """Knowledge distillation (Hinton et al., 2015): KL(teacher || student) between the two softmaxes at
+    `temperature`, times temperature^2 so that its gradient keeps its size as the temperature changes.
+    Regression (STS-B): the squared error to the teacher's prediction."""
+    if task.labels is None:
+        return F.mse_loss(logits, teacher_logits)
+    t = temperature
+    return t * t * F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                            reduction="batchmean", log_target=True)
 
 
 def predictions(logits, task):
@@ -196,7 +245,7 @@ def linear_schedule(optimizer, total_steps, warmup_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(model, train_set, task, args):
+def train(model, train_set, task, args, teacher=None):
     from tqdm import tqdm
 
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
@@ -211,8 +260,13 @@ def train(model, train_set, task, args):
         for batch in data.batches(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch):
             batch = to_device(batch, args.device)
             logits, masks, skim_loss = run(model, batch)
-            loss_task = task_loss(logits, batch["labels"], task)
-            loss = skim.total_loss(loss_task, skim_loss, args.skim_coef)
+            loss_task = fit = task_loss(logits, batch["labels"], task)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                loss_kd = distill_loss(logits, teacher_logits, task, args.distill_temp)
+                fit = (1 - args.distill_coef) * loss_task + args.distill_coef * loss_kd
+            loss = skim.total_loss(fit, skim_loss, args.skim_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for group in clipped:
@@ -222,7 +276,7 @@ def train(model, train_set, task, args):
             step += 1
             kept = sum((m * batch["attention_mask"]).sum() for m in masks) / (len(masks) * batch["attention_mask"].sum())
             bar.set_postfix(loss=f"{loss.item():.3f}", task=f"{loss_task.item():.3f}", skim=f"{skim_loss.item():.3f}",
-                            kept=f"{kept.item():.2f}")
+                            kept=f"{kept.item():.2f}", **({"kd": f"{loss_kd.item():.3f}"} if teacher else {}))
             bar.update()
             if step >= total_steps:
                 break
@@ -337,6 +391,9 @@ def main(argv=None):
     dev_split = task.dev_splits[0]
     dev_examples = data.read_split(task, dev_split, data_dir)[: args.max_eval_samples]
     train_examples = [] if args.eval_only else data.read_split(task, "train", data_dir)[: args.max_train_samples]
+    # the teacher first: its flags fail before the student loads, and building it draws no random numbers
+    # after the seed is set, so --distill-coef 0 trains exactly the model that no --teacher does
+    teacher = load_teacher(args, task).to(args.device) if args.teacher else None
     torch.manual_seed(args.seed)
     model = load_model(args, task).to(args.device)
     tokenizer = dense_of(model).tokenizer
@@ -350,8 +407,10 @@ def main(argv=None):
         what = "dense baseline" if args.no_skim else (
             f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
             f"predictor lr {args.predictor_lr}, predictor-grad {args.predictor_grad}")
+        if teacher:
+            what += f"; distilled from {args.teacher} (coef {args.distill_coef}, temperature {args.distill_temp})"
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {what}", file=sys.stderr)
-        train_info = train(model, train_set, task, args)
+        train_info = train(model, train_set, task, args, teacher)
         model.save_pretrained(args.output_dir, tokenizer)
 
     metrics = evaluate(model, dev_set, task, args)

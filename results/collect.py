@@ -29,10 +29,15 @@ def row(path):
         flags += f" --predictor-grad {grad}"
     if a["model"]:  # a second stage, fine-tuning a model another run saved
         flags = f"--model {a['model']} {flags}"
+    teacher = a.get("teacher")  # absent in runs made before train.py had --teacher
+    if teacher:
+        flags += f" --teacher {teacher} --distill-coef {a['distill_coef']} --distill-temp {a['distill_temp']}"
     return {
         "run": path.parent.name,
         "command": f"python train.py --task sst2 {flags} --output-dir {path.parent}",
         "starts_from": Path(a["model"]).name if a["model"] else PRETRAINED,
+        "teacher": Path(teacher).name if teacher else None,
+        "distill_coef": a["distill_coef"] if teacher else None, "distill_temp": a["distill_temp"] if teacher else None,
         "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"], "predictor_grad": grad,
         "predictor_lr": predictor_lr,
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
@@ -52,8 +57,9 @@ def short(run):
 
 
 def recipe(r):
-    """Rows trained with the same recipe: same starting model, epochs, lr, batch size and seed."""
-    return r["starts_from"], r["epochs"], r["lr"], r["batch_size"], r["seed"]
+    """Rows trained with the same recipe: same starting model, teacher (if any), epochs, lr, batch size and seed."""
+    return (r["starts_from"], r["teacher"], r["distill_coef"], r["distill_temp"], r["epochs"], r["lr"], r["batch_size"],
+            r["seed"])
 
 
 def compare_to_dense(rows):
@@ -65,19 +71,20 @@ def compare_to_dense(rows):
 
 
 def markdown(rows):
-    lines = ["| run | starts from | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | "
+    lines = ["| run | starts from | distilled from | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | "
              "dev acc, every token kept | FLOPs speedup, no padding | FLOPs speedup, sequence 64 | measured CPU speedup | "
              "tokens kept per layer | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         change = r["accuracy_change_points"]
         delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {short(r['dense_reference'])}"
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
+        teacher = f"{r['teacher']} (coef {r['distill_coef']}, T {r['distill_temp']})" if r["teacher"] else "-"
         every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
         skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
                                    for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         lines.append(
-            f"| {r['run']} | {r['starts_from']} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | {every_token} | "
+            f"| {r['run']} | {r['starts_from']} | {teacher} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | {every_token} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
             f"{' '.join(f'{k:.2f}' for k in r['kept_fraction'])} | {r['train_seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -93,7 +100,7 @@ def plot(rows, path):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for r in rows:
-        marker = "o" if r["starts_from"] == PRETRAINED else "^"
+        marker = "o" if r["starts_from"] == PRETRAINED else "D" if r["teacher"] else "^"
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
         ax.annotate(short(r["run"]), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
@@ -109,6 +116,8 @@ def plot(rows, path):
     ax.scatter([], [], marker="s", color="black", label="dense")
     ax.scatter([], [], marker="o", color="gray", label=f"fine-tuned from {PRETRAINED}")
     ax.scatter([], [], marker="^", color="gray", label="fine-tuned from the dense run")
+    if any(r["teacher"] for r in rows):
+        ax.scatter([], [], marker="D", color="gray", label="the same, distilled from it")
     ax.legend(fontsize=6.5, loc="lower left")
     ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)",
            title="Accuracy vs. speedup (all-MiniLM-L6-v2, SST-2)")
@@ -127,7 +136,8 @@ def main():
     if not paths:
         sys.exit(f"error: no {args.runs}/sst2-*/metrics.json; run results/run_sst2.sh first")
     rows = sorted((row(p) for p in paths),
-                  key=lambda r: (r["starts_from"] != PRETRAINED, r["skim"], r["flops_speedup_no_padding"]))
+                  key=lambda r: (r["starts_from"] != PRETRAINED, r["teacher"] is not None, r["skim"],
+                                 r["flops_speedup_no_padding"]))
     compare_to_dense(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

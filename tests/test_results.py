@@ -8,11 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None):
+def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None, teacher=None):
     """A metrics.json with the fields collect.py reads, as train.py writes them (and, if given, the one
     train.py --eval-only --no-skim writes into encoder-only/)."""
     args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
-            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": 42}
+            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": 42,
+            "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0}
     metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
                "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup},
                          "kept_fraction": [1.0] * 6},
@@ -45,6 +46,20 @@ def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
     assert "--model" not in rows["sst2-skim"]["command"]
     assert "-0.5 vs fd-dense" in (out / "sst2.md").read_text()
     assert (out / "sst2_tradeoff.png").stat().st_size > 0
+
+
+def test_a_distilled_row_is_compared_with_the_dense_row_distilled_alike(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-fd-dense", 0.900, 1.0, no_skim=True, model="runs/sst2-dense")
+    fake_run(runs, "sst2-fd-kd-dense", 0.890, 1.0, no_skim=True, model="runs/sst2-dense", teacher="runs/sst2-dense")
+    fake_run(runs, "sst2-fd-kd-skim", 0.885, 2.1, model="runs/sst2-dense", teacher="runs/sst2-dense")
+    collect(runs, out)
+    rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
+    assert rows["sst2-fd-kd-skim"]["dense_reference"] == "sst2-fd-kd-dense"
+    assert rows["sst2-fd-kd-skim"]["accuracy_change_points"] == -0.5
+    assert "--teacher runs/sst2-dense --distill-coef 0.5" in rows["sst2-fd-kd-skim"]["command"]
+    assert "--teacher" not in rows["sst2-fd-dense"]["command"]
 
 
 def test_a_row_without_a_dense_row_of_its_recipe_says_so(tmp_path):

@@ -139,6 +139,51 @@ def test_predictors_learn_at_their_own_rate_and_the_encoder_at_lr():
     assert {g["lr"] for g in default.param_groups} == {1e-5}
 
 
+def test_distill_loss_is_the_tempered_kl_from_teacher_to_student_times_t_squared():
+    import numpy as np
+    import torch
+
+    import data
+
+    student, teacher = torch.tensor([[2.0, -1.0], [0.5, 0.0]]), torch.tensor([[0.0, 1.0], [3.0, -2.0]])
+    t = 2.0
+    ps, pt = [np.exp(x / t) / np.exp(x / t).sum(-1, keepdims=True) for x in (student.numpy(), teacher.numpy())]
+    by_hand = t * t * (pt * np.log(pt / ps)).sum(-1).mean()
+    sst2, stsb = data.get_task("sst2"), data.get_task("stsb")
+    assert train.distill_loss(student, teacher, sst2, t).item() == pytest.approx(by_hand, rel=1e-5)
+    assert train.distill_loss(teacher, teacher, sst2, t).item() == pytest.approx(0.0, abs=1e-6)
+    regression = train.distill_loss(student[:, :1], teacher[:, :1], stsb, t).item()
+    assert regression == pytest.approx(((2.0 - 0.0) ** 2 + (0.5 - 3.0) ** 2) / 2)
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    """A classifier checkpoint to distil from (its head is untrained; only its being a fixed target matters)."""
+    import model
+
+    m = model.BertForSequenceClassification.from_pretrained(num_labels=2)
+    m.save_pretrained(tmp_path / "teacher")
+    return tmp_path / "teacher"
+
+
+def test_a_teacher_replaces_the_labels_in_proportion_to_distill_coef(glue, teacher, tmp_path):
+    """With --distill-coef 1 the labels no longer matter: flipping them all leaves the trained model
+    unchanged. With --distill-coef 0 the teacher no longer matters: the model is the one trained without it."""
+    flipped = write_sst2(tmp_path / "flipped", [(s, 1 - label) for s, label in SENTENCES * 3])
+    write_sst2(flipped, SENTENCES[:6], name="dev.tsv")
+    common = ["--task", "sst2", "--batch-size", 8, "--max-train-samples", 16, "--lr", "1e-4", "--timing-repeats", 0]
+    weights = {}
+    for name, extra in {"labels": ["--data-dir", glue, "--teacher", teacher, "--distill-coef", 1],
+                        "flipped": ["--data-dir", flipped, "--teacher", teacher, "--distill-coef", 1],
+                        "coef0": ["--data-dir", glue, "--teacher", teacher, "--distill-coef", 0],
+                        "none": ["--data-dir", glue]}.items():
+        main(*common, *extra, "--output-dir", tmp_path / name)
+        weights[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert weights["labels"] == weights["flipped"]
+    assert weights["coef0"] == weights["none"]
+    assert weights["labels"] != weights["none"]
+
+
 # -----------------------------------------------------------------------------
 # bad input: exit code 2 and one line on stderr
 
@@ -187,3 +232,28 @@ def test_checkpoint_that_is_not_a_model_folder(glue, tmp_path):
     line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint", tmp_path,
                                   "--output-dir", tmp_path / "o"))
     assert "config.json" in line
+
+
+def test_teacher_without_a_classifier(glue, tmp_path):
+    import model
+
+    model.Bert.from_pretrained().save_pretrained(tmp_path / "base")  # a pre-trained encoder, no task head
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "base",
+                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    assert "--teacher" in line and "classifier" in line
+
+
+def test_teacher_for_another_number_of_labels(glue, tmp_path):
+    import model
+
+    model.BertForSequenceClassification.from_pretrained(num_labels=3).save_pretrained(tmp_path / "three")
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "three",
+                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    assert "3 output(s)" in line
+
+
+@pytest.mark.parametrize("flags, flag", [(["--distill-coef", "1.5"], "--distill-coef"),
+                                         (["--distill-temp", "0"], "--distill-temp"),
+                                         (["--teacher", "x", "--eval-only", "--checkpoint", "y"], "--teacher")])
+def test_impossible_distillation_flags(glue, flags, flag):
+    assert flag in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))

@@ -44,6 +44,7 @@ class UsageError(Exception):
 
 
 MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
+DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
 
 
 def parse_args(argv=None):
@@ -70,8 +71,8 @@ def parse_args(argv=None):
                         "it also trains the encoder through the predictors' input")
     p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
                    "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
-    p.add_argument("--distill-coef", type=float, default=0.5, help="a, the distillation loss's weight, with --teacher")
-    p.add_argument("--distill-temp", type=float, default=2.0, help="softmax temperature of the distillation loss")
+    p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
+    p.add_argument("--distill-temp", type=float, default=None, help="the distillation softmax's temperature (default 2)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
     p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
@@ -87,10 +88,10 @@ def parse_args(argv=None):
 
 def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau,
-                "--distill-temp": args.distill_temp}
-    if args.predictor_lr is not None:
-        positive["--predictor-lr"] = args.predictor_lr
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
+    for flag, value in {"--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp}.items():
+        if value is not None:
+            positive[flag] = value
     for flag, value in positive.items():
         if not value > 0:
             raise UsageError(f"{flag} must be positive, got {value}")
@@ -100,8 +101,10 @@ def check_args(args):
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if not 0 <= args.warmup < 1:
         raise UsageError(f"--warmup is a fraction of the steps in [0, 1), got {args.warmup}")
-    if not 0 <= args.distill_coef <= 1:
+    if args.distill_coef is not None and not 0 <= args.distill_coef <= 1:
         raise UsageError(f"--distill-coef weighs two losses, so it lies in [0, 1], got {args.distill_coef}")
+    if not args.teacher and (args.distill_coef is not None or args.distill_temp is not None):
+        raise UsageError("--distill-coef and --distill-temp need --teacher DIR, the model to distil from")
     if args.teacher and args.eval_only:
         raise UsageError("--teacher is for training; --eval-only trains nothing")
     if args.eval_only and not args.checkpoint:
@@ -113,6 +116,9 @@ def check_args(args):
     args.max_seq_length = args.max_seq_length or task.max_seq_length
     args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
     args.predictor_lr = args.predictor_lr or args.lr
+    if args.teacher:
+        args.distill_coef = DISTILL_COEF if args.distill_coef is None else args.distill_coef
+        args.distill_temp = args.distill_temp or DISTILL_TEMP
     if args.no_skim:
         args.skim_coef = 0.0  # the dense model processes every token; its skim loss is a constant 1
     args.output_dir = Path(args.output_dir or Path("out") / task.name)
@@ -158,7 +164,8 @@ def load_teacher(args, task):
     read the same token ids. Checked from the config files, before either model is built."""
     def config_of(path):
         folder = resolve_checkpoint(path)
-        return read_config(folder), BertConfig.from_dict(read_config(folder), source=str(folder / "config.json"))
+        raw = read_config(folder)
+        return raw, BertConfig.from_dict(raw, source=str(folder / "config.json"))
 
     raw, config = config_of(args.teacher)
     if "BertForSequenceClassification" not in raw.get("architectures", []):
@@ -276,7 +283,7 @@ def train(model, train_set, task, args, teacher=None):
             step += 1
             kept = sum((m * batch["attention_mask"]).sum() for m in masks) / (len(masks) * batch["attention_mask"].sum())
             bar.set_postfix(loss=f"{loss.item():.3f}", task=f"{loss_task.item():.3f}", skim=f"{skim_loss.item():.3f}",
-                            kept=f"{kept.item():.2f}", **({"kd": f"{loss_kd.item():.3f}"} if teacher else {}))
+                            kept=f"{kept.item():.2f}", **({"kd": f"{loss_kd.item():.3f}"} if teacher is not None else {}))
             bar.update()
             if step >= total_steps:
                 break
@@ -407,7 +414,7 @@ def main(argv=None):
         what = "dense baseline" if args.no_skim else (
             f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
             f"predictor lr {args.predictor_lr}, predictor-grad {args.predictor_grad}")
-        if teacher:
+        if teacher is not None:
             what += f"; distilled from {args.teacher} (coef {args.distill_coef}, temperature {args.distill_temp})"
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {what}", file=sys.stderr)
         train_info = train(model, train_set, task, args, teacher)

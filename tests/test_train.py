@@ -254,6 +254,7 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
 
 @pytest.mark.parametrize("flags, flag", [(["--distill-coef", "1.5"], "--distill-coef"),
                                          (["--distill-temp", "0"], "--distill-temp"),
-                                         (["--teacher", "x", "--eval-only", "--checkpoint", "y"], "--teacher")])
+                                         (["--teacher", "x", "--eval-only", "--checkpoint", "y"], "--teacher"),
+                                         (["--distill-coef", "0.5"], "--teacher")])
 def test_impossible_distillation_flags(glue, flags, flag):
     assert flag in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))

@@ -104,10 +104,12 @@ def plot(rows, path):
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
         ax.annotate(short(r["run"]), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
-                    textcoords="offset points", xytext=(5, -11 if r["predictor_grad"] == "separate" else 4), fontsize=7)
+                    textcoords="offset points", fontsize=7,
+                    xytext=(6, -3) if not r["skim"] else (5, -11) if r["predictor_grad"] == "separate" else (5, 4))
     # the goal of issue 5: at least 2x, at most 1 point below the dense row of the same recipe
     ax.axvline(2.0, color="gray", ls=":", lw=1)
-    for dense in (r for r in rows if not r["skim"]):
+    references = {r["dense_reference"] for r in rows if r["skim"]}
+    for dense in (r for r in rows if r["run"] in references):  # a dense row no skimming row is compared with has no goal
         ax.axhline(100 * dense["accuracy"] - 1, color="gray", ls=":", lw=1)
         ax.annotate(f"goal, vs {short(dense['run'])}", (2.0, 100 * dense["accuracy"] - 1),
                     textcoords="offset points", xytext=(4, 2), fontsize=7, color="gray")

@@ -9,6 +9,7 @@ PY=${PY:-.venv/bin/python}
 declare -A RUNS=(
   [paper]="--skim-coef 0.3 --mu0 5 --predictor-grad joint"   # the paper's settings: tau 0.1, mu0 5, lambda 0.3 (Table 2)
   [dense]="--no-skim"                             # the baseline, same recipe
+  [dense-seed43]="--no-skim --seed 43"            # the baseline again, another seed: how much one seed's numbers move
   [mu2]="--mu0 2 --skim-coef 0.3 --predictor-grad joint"   # a weaker unbalanced init, so the predictors can learn
   [mu2-lam0.2]="--mu0 2 --skim-coef 0.2 --predictor-grad joint"   # the same, less pressure to skim
   [mu2-lam0.1]="--mu0 2 --skim-coef 0.1 --predictor-grad joint"
@@ -24,7 +25,7 @@ declare -A RUNS=(
   [fd-kd-dense]="--model runs/sst2-dense --teacher runs/sst2-dense --no-skim"  # the reference for this recipe
   [fd-kd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --teacher runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

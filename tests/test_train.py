@@ -258,3 +258,14 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
                                          (["--distill-coef", "0.5"], "--teacher")])
 def test_impossible_distillation_flags(glue, flags, flag):
     assert flag in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
+
+
+def test_teacher_with_another_vocabulary(glue, tmp_path):
+    import model
+
+    config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=16)
+    model.BertForSequenceClassification(config).save_pretrained(tmp_path / "small")
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "small",
+                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    assert "vocabulary of 50 tokens" in line

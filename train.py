@@ -2,7 +2,7 @@
 Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
 
     python train.py --task sst2                      # Transkimmer on the embedded all-MiniLM-L6-v2
-    python train.py --task sst2 --no-skim            # the dense baseline, same recipe
+    python train.py --task sst2 --no-skim --output-dir out/dense   # the dense baseline, same recipe
     python train.py --task sst2 --mu0 5 --predictor-grad joint   # the paper's own settings
     python train.py --task sst2 --eval-only --checkpoint out/sst2
     python train.py --task sst2 --model out/dense --teacher out/dense   # second stage, distilled from the dense model
@@ -72,7 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
                    "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
     p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
-    p.add_argument("--distill-temp", type=float, default=None, help="the distillation softmax's temperature (default 2)")
+    p.add_argument("--distill-temp", type=float, default=None,
+                   help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
     p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
@@ -202,7 +203,7 @@ def task_loss(logits, labels, task):
 
 
 def distill_loss(logits, teacher_logits, task, temperature):
-    """Knowledge distillation (Hinton et al., 2015): KL(teacher || student) between the two softmaxes at
+    """(B, labels) student and teacher logits -> a scalar. Knowledge distillation (Hinton et al., 2015): KL(teacher || student) between the two softmaxes at
     `temperature`, times temperature^2 so that its gradient keeps its size as the temperature changes.
     Regression (STS-B): the squared error to the teacher's prediction."""
     if task.labels is None:
@@ -270,7 +271,7 @@ def train(model, train_set, task, args, teacher=None):
             loss_task = fit = task_loss(logits, batch["labels"], task)
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, labels)
                 loss_kd = distill_loss(logits, teacher_logits, task, args.distill_temp)
                 fit = (1 - args.distill_coef) * loss_task + args.distill_coef * loss_kd
             loss = skim.total_loss(fit, skim_loss, args.skim_coef)

@@ -8,11 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None, teacher=None):
+def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None, teacher=None,
+             seed=42):
     """A metrics.json with the fields collect.py reads, as train.py writes them (and, if given, the one
     train.py --eval-only --no-skim writes into encoder-only/)."""
     args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
-            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": 42,
+            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": seed,
             "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0}
     metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
                "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup},
@@ -60,6 +61,16 @@ def test_a_distilled_row_is_compared_with_the_dense_row_distilled_alike(tmp_path
     assert rows["sst2-fd-kd-skim"]["accuracy_change_points"] == -0.5
     assert "--teacher runs/sst2-dense --distill-coef 0.5" in rows["sst2-fd-kd-skim"]["command"]
     assert "--teacher" not in rows["sst2-fd-dense"]["command"]
+
+
+def test_a_command_names_every_recipe_setting_off_train_py_defaults(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-dense-seed43", 0.885, 1.0, no_skim=True, seed=43)
+    collect(runs, out)
+    rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
+    assert "--seed 43" in rows["sst2-dense-seed43"]["command"]
+    assert "--seed" not in rows["sst2-dense"]["command"]
 
 
 def test_a_row_without_a_dense_row_of_its_recipe_says_so(tmp_path):

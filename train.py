@@ -203,9 +203,10 @@ def task_loss(logits, labels, task):
 
 
 def distill_loss(logits, teacher_logits, task, temperature):
-    """(B, labels) student and teacher logits -> a scalar. Knowledge distillation (Hinton et al., 2015): KL(teacher || student) between the two softmaxes at
-    `temperature`, times temperature^2 so that its gradient keeps its size as the temperature changes.
-    Regression (STS-B): the squared error to the teacher's prediction."""
+    """(B, labels) student and teacher logits -> a scalar. Knowledge distillation (Hinton et al., 2015):
+    KL(teacher || student) between the two softmaxes at `temperature`, times temperature^2 so that its
+    gradient keeps its size as the temperature changes. Regression (STS-B): the squared error to the
+    teacher's prediction."""
     if task.labels is None:
         return F.mse_loss(logits, teacher_logits)
     t = temperature
@@ -271,7 +272,8 @@ def train(model, train_set, task, args, teacher=None):
             loss_task = fit = task_loss(logits, batch["labels"], task)
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, labels)
+                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"],
+                                             batch["token_type_ids"])  # (B, labels)
                 loss_kd = distill_loss(logits, teacher_logits, task, args.distill_temp)
                 fit = (1 - args.distill_coef) * loss_task + args.distill_coef * loss_kd
             loss = skim.total_loss(fit, skim_loss, args.skim_coef)

@@ -16,6 +16,7 @@ from train import parse_args  # noqa: E402
 
 PRETRAINED = "all-MiniLM-L6-v2"  # what train.py fine-tunes unless --model names another
 RECIPE_FLAGS = {"lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed"}
+TRAIN_DEFAULTS = vars(parse_args([]))  # a command names a recipe setting only where it is not train.py's default
 
 
 def row(path):
@@ -31,8 +32,7 @@ def row(path):
         flags += f" --predictor-grad {grad}"
     if a["model"]:  # a second stage, fine-tuning a model another run saved
         flags = f"--model {a['model']} {flags}"
-    defaults = vars(parse_args([]))
-    flags += "".join(f" {flag} {a[key]}" for key, flag in RECIPE_FLAGS.items() if a[key] != defaults[key])
+    flags += "".join(f" {flag} {a[key]}" for key, flag in RECIPE_FLAGS.items() if a[key] != TRAIN_DEFAULTS[key])
     teacher = a.get("teacher")  # absent in runs made before train.py had --teacher
     if teacher:
         flags += f" --teacher {teacher} --distill-coef {a['distill_coef']} --distill-temp {a['distill_temp']}"

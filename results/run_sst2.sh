@@ -14,6 +14,7 @@ declare -A RUNS=(
   [mu2-lam0.2]="--mu0 2 --skim-coef 0.2 --predictor-grad joint"   # the same, less pressure to skim
   [mu2-lam0.1]="--mu0 2 --skim-coef 0.1 --predictor-grad joint"
   [sep-lam0.3]="--mu0 2 --skim-coef 0.3 --predictor-grad separate"   # the decisions' gradient kept out of the encoder; = train.py's defaults
+  [sep-lam0.3-seed43]="--mu0 2 --skim-coef 0.3 --predictor-grad separate --seed 43"   # the defaults again, against dense-seed43
   [sep-lam0.3-plr1e-4]="--mu0 2 --skim-coef 0.3 --predictor-grad separate --predictor-lr 1e-4"
   [sep-lam0.5-plr1e-4]="--mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"  # more pressure, predictors learning 2x faster
   # Two stages: a second epoch that starts from the dense run's fine-tuned model (so run "dense" first).
@@ -25,7 +26,7 @@ declare -A RUNS=(
   [fd-kd-dense]="--model runs/sst2-dense --teacher runs/sst2-dense --no-skim"  # the reference for this recipe
   [fd-kd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --teacher runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

@@ -234,12 +234,17 @@ def test_checkpoint_that_is_not_a_model_folder(glue, tmp_path):
     assert "config.json" in line
 
 
+def teacher_error(glue, teacher, out):
+    """The one error line of a short training run given --teacher `teacher`."""
+    return one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", teacher,
+                                  "--max-train-samples", 8, "--output-dir", out))
+
+
 def test_teacher_without_a_classifier(glue, tmp_path):
     import model
 
     model.Bert.from_pretrained().save_pretrained(tmp_path / "base")  # a pre-trained encoder, no task head
-    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "base",
-                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    line = teacher_error(glue, tmp_path / "base", tmp_path / "o")
     assert "--teacher" in line and "classifier" in line
 
 
@@ -247,8 +252,7 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
     import model
 
     model.BertForSequenceClassification.from_pretrained(num_labels=3).save_pretrained(tmp_path / "three")
-    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "three",
-                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    line = teacher_error(glue, tmp_path / "three", tmp_path / "o")
     assert "3 output(s)" in line
 
 
@@ -266,6 +270,5 @@ def test_teacher_with_another_vocabulary(glue, tmp_path):
     config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=16)
     model.BertForSequenceClassification(config).save_pretrained(tmp_path / "small")
-    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", tmp_path / "small",
-                                  "--max-train-samples", 8, "--output-dir", tmp_path / "o"))
+    line = teacher_error(glue, tmp_path / "small", tmp_path / "o")
     assert "vocabulary of 50 tokens" in line

@@ -8,7 +8,8 @@ masked out of attention with renormalisation (skim attention, Eq. 4), the discre
 gradients from the straight-through Gumbel-softmax estimator (Eq. 5), and a skim loss (Eq. 6)
 weighted by the harmony coefficient (Eq. 7) pushes the model to skim. At inference the same
 decisions are taken deterministically, and `prune=True` really removes the skimmed tokens, so the
-saved computation becomes saved time.
+saved computation becomes saved time. (Not in the paper: `keep_threshold` moves the inference
+decision off the argmax, so one trained model gives a range of speed/accuracy operating points.)
 
 The method is pinned down in docs/METHOD.md (shared with this repo): the predictor order
 LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
@@ -19,6 +20,7 @@ Shapes: B batch, N padded length, d hidden size, L layers. `keep` (B, N) is 1 wh
 processes a token ("M^i" in the paper).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +31,7 @@ from model import BertForSequenceClassification, ModelError, build_from_checkpoi
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
 MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
+KEEP_THRESHOLD = 0.5  # evaluation: keep a token where p(keep) > this; 0.5 is the paper's argmax
 SKIM_PREFIX = "skim."  # predictor tensors are saved under this prefix beside the BERT weights
 
 
@@ -147,6 +150,9 @@ class Transkimmer(nn.Module):
         # through the predictors' input into the encoder. "separate": the predictors read a detached
         # copy of the hidden states, so that gradient trains the predictors alone (see train.py).
         self.predictor_grad = "joint"
+        # Evaluation only, not in the paper: the operating point. A token is kept where the predictor's
+        # p(keep) exceeds it; lower keeps more tokens, higher skims more, from the same trained model.
+        self.keep_threshold = KEEP_THRESHOLD
 
     @property
     def config(self):
@@ -158,13 +164,17 @@ class Transkimmer(nn.Module):
 
     def decide(self, predictor, x):
         """(B, n, d) -> (B, n) decisions in {0, 1}: sampled with the straight-through estimator in
-        training, argmax (no noise) in evaluation."""
+        training; in evaluation no noise, keep where p(keep) > keep_threshold (at 0.5, the argmax)."""
         if self.training and self.predictor_grad == "separate":
             x = x.detach()
         logits = predictor(x)                                                      # (B, n, 2)
         if self.training:
             return straight_through_gumbel_softmax(logits, self.tau)[..., 1]
-        return logits.argmax(-1).to(x.dtype)
+        # p(keep) = sigmoid(l_keep - l_skim) > t  <=>  l_keep - l_skim > log(t / (1 - t)), which is 0 at
+        # t = 0.5: the argmax, a tie going to skim as argmax's does
+        margin = logits[..., 1] - logits[..., 0]                                   # (B, n)
+        t = self.keep_threshold
+        return (margin > math.log(t / (1 - t))).to(x.dtype)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
         """prune=False: all N positions go through every layer, skimmed ones masked (training, and

@@ -5,6 +5,7 @@ Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
     python train.py --task sst2 --no-skim --output-dir out/dense   # the dense baseline, same recipe
     python train.py --task sst2 --mu0 5 --predictor-grad joint   # the paper's own settings
     python train.py --task sst2 --eval-only --checkpoint out/sst2
+    python train.py --task sst2 --eval-only --checkpoint out/sst2 --keep-threshold 0.8   # skim more, no retraining
     python train.py --task sst2 --model out/dense --teacher out/dense   # second stage, distilled from the dense model
 
 Flags follow HF's run_glue.py. The loop is the whole of it: AdamW with linear warm-up and decay,
@@ -17,6 +18,8 @@ Two defaults depart from the paper, chosen by the SST-2 runs in the README: --mu
 tau 0.1 and mu0 5 the straight-through gradient underflows and nothing is skimmed), and
 --predictor-grad separate, not joint (a little more speedup at the same accuracy there).
 --teacher adds knowledge distillation, which the paper does not use (off unless asked for).
+--keep-threshold, also not in the paper, moves a trained model's operating point at evaluation:
+a token is kept where its predictor's p(keep) exceeds it (0.5, the default, is the paper's argmax).
 """
 
 import argparse
@@ -69,6 +72,10 @@ def parse_args(argv=None):
                    help="separate (default): the decisions' straight-through gradient trains the predictors only, "
                         "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
                         "it also trains the encoder through the predictors' input")
+    p.add_argument("--keep-threshold", type=float, default=None,
+                   help=f"evaluation: keep a token where its predictor's p(keep) exceeds this (default "
+                        f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more "
+                        f"(not in the paper)")
     p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
                    "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
     p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
@@ -106,6 +113,10 @@ def check_args(args):
         raise UsageError(f"--distill-coef weighs two losses, so it lies in [0, 1], got {args.distill_coef}")
     if not args.teacher and (args.distill_coef is not None or args.distill_temp is not None):
         raise UsageError("--distill-coef and --distill-temp need --teacher DIR, the model to distil from")
+    if args.keep_threshold is not None and not 0 < args.keep_threshold < 1:
+        raise UsageError(f"--keep-threshold is a probability in (0, 1), got {args.keep_threshold}")
+    if args.keep_threshold is not None and args.no_skim:
+        raise UsageError("--keep-threshold sets where skim predictors keep tokens; --no-skim keeps every token")
     if args.teacher and args.eval_only:
         raise UsageError("--teacher is for training; --eval-only trains nothing")
     if args.eval_only and not args.checkpoint:
@@ -117,6 +128,7 @@ def check_args(args):
     args.max_seq_length = args.max_seq_length or task.max_seq_length
     args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
     args.predictor_lr = args.predictor_lr or args.lr
+    args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
     if args.teacher:
         args.distill_coef = DISTILL_COEF if args.distill_coef is None else args.distill_coef
         args.distill_temp = args.distill_temp or DISTILL_TEMP
@@ -141,11 +153,16 @@ def load_model(args, task):
     """Transkimmer (or, with --no-skim, the dense BertForSequenceClassification) from --model, or the
     saved model in --checkpoint (see load_saved)."""
     if args.eval_only:
-        return load_saved(args.checkpoint, every_token=args.no_skim)
-    if args.no_skim:
+        model = load_saved(args.checkpoint, every_token=args.no_skim)
+    elif args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
-    model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
-    model.predictor_grad = args.predictor_grad
+    else:
+        model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
+        model.predictor_grad = args.predictor_grad
+    if isinstance(model, skim.Transkimmer):
+        model.keep_threshold = args.keep_threshold
+    elif args.keep_threshold != skim.KEEP_THRESHOLD:
+        raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
     return model
 
 

@@ -122,6 +122,44 @@ def test_pruned_equals_masked_with_the_predictors_deciding(random_skimmer, batch
     assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
 
 
+# -----------------------------------------------------------------------------
+# the operating point: keep where p(keep) > keep_threshold
+
+@torch.no_grad()
+def test_the_default_threshold_decides_by_argmax(random_skimmer, batch):
+    ids, mask = batch
+    x = random_skimmer.bert.embeddings(ids, torch.zeros_like(ids))                  # the first predictor's input
+    argmax = random_skimmer.predictors[0](x).argmax(-1)
+    assert 0 < argmax.sum() < argmax.numel(), "the test needs decisions of both kinds"
+    assert torch.equal(random_skimmer.decide(random_skimmer.predictors[0], x), argmax.to(x.dtype))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("threshold", [0.01, 0.5, 0.99])
+def test_the_threshold_is_a_cutoff_on_the_softmax_keep_probability(random_skimmer, batch, threshold):
+    ids, mask = batch
+    random_skimmer.keep_threshold = threshold
+    x = random_skimmer.bert.embeddings(ids, torch.zeros_like(ids))
+    p_keep = F.softmax(random_skimmer.predictors[0](x), dim=-1)[..., 1]
+    expected = (p_keep > threshold).to(x.dtype)
+    assert 0 < expected.sum() < expected.numel(), "the test needs decisions of both kinds"
+    assert torch.equal(random_skimmer.decide(random_skimmer.predictors[0], x), expected)
+
+
+@torch.no_grad()
+def test_a_lower_threshold_keeps_more_and_pruning_still_equals_masking(random_skimmer, batch):
+    ids, mask = batch
+    kept = {}
+    for threshold in (0.01, 0.5, 0.99):
+        random_skimmer.keep_threshold = threshold
+        masked = random_skimmer(ids, mask)
+        pruned = random_skimmer(ids, mask, prune=True)
+        assert (masked.logits - pruned.logits).abs().max() <= 1e-5
+        assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+        kept[threshold] = masked.skim_loss.item()
+    assert kept[0.01] > kept[0.5] > kept[0.99]
+
+
 @torch.no_grad()
 def test_skim_attention_layer_equals_the_layer_on_kept_tokens_alone(skimmer):
     layer = skimmer.bert.layers[0].eval()

@@ -80,6 +80,23 @@ def test_eval_only_no_skim_evaluates_a_transkimmer_checkpoint_with_every_token_k
     assert encoder["flops"]["kept_fraction"] == [1.0] * 6
 
 
+def test_keep_threshold_moves_a_saved_models_operating_point(glue, tmp_path):
+    import skim
+
+    saved = skim.Transkimmer.from_pretrained(num_labels=2)
+    for p in saved.predictors:
+        p.reset_parameters(mu0=0.5, std=0.1)  # predictors unsure enough that the threshold matters
+    saved.save_pretrained(tmp_path / "ckpt", saved.bert.tokenizer)
+    common = ["--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint", tmp_path / "ckpt",
+              "--timing-repeats", 0]
+    default = main(*common, "--output-dir", tmp_path / "default")
+    kept = {t: sum(main(*common, "--keep-threshold", t, "--output-dir", tmp_path / f"t{t}")["flops"]["kept_fraction"])
+            for t in (0.2, 0.5, 0.8)}
+    assert kept[0.2] > kept[0.5] > kept[0.8]
+    assert kept[0.5] == sum(default["flops"]["kept_fraction"])
+    assert json.loads((tmp_path / "t0.8" / "metrics.json").read_text())["args"]["keep_threshold"] == 0.8
+
+
 def test_same_seed_gives_the_same_numbers(glue, tmp_path):
     args = ["--task", "sst2", "--data-dir", glue, "--batch-size", 8, "--epochs", 1, "--timing-repeats", 0,
             "--max-train-samples", 16, "--lr", "1e-4"]
@@ -262,6 +279,21 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
                                          (["--distill-coef", "0.5"], "need --teacher")])
 def test_impossible_distillation_flags(glue, flags, says):
     assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
+
+
+@pytest.mark.parametrize("flags, says", [(["--keep-threshold", "1"], "a probability in (0, 1)"),
+                                         (["--keep-threshold", "0.7", "--no-skim"], "--no-skim keeps every token")])
+def test_impossible_keep_thresholds(glue, flags, says):
+    assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
+
+
+def test_keep_threshold_on_a_dense_checkpoint(glue, tmp_path):
+    import model
+
+    model.BertForSequenceClassification.from_pretrained(num_labels=2).save_pretrained(tmp_path / "dense")
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint",
+                                  tmp_path / "dense", "--keep-threshold", "0.7", "--output-dir", tmp_path / "o"))
+    assert "dense model" in line and "--keep-threshold" in line
 
 
 def test_teacher_with_another_vocabulary(glue, tmp_path):

@@ -26,6 +26,16 @@ def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_o
         (runs / name / "encoder-only" / "metrics.json").write_text(json.dumps({"accuracy": encoder_only_accuracy}))
 
 
+def fake_operating_point(runs, name, threshold, accuracy, speedup):
+    """The metrics.json that train.py --eval-only --keep-threshold writes (results/sweep_thresholds.sh)."""
+    out = runs / name / f"threshold-{threshold}"
+    args = {"checkpoint": str(runs / name), "keep_threshold": threshold, "output_dir": str(out)}
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({
+        "args": args, "accuracy": accuracy, "measured_speedup": speedup * 0.8,
+        "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup}, "kept_fraction": [0.5] * 6}}))
+
+
 def collect(runs, out):
     subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
                    check=True, capture_output=True)
@@ -93,3 +103,25 @@ def test_a_row_shows_its_encoders_accuracy_without_predictors_when_measured(tmp_
     assert rows["sst2-skim"]["encoder_only_accuracy"] == 0.8654
     assert rows["sst2-other"]["encoder_only_accuracy"] is None
     assert "| -1.0 vs dense | 86.5 |" in (out / "sst2.md").read_text()
+
+
+def test_operating_points_are_compared_with_their_rows_dense_reference_and_checked_against_the_goal(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-skim", 0.870, 1.5)
+    collect(runs, out)
+    assert "No row and no operating point meets it." in (out / "sst2.md").read_text()
+    assert not (out / "sst2_operating_points.png").exists()
+
+    fake_operating_point(runs, "sst2-skim", 0.3, 0.876, 1.2)
+    fake_operating_point(runs, "sst2-skim", 0.8, 0.871, 2.05)  # 0.9 points below dense at 2.05x: the goal
+    collect(runs, out)
+    [skim_row] = [r for r in json.loads((out / "sst2.json").read_text()) if r["skim"]]
+    assert [p["keep_threshold"] for p in skim_row["operating_points"]] == [0.3, 0.8]
+    assert [p["accuracy_change_points"] for p in skim_row["operating_points"]] == [-0.4, -0.9]
+    assert skim_row["operating_points"][1]["command"].endswith(
+        f"--checkpoint {runs / 'sst2-skim'} --keep-threshold 0.8 --output-dir {runs / 'sst2-skim' / 'threshold-0.8'}")
+    md = (out / "sst2.md").read_text()
+    assert "| sst2-skim | 0.5 (the row above) | 87.0 | -1.0 vs dense |" in md
+    assert "- sst2-skim at keep threshold 0.8: 2.05x, -0.9 points" in md
+    assert (out / "sst2_operating_points.png").stat().st_size > 0

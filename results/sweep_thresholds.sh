@@ -4,7 +4,8 @@
 # 0.5, the paper's argmax, is the run's own row). Each point goes to runs/sst2-NAME/threshold-T/; then
 # collect.py adds them to results/sst2.md.
 #   GLUE_DIR=../shared/data/glue bash results/sweep_thresholds.sh [NAME ...]   (default: every skimming run)
-# THRESHOLDS (default "0.1 0.2 0.3 0.7 0.8 0.9") and TIMING_REPEATS (default 1) override the sweep.
+# THRESHOLDS (default "0.1 0.2 0.3 0.7 0.8 0.9") overrides the sweep; TIMING_REPEATS (default 0: FLOPs only)
+# also times each point, as train.py does (about 15 s more a point here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,7 +17,7 @@ for dir in "${dirs[@]}"; do
   for t in $THRESHOLDS; do
     echo "== $dir, keep threshold $t"
     $PY train.py --task sst2 --eval-only --checkpoint "$dir" --keep-threshold "$t" \
-      --timing-repeats "${TIMING_REPEATS:-1}" --output-dir "$dir/threshold-$t" 2> "$dir/threshold-$t.log" | tail -1
+      --timing-repeats "${TIMING_REPEATS:-0}" --output-dir "$dir/threshold-$t" 2> "$dir/threshold-$t.log" | tail -1
   done
 done
 $PY results/collect.py

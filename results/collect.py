@@ -156,6 +156,22 @@ def markdown_operating_points(rows):
     return "\n".join(lines)
 
 
+def markdown_operating_points_compact(rows):
+    """The same points, a run per line and a threshold per column: FLOPs speedup (no padding), Δ acc."""
+    swept = [r for r in rows if r["operating_points"]]
+    thresholds = sorted({p["keep_threshold"] for r in swept for p in curve(r)})
+    lines = ["| run (Δ vs) | " + " | ".join(f"T = {t}" for t in thresholds) + " |",
+             "|---|" + "---|" * len(thresholds)]
+    for r in swept:
+        at = {p["keep_threshold"]: p for p in curve(r)}
+        cells = [f"{at[t]['flops_speedup_no_padding']:.2f}x, {at[t]['accuracy_change_points']:+.1f}"
+                 if t in at and at[t]["accuracy_change_points"] is not None else
+                 f"{at[t]['flops_speedup_no_padding']:.2f}x" if t in at else "" for t in thresholds]
+        reference = short(r["dense_reference"]) if r["dense_reference"] else "no dense row"
+        lines.append(f"| {short(r['run'])} ({reference}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 COLOURS = {"joint": "tab:blue", "separate": "tab:orange"}
 
 
@@ -255,7 +271,8 @@ def main():
                  "with `train.py --eval-only --keep-threshold T` (a token is kept where its predictor's p(keep) > T; "
                  "the rows above use 0.5, the paper's argmax). Its Δ is against the row's dense reference. The "
                  "measured speedup is \"-\" where the sweep did not time the point (`TIMING_REPEATS=0`, its "
-                 "default).\n\n"
+                 "default).\n\nFLOPs speedup (no padding) and Δ acc (points) at each threshold T:\n\n"
+                 + markdown_operating_points_compact(rows) + "\n\nIn full:\n\n"
                  + markdown_operating_points(rows) + "\n\nCommands: `"
                  + swept[0]["operating_points"][0]["command"] + "`, and so on for each run and threshold.\n")
         plot_operating_points(rows, out / "sst2_operating_points.png")

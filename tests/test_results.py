@@ -124,4 +124,5 @@ def test_operating_points_are_compared_with_their_rows_dense_reference_and_check
     md = (out / "sst2.md").read_text()
     assert "| sst2-skim | 0.5 (the row above) | 87.0 | -1.0 vs dense |" in md
     assert "- sst2-skim at keep threshold 0.8: 2.05x, -0.9 points" in md
+    assert "| skim (dense) | 1.20x, -0.4 | 1.50x, -1.0 | 2.05x, -0.9 |" in md  # a run a line, a threshold a column
     assert (out / "sst2_operating_points.png").stat().st_size > 0

@@ -22,6 +22,7 @@ declare -A RUNS=(
   [fd-sep-lam0.3]="--model runs/sst2-dense --mu0 2 --skim-coef 0.3 --predictor-grad separate"
   [fd-sep-lam0.5]="--model runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate"
   [fd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
+  [fd-sep-lam0.5-plr1e-4-tau1]="--model runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4 --tau 1"  # the same, tau 1 (the released code's): same forward samples, a smoother, smaller gradient
   # The same second epoch from the seed-43 dense run, with seed 43: how much the two-stage rows move with the seed.
   [fd-dense-seed43]="--model runs/sst2-dense-seed43 --no-skim --seed 43"
   [fd-sep-lam0.3-seed43]="--model runs/sst2-dense-seed43 --mu0 2 --skim-coef 0.3 --predictor-grad separate --seed 43"
@@ -29,7 +30,7 @@ declare -A RUNS=(
   [fd-kd-dense]="--model runs/sst2-dense --teacher runs/sst2-dense --no-skim"  # the reference for this recipe
   [fd-kd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --teacher runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-sep-lam0.5-plr1e-4-tau1 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

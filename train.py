@@ -74,8 +74,8 @@ def parse_args(argv=None):
                         "it also trains the encoder through the predictors' input")
     p.add_argument("--keep-threshold", type=float, default=None,
                    help=f"evaluation: keep a token where its predictor's p(keep) exceeds this (default "
-                        f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more "
-                        f"(not in the paper)")
+                        f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more; "
+                        f"not saved with the model (not in the paper)")
     p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
                    "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
     p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")

@@ -175,6 +175,22 @@ def markdown_operating_points_compact(rows):
 COLOURS = {"joint": "tab:blue", "separate": "tab:orange"}
 
 
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(plt, fig, ax, title, path):
+    """Both plots: accuracy against FLOPs speedup, written atomically."""
+    ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
 def draw_goal(ax, rows, references=None):
     """Issue 5's goal: at least 2x, at most 1 point below the dense row of the same recipe; a line for each
     dense row in `references` (default: every dense row a skimming row is compared with)."""
@@ -190,10 +206,7 @@ def draw_goal(ax, rows, references=None):
 
 def plot_operating_points(rows, path):
     """Each swept model as a curve of its operating points; its training-time threshold is the larger dot."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     swept = [r for r in rows if r["operating_points"]]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     colours = plt.get_cmap("tab20").colors
@@ -205,19 +218,11 @@ def plot_operating_points(rows, path):
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], color=colours[i % len(colours)], zorder=3)
     draw_goal(ax, rows, {r["dense_reference"] for r in swept})
     ax.legend(fontsize=6, loc="lower left", ncol=2)
-    ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)",
-           title="One model, several keep thresholds (train.py --keep-threshold)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    save(plt, fig, ax, "One model, several keep thresholds (train.py --keep-threshold)", path)
 
 
 def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for r in rows:
         marker = "o" if r["starts_from"] == PRETRAINED else "D" if r["teacher"] else "^"
@@ -235,12 +240,7 @@ def plot(rows, path):
     if any(r["teacher"] for r in rows):
         ax.scatter([], [], marker="D", color="gray", label="the same, distilled from it")
     ax.legend(fontsize=6.5, loc="lower left")
-    ax.set(xlabel="FLOPs speedup over dense (no padding)", ylabel="SST-2 dev accuracy (%)",
-           title="Accuracy vs. speedup (all-MiniLM-L6-v2, SST-2)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    save(plt, fig, ax, "Accuracy vs. speedup (all-MiniLM-L6-v2, SST-2)", path)
 
 
 def main():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import atomic_write  # noqa: E402
+from skim import KEEP_THRESHOLD  # noqa: E402
 from train import parse_args  # noqa: E402
 
 PRETRAINED = "all-MiniLM-L6-v2"  # what train.py fine-tunes unless --model names another
@@ -25,7 +26,7 @@ GOAL_SPEEDUP, GOAL_DROP = 2.0, 1.0  # issue 5: FLOPs speedup (no padding) >= 2x 
 def measures(m):
     """What an evaluation's metrics.json says of a model's operating point."""
     return {
-        "keep_threshold": m["args"].get("keep_threshold") or 0.5,  # absent before train.py had --keep-threshold
+        "keep_threshold": m["args"].get("keep_threshold") or KEEP_THRESHOLD,  # absent before --keep-threshold
         "accuracy": m["accuracy"],
         "flops_speedup_no_padding": m["flops"]["none"]["speedup"],
         "flops_speedup_sequence": m["flops"]["sequence"]["speedup"],

@@ -17,7 +17,8 @@ for dir in "${dirs[@]}"; do
   for t in $THRESHOLDS; do
     echo "== $dir, keep threshold $t"
     $PY train.py --task sst2 --eval-only --checkpoint "$dir" --keep-threshold "$t" \
-      --timing-repeats "${TIMING_REPEATS:-0}" --output-dir "$dir/threshold-$t" 2> "$dir/threshold-$t.log" | tail -1
+      --timing-repeats "${TIMING_REPEATS:-0}" --output-dir "$dir/threshold-$t" 2> "$dir/threshold-$t.log" | tail -1 \
+      || { echo "error: train.py failed; see $dir/threshold-$t.log" >&2; exit 1; }
   done
 done
 $PY results/collect.py

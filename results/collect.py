@@ -114,6 +114,11 @@ def goal_lines(rows):
                    " No row and no operating point meets it.")
 
 
+def delta_text(change, dense_reference):
+    """A table's Δ cell: the accuracy change in points and the dense row it is measured against."""
+    return "n/a (no dense row)" if change is None else f"{change:+.1f} vs {short(dense_reference)}"
+
+
 def markdown(rows):
     lines = ["| run | starts from | distilled from | λ | τ | μ0 | predictor grad | predictor lr | dev acc | Δ acc (pts) | "
              "dev acc, every token kept | FLOPs speedup, no padding | FLOPs speedup, sequence 64 | measured CPU speedup | "
@@ -121,7 +126,7 @@ def markdown(rows):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         change = r["accuracy_change_points"]
-        delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {short(r['dense_reference'])}"
+        delta = delta_text(change, r["dense_reference"])
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
         teacher = f"{r['teacher']} (coef {r['distill_coef']}, T {r['distill_temp']})" if r["teacher"] else "-"
         every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
@@ -139,16 +144,14 @@ def curve(r):
     return sorted([r, *r["operating_points"]], key=lambda p: p["keep_threshold"])
 
 
-def markdown_operating_points(rows):
+def markdown_operating_points(swept):
     lines = ["| run | keep threshold | dev acc | Δ acc (pts) | FLOPs speedup, no padding | FLOPs speedup, sequence 64 | "
              "measured CPU speedup | tokens kept per layer |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if not r["operating_points"]:
-            continue
+    for r in swept:
         for p in curve(r):
             change = p["accuracy_change_points"]
-            delta = "n/a (no dense row)" if change is None else f"{change:+.1f} vs {short(r['dense_reference'])}"
+            delta = delta_text(change, r["dense_reference"])
             measured = f"{p['measured_speedup']:.2f}x" if p["measured_speedup"] else "-"
             threshold = f"{p['keep_threshold']}" + (" (the row above)" if p is r else "")
             lines.append(f"| {r['run']} | {threshold} | {100 * p['accuracy']:.1f} | {delta} | "
@@ -157,9 +160,8 @@ def markdown_operating_points(rows):
     return "\n".join(lines)
 
 
-def markdown_operating_points_compact(rows):
+def markdown_operating_points_compact(swept):
     """The same points, a run per line and a threshold per column: FLOPs speedup (no padding), Δ acc."""
-    swept = [r for r in rows if r["operating_points"]]
     thresholds = sorted({p["keep_threshold"] for r in swept for p in curve(r)})
     lines = ["| run (Δ vs) | " + " | ".join(f"T = {t}" for t in thresholds) + " |",
              "|---|" + "---|" * len(thresholds)]
@@ -205,10 +207,9 @@ def draw_goal(ax, rows, references=None):
                     ha="right", fontsize=6, color="gray")
 
 
-def plot_operating_points(rows, path):
+def plot_operating_points(rows, swept, path):
     """Each swept model as a curve of its operating points; its training-time threshold is the larger dot."""
     plt = pyplot()
-    swept = [r for r in rows if r["operating_points"]]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     colours = plt.get_cmap("tab20").colors
     for i, r in enumerate(swept):
@@ -273,15 +274,16 @@ def main():
                  "the rows above use 0.5, the paper's argmax). Its Δ is against the row's dense reference. The "
                  "measured speedup is \"-\" where the sweep did not time the point (`TIMING_REPEATS=0`, its "
                  "default).\n\nFLOPs speedup (no padding) and Δ acc (points) at each threshold T:\n\n"
-                 + markdown_operating_points_compact(rows) + "\n\nIn full:\n\n"
-                 + markdown_operating_points(rows) + "\n\nCommands: `"
+                 + markdown_operating_points_compact(swept) + "\n\nIn full:\n\n"
+                 + markdown_operating_points(swept) + "\n\nCommands: `"
                  + swept[0]["operating_points"][0]["command"] + "`, and so on for each run and threshold.\n")
-        plot_operating_points(rows, out / "sst2_operating_points.png")
-    text += "\n" + goal_lines(rows) + "\n"
+        plot_operating_points(rows, swept, out / "sst2_operating_points.png")
+    goal = goal_lines(rows)
+    text += "\n" + goal + "\n"
     atomic_write(out / "sst2.md", lambda p: Path(p).write_text(text))
     plot(rows, out / "sst2_tradeoff.png")
     print(table)
-    print(goal_lines(rows))
+    print(goal)
 
 
 if __name__ == "__main__":

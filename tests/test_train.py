@@ -276,14 +276,10 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
 @pytest.mark.parametrize("flags, says", [(["--teacher", "x", "--distill-coef", "1.5"], "--distill-coef weighs"),
                                          (["--teacher", "x", "--distill-temp", "0"], "--distill-temp must be positive"),
                                          (["--teacher", "x", "--eval-only", "--checkpoint", "y"], "--teacher is for"),
-                                         (["--distill-coef", "0.5"], "need --teacher")])
-def test_impossible_distillation_flags(glue, flags, says):
-    assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
-
-
-@pytest.mark.parametrize("flags, says", [(["--keep-threshold", "1"], "a probability in (0, 1)"),
+                                         (["--distill-coef", "0.5"], "need --teacher"),
+                                         (["--keep-threshold", "1"], "a probability in (0, 1)"),
                                          (["--keep-threshold", "0.7", "--no-skim"], "--no-skim keeps every token")])
-def test_impossible_keep_thresholds(glue, flags, says):
+def test_impossible_flag_combinations(glue, flags, says):
     assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
 
 

@@ -9,7 +9,8 @@ gradients from the straight-through Gumbel-softmax estimator (Eq. 5), and a skim
 weighted by the harmony coefficient (Eq. 7) pushes the model to skim. At inference the same
 decisions are taken deterministically, and `prune=True` really removes the skimmed tokens, so the
 saved computation becomes saved time. (Not in the paper: `keep_threshold` moves the inference
-decision off the argmax, so one trained model gives a range of speed/accuracy operating points.)
+decision off the argmax, so one trained model gives a range of speed/accuracy operating points, and
+`freeze_predictors` fixes the decisions at one of them while the encoder trains on.)
 
 The method is pinned down in docs/METHOD.md (shared with this repo): the predictor order
 LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
@@ -153,6 +154,9 @@ class Transkimmer(nn.Module):
         # Evaluation only, not in the paper: the operating point. A token is kept where the predictor's
         # p(keep) exceeds it; lower keeps more tokens, higher skims more, from the same trained model.
         self.keep_threshold = KEEP_THRESHOLD
+        # Not in the paper: set by freeze_predictors, after which training takes the decisions as
+        # evaluation does, so the encoder alone learns, on the inputs it will meet at evaluation.
+        self.predictors_frozen = False
 
     @property
     def config(self):
@@ -164,17 +168,33 @@ class Transkimmer(nn.Module):
 
     def decide(self, predictor, x):
         """(B, n, d) -> (B, n) decisions in {0, 1}: sampled with the straight-through estimator in
-        training; in evaluation no noise, keep where p(keep) > keep_threshold (at 0.5, the argmax)."""
-        if self.training and self.predictor_grad == "separate":
-            x = x.detach()
+        training; in evaluation (and in training once the predictors are frozen) no noise, keep where
+        p(keep) > keep_threshold (at 0.5, the argmax)."""
+        sampled = self.training and not self.predictors_frozen
+        if not sampled or self.predictor_grad == "separate":
+            x = x.detach()  # a threshold has no gradient; "separate" keeps the estimator's out of the encoder
         logits = predictor(x)                                                      # (B, n, 2)
-        if self.training:
+        if sampled:
             return straight_through_gumbel_softmax(logits, self.tau)[..., 1]
         # p(keep) = sigmoid(l_keep - l_skim) > t  <=>  l_keep - l_skim > log(t / (1 - t)), which is 0 at
         # t = 0.5: the argmax, a tie going to skim as argmax's does
         margin = logits[..., 1] - logits[..., 0]                                   # (B, n)
         t = self.keep_threshold
         return (margin > math.log(t / (1 - t))).to(x.dtype)
+
+    @torch.no_grad()
+    def freeze_predictors(self, keep_threshold=KEEP_THRESHOLD):
+        """Fix the skim decisions for further training (not in the paper): the predictors stop learning,
+        and training takes their decisions as evaluation does, without noise, at `keep_threshold`. The
+        threshold is folded into the keep bias, b_keep -= log(t / (1 - t)), which moves the logit margin
+        by exactly that much: the model's argmax (keep_threshold 0.5) now decides as the old one did at
+        t, and so does the model saved after training."""
+        t = keep_threshold
+        for predictor in self.predictors:
+            predictor.fc2.bias[1] -= math.log(t / (1 - t))
+            predictor.requires_grad_(False)
+        self.keep_threshold = KEEP_THRESHOLD
+        self.predictors_frozen = True
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
         """prune=False: all N positions go through every layer, skimmed ones masked (training, and

@@ -7,6 +7,7 @@ Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
     python train.py --task sst2 --eval-only --checkpoint out/sst2
     python train.py --task sst2 --eval-only --checkpoint out/sst2 --keep-threshold 0.8   # skim more, no retraining
     python train.py --task sst2 --model out/dense --teacher out/dense   # second stage, distilled from the dense model
+    python train.py --task sst2 --model out/sst2 --freeze-predictors 0.7 --epochs 0.5   # the encoder adapts to fixed decisions
 
 Flags follow HF's run_glue.py. The loop is the whole of it: AdamW with linear warm-up and decay,
 loss = task loss + lambda * skim loss (Eq. 7). Each evaluation reports the task metric, the FLOPs
@@ -20,6 +21,8 @@ tau 0.1 and mu0 5 the straight-through gradient underflows and nothing is skimme
 --teacher adds knowledge distillation, which the paper does not use (off unless asked for).
 --keep-threshold, also not in the paper, moves a trained model's operating point at evaluation:
 a token is kept where its predictor's p(keep) exceeds it (0.5, the default, is the paper's argmax).
+--freeze-predictors T, not in the paper either, trains a saved Transkimmer's encoder further under
+fixed decisions at threshold T (the prune-then-fine-tune step of the pruning literature).
 """
 
 import argparse
@@ -76,6 +79,11 @@ def parse_args(argv=None):
                    help=f"evaluation: keep a token where its predictor's p(keep) exceeds this (default "
                         f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more; "
                         f"not saved with the model (not in the paper)")
+    p.add_argument("--freeze-predictors", type=float, nargs="?", const=skim.KEEP_THRESHOLD, default=None, metavar="T",
+                   help="a further stage from a saved Transkimmer (--model): its predictors stop learning and "
+                        "decide in training as at evaluation, at keep threshold T (default "
+                        f"{skim.KEEP_THRESHOLD}), while the encoder trains on; T is folded into the saved "
+                        "predictors, so the new model decides at 0.5 as the old one did at T (not in the paper)")
     p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
                    "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
     p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
@@ -117,6 +125,19 @@ def check_args(args):
         raise UsageError(f"--keep-threshold is a probability in (0, 1), got {args.keep_threshold}")
     if args.keep_threshold is not None and args.no_skim:
         raise UsageError("--keep-threshold sets where skim predictors keep tokens; --no-skim keeps every token")
+    if args.freeze_predictors is not None:
+        if not 0 < args.freeze_predictors < 1:
+            raise UsageError(f"--freeze-predictors T: T is a keep threshold in (0, 1), got {args.freeze_predictors}")
+        if args.no_skim:
+            raise UsageError("--freeze-predictors trains a Transkimmer's encoder; --no-skim has no predictors")
+        if args.eval_only:
+            raise UsageError("--freeze-predictors trains a Transkimmer's encoder; --eval-only trains nothing")
+        if args.keep_threshold is not None:  # it would move the frozen decisions a second time
+            raise UsageError("--freeze-predictors T already sets the keep threshold, for training and the evaluation "
+                             "after it; evaluate at another with --eval-only --keep-threshold")
+        for flag, value in {"--skim-coef": args.skim_coef, "--predictor-lr": args.predictor_lr}.items():
+            if value is not None:
+                raise UsageError(f"{flag} trains the skim predictors; --freeze-predictors keeps them fixed")
     if args.teacher and args.eval_only:
         raise UsageError("--teacher is for training; --eval-only trains nothing")
     if args.eval_only and not args.checkpoint:
@@ -134,6 +155,8 @@ def check_args(args):
         args.distill_temp = args.distill_temp or DISTILL_TEMP
     if args.no_skim:
         args.skim_coef = 0.0  # the dense model processes every token; its skim loss is a constant 1
+    if args.freeze_predictors is not None:
+        args.skim_coef = 0.0  # fixed decisions: the skim loss has no gradient left to give
     args.output_dir = Path(args.output_dir or Path("out") / task.name)
 
 
@@ -157,8 +180,13 @@ def load_model(args, task):
     elif args.no_skim:
         return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
     else:
+        if args.freeze_predictors is not None and "skim" not in read_config(resolve_checkpoint(args.model)):
+            raise UsageError(f"--freeze-predictors: --model {args.model or 'all-MiniLM-L6-v2'} has no trained skim "
+                             "predictors to freeze; give a Transkimmer folder train.py saved")
         model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
         model.predictor_grad = args.predictor_grad
+        if args.freeze_predictors is not None:
+            model.freeze_predictors(args.freeze_predictors)
     if isinstance(model, skim.Transkimmer):
         model.keep_threshold = args.keep_threshold
     elif args.keep_threshold != skim.KEEP_THRESHOLD:
@@ -243,10 +271,10 @@ def to_device(batch, device):
 
 def optimizer_for(model, args):
     """AdamW; as in BERT, no weight decay on biases and LayerNorm weights (the 1-d parameters). The skim
-    predictors, new parameters, learn at --predictor-lr (default: --lr)."""
+    predictors, new parameters, learn at --predictor-lr (default: --lr), unless they are frozen."""
     parts = [(model, args.lr)]
     if isinstance(model, skim.Transkimmer):
-        parts = [(model.bert, args.lr), (model.predictors, args.predictor_lr)]
+        parts = [(model.bert, args.lr)] + ([] if model.predictors_frozen else [(model.predictors, args.predictor_lr)])
     groups = []
     for part, lr in parts:
         groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay, "lr": lr},
@@ -432,6 +460,8 @@ def main(argv=None):
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
         what = "dense baseline" if args.no_skim else (
+            f"Transkimmer, predictors frozen at keep threshold {args.freeze_predictors}, encoder training"
+            if args.freeze_predictors is not None else
             f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
             f"predictor lr {args.predictor_lr}, predictor-grad {args.predictor_grad}")
         if teacher is not None:

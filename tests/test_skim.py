@@ -160,6 +160,69 @@ def test_a_lower_threshold_keeps_more_and_pruning_still_equals_masking(random_sk
     assert kept[0.01] > kept[0.5] > kept[0.99]
 
 
+# -----------------------------------------------------------------------------
+# frozen predictors: the encoder trains on under the decisions evaluation takes
+
+def frozen_copy(source, threshold):
+    """A Transkimmer sharing `source`'s encoder, with a copy of its predictors frozen at `threshold`."""
+    m = Transkimmer(source.bert, tau=source.tau)
+    m.predictors.load_state_dict(source.predictors.state_dict())
+    m.freeze_predictors(threshold)
+    return m
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_freezing_at_a_threshold_gives_its_decisions_at_the_default_one(random_skimmer, batch, threshold):
+    ids, mask = batch
+    random_skimmer.keep_threshold = threshold
+    at_threshold = random_skimmer(ids, mask).masks
+    frozen = frozen_copy(random_skimmer, threshold).eval()
+    assert frozen.keep_threshold == skim.KEEP_THRESHOLD
+    assert all(torch.equal(a, b) for a, b in zip(frozen(ids, mask).masks, at_threshold))
+    assert all(torch.equal(a, b) for a, b in zip(frozen(ids, mask, prune=True).masks, at_threshold))
+
+
+@torch.no_grad()
+def test_frozen_predictors_decide_in_training_without_noise(random_skimmer, batch):
+    ids, mask = batch
+    x = random_skimmer.bert.embeddings(ids, torch.zeros_like(ids))                  # the first predictor's input
+    frozen = frozen_copy(random_skimmer, 0.5)
+    evaluation = frozen.eval().decide(frozen.predictors[0], x)
+    assert 0 < evaluation.sum() < evaluation.numel(), "the test needs decisions of both kinds"
+    sampled = random_skimmer.train().decide(random_skimmer.predictors[0], x)
+    frozen.train()
+    try:
+        assert not torch.equal(sampled, evaluation), "the test needs sampled decisions that differ"
+        assert all(torch.equal(frozen.decide(frozen.predictors[0], x), evaluation) for _ in range(3))
+    finally:
+        frozen.eval()  # the encoder is the module-scoped fixture's
+
+
+def test_frozen_predictors_train_the_encoder_alone_as_under_fixed_decisions():
+    """The encoder's gradient under frozen predictors is the gradient with their decisions given as
+    constants: no straight-through path is left, and the predictors get no gradient at all."""
+    config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                              intermediate_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    m = Transkimmer(model.BertForSequenceClassification(config))
+    random_predictors(m, seed=3)
+    m.freeze_predictors(0.5)
+    ids, mask = torch.randint(1, 50, (4, 9)), torch.ones(4, 9, dtype=torch.long)
+    with torch.no_grad():
+        decisions = [keep.clone() for keep in m.eval()(ids, mask).masks]
+    assert 0 < sum(d.sum() for d in decisions) < 3 * decisions[0].numel(), "the test needs skimmed tokens"
+    m.train()
+    grads = []
+    for given in (None, decisions):
+        m.zero_grad()
+        m(ids, mask, decisions=given).logits.sum().backward()
+        grads.append([p.grad.clone() for p in m.bert.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    assert all(p.grad is None and not p.requires_grad for p in m.predictors.parameters())
+
+
 @torch.no_grad()
 def test_skim_attention_layer_equals_the_layer_on_kept_tokens_alone(skimmer):
     layer = skimmer.bert.layers[0].eval()

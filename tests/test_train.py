@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import train
 
@@ -95,6 +96,36 @@ def test_keep_threshold_moves_a_saved_models_operating_point(glue, tmp_path):
     assert kept[0.2] > kept[0.5] > kept[0.8]
     assert kept[0.5] == sum(default["flops"]["kept_fraction"])
     assert json.loads((tmp_path / "t0.8" / "metrics.json").read_text())["args"]["keep_threshold"] == 0.8
+
+
+def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_folded_in(glue, tmp_path):
+    import math
+
+    import skim
+    from safetensors.torch import load_file
+
+    saved = skim.Transkimmer.from_pretrained(num_labels=2)
+    for p in saved.predictors:
+        p.reset_parameters(mu0=0.5, std=0.1)
+    saved.save_pretrained(tmp_path / "ckpt", saved.bert.tokenizer)
+    m = main("--task", "sst2", "--data-dir", glue, "--model", tmp_path / "ckpt", "--freeze-predictors", 0.7,
+             "--batch-size", 8, "--max-train-samples", 16, "--timing-repeats", 0, "--output-dir", tmp_path / "out")
+    before, after = load_file(tmp_path / "ckpt" / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    predictors = [name for name in before if name.startswith(skim.SKIM_PREFIX)]
+    assert predictors and before.keys() == after.keys()
+    for name in predictors:
+        expected = before[name].clone()
+        if name.endswith("fc2.bias"):
+            expected[1] -= math.log(0.7 / 0.3)  # the keep logit, lowered by the threshold's log-odds
+        assert torch.equal(after[name], expected), name
+    assert any(not torch.equal(after[name], before[name]) for name in before.keys() - set(predictors))
+    assert m["args"]["freeze_predictors"] == 0.7 and m["args"]["skim_coef"] == 0.0
+
+
+def test_freeze_predictors_needs_a_model_with_trained_predictors(glue, tmp_path):
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--freeze-predictors",
+                                  "--output-dir", tmp_path / "o"))
+    assert "--freeze-predictors" in line and "no trained skim predictors" in line
 
 
 def test_same_seed_gives_the_same_numbers(glue, tmp_path):
@@ -278,7 +309,15 @@ def test_teacher_for_another_number_of_labels(glue, tmp_path):
                                          (["--teacher", "x", "--eval-only", "--checkpoint", "y"], "--teacher is for"),
                                          (["--distill-coef", "0.5"], "need --teacher"),
                                          (["--keep-threshold", "1"], "a probability in (0, 1)"),
-                                         (["--keep-threshold", "0.7", "--no-skim"], "--no-skim keeps every token")])
+                                         (["--keep-threshold", "0.7", "--no-skim"], "--no-skim keeps every token"),
+                                         (["--freeze-predictors", "1"], "a keep threshold in (0, 1)"),
+                                         (["--freeze-predictors", "--no-skim"], "--no-skim has no predictors"),
+                                         (["--freeze-predictors", "--eval-only", "--checkpoint", "y"],
+                                          "--eval-only trains nothing"),
+                                         (["--freeze-predictors", "0.6", "--keep-threshold", "0.6"],
+                                          "already sets the keep threshold"),
+                                         (["--freeze-predictors", "0.6", "--skim-coef", "0.3"], "keeps them fixed"),
+                                         (["--freeze-predictors", "--predictor-lr", "1e-4"], "keeps them fixed")])
 def test_impossible_flag_combinations(glue, flags, says):
     assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
 

@@ -47,13 +47,16 @@ def row(path):
     m = json.loads(path.read_text())
     encoder_only = path.parent / "encoder-only" / "metrics.json"  # train.py --eval-only --no-skim on this run
     a = m["args"]
-    grad = a.get("predictor_grad", "joint")  # runs made before the flag existed were all "joint"
+    frozen_at = a.get("freeze_predictors")  # absent before --freeze-predictors
+    grad = "frozen" if frozen_at else a.get("predictor_grad", "joint")  # runs made before the flag were all "joint"
     flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
     predictor_lr = a.get("predictor_lr") or a["lr"]  # None (= --lr) in runs made before train.py resolved it
     if not a["no_skim"] and predictor_lr != a["lr"]:
         flags += f" --predictor-lr {predictor_lr}"
     if not a["no_skim"]:
         flags += f" --predictor-grad {grad}"
+    if frozen_at:  # a further stage: the predictors as --model trained them, the encoder alone learning
+        flags = f"--freeze-predictors {frozen_at}"
     if a["model"]:  # a second stage, fine-tuning a model another run saved
         flags = f"--model {a['model']} {flags}"
     flags += "".join(f" {flag} {a[key]}" for key, flag in RECIPE_FLAGS.items() if a[key] != TRAIN_DEFAULTS[key])
@@ -67,7 +70,7 @@ def row(path):
         "teacher": Path(teacher).name if teacher else None,
         "distill_coef": a["distill_coef"] if teacher else None, "distill_temp": a["distill_temp"] if teacher else None,
         "skim": not a["no_skim"], "skim_coef": a["skim_coef"], "tau": a["tau"], "mu0": a["mu0"], "predictor_grad": grad,
-        "predictor_lr": predictor_lr,
+        "predictor_lr": predictor_lr, "frozen_at": frozen_at,
         "lr": a["lr"], "epochs": a["epochs"], "batch_size": a["batch_size"], "seed": a["seed"],
         **measures(m),
         "encoder_only_accuracy": json.loads(encoder_only.read_text())["accuracy"] if encoder_only.is_file() else None,
@@ -82,17 +85,26 @@ def short(run):
     return run.replace("sst2-", "")
 
 
-def recipe(r):
-    """Rows trained with the same recipe: same starting model, teacher (if any), epochs, lr, batch size and seed."""
-    return (r["starts_from"], r["teacher"], r["distill_coef"], r["distill_temp"], r["epochs"], r["lr"], r["batch_size"],
-            r["seed"])
+def recipe(r, by_run):
+    """Rows trained with the same recipe: same teacher (if any), epochs, lr, batch size and seed, starting
+    from the same model or from models that were themselves trained with the same recipe (so a further
+    stage from a skimming run is compared with the same stage from its dense reference)."""
+    start = r["starts_from"]
+    return (recipe(by_run[start], by_run) if start in by_run else start, r["teacher"], r["distill_coef"],
+            r["distill_temp"], r["epochs"], r["lr"], r["batch_size"], r["seed"])
+
+
+def stage(r, by_run):
+    """1 for a run fine-tuned from the pre-trained checkpoint, 2 for one fine-tuned from such a run, ..."""
+    return 1 + stage(by_run[r["starts_from"]], by_run) if r["starts_from"] in by_run else 1
 
 
 def compare_to_dense(rows):
     """Each row's reference is the dense row trained with the same recipe; the accuracy change is in points.
     A row's operating points are compared with the same dense row."""
+    by_run = {r["run"]: r for r in rows}
     for r in rows:
-        dense = next((d for d in rows if not d["skim"] and recipe(d) == recipe(r)), None)
+        dense = next((d for d in rows if not d["skim"] and recipe(d, by_run) == recipe(r, by_run)), None)
         r["dense_reference"] = dense["run"] if dense else None
         for point in [r, *r["operating_points"]]:
             point["accuracy_change_points"] = round(100 * (point["accuracy"] - dense["accuracy"]), 2) if dense else None
@@ -132,6 +144,8 @@ def markdown(rows):
         every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
         skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
                                    for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
+        if r["frozen_at"]:  # λ, τ, μ0 and the predictor lr train predictors; these stayed as --model left them
+            skim_settings = f"- | - | - | frozen at T {r['frozen_at']} | -"
         lines.append(
             f"| {r['run']} | {r['starts_from']} | {teacher} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | {every_token} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
@@ -175,7 +189,7 @@ def markdown_operating_points_compact(swept):
     return "\n".join(lines)
 
 
-COLOURS = {"joint": "tab:blue", "separate": "tab:orange"}
+COLOURS = {"joint": "tab:blue", "separate": "tab:orange", "frozen": "tab:green"}
 
 
 def pyplot():
@@ -227,7 +241,7 @@ def plot(rows, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for r in rows:
-        marker = "o" if r["starts_from"] == PRETRAINED else "D" if r["teacher"] else "^"
+        marker = "D" if r["teacher"] else {1: "o", 2: "^"}.get(r["stage"], "v")
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
         ax.scatter(r["flops_speedup_no_padding"], 100 * r["accuracy"], marker=marker, color=color)
         ax.annotate(short(r["run"]), (r["flops_speedup_no_padding"], 100 * r["accuracy"]),
@@ -235,10 +249,14 @@ def plot(rows, path):
                     xytext=(6, -3) if not r["skim"] else (5, -11) if r["predictor_grad"] == "separate" else (5, 4))
     draw_goal(ax, rows)
     for grad, colour in COLOURS.items():
-        ax.scatter([], [], marker="s", color=colour, label=f"Transkimmer, predictor grad {grad}")
+        if any(r["skim"] and r["predictor_grad"] == grad for r in rows):
+            ax.scatter([], [], marker="s", color=colour, label="Transkimmer, predictors frozen" if grad == "frozen"
+                       else f"Transkimmer, predictor grad {grad}")
     ax.scatter([], [], marker="s", color="black", label="dense")
     ax.scatter([], [], marker="o", color="gray", label=f"fine-tuned from {PRETRAINED}")
     ax.scatter([], [], marker="^", color="gray", label="fine-tuned from the dense run")
+    if any(r["stage"] > 2 for r in rows):
+        ax.scatter([], [], marker="v", color="gray", label="a third stage, from a second-stage run")
     if any(r["teacher"] for r in rows):
         ax.scatter([], [], marker="D", color="gray", label="the same, distilled from it")
     ax.legend(fontsize=6.5, loc="lower left")
@@ -253,9 +271,11 @@ def main():
     paths = sorted(Path(args.runs).glob("sst2-*/metrics.json"))
     if not paths:
         sys.exit(f"error: no {args.runs}/sst2-*/metrics.json; run results/run_sst2.sh first")
-    rows = sorted((row(p) for p in paths),
-                  key=lambda r: (r["starts_from"] != PRETRAINED, r["teacher"] is not None, r["skim"],
-                                 r["flops_speedup_no_padding"]))
+    rows = [row(p) for p in paths]
+    by_run = {r["run"]: r for r in rows}
+    for r in rows:
+        r["stage"] = stage(r, by_run)
+    rows.sort(key=lambda r: (r["stage"], r["teacher"] is not None, r["skim"], r["flops_speedup_no_padding"]))
     compare_to_dense(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SST-2 runs behind results/sst2.md, one after another (full train set, default checkpoint,
 # this machine: 2 CPU cores). Each writes runs/sst2-*/metrics.json; then collect.py makes the table.
-# The fd-* runs ("from dense") fine-tune runs/sst2-dense's model for a second epoch.
+# The fd-* runs ("from dense") fine-tune runs/sst2-dense's model for a second epoch; the third-* runs
+# take a second-stage model half an epoch further.
 #   GLUE_DIR=../shared/data/glue bash results/run_sst2.sh [NAME ...]     (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,16 @@ declare -A RUNS=(
   # The same second epoch from the seed-43 dense run, with seed 43: how much the two-stage rows move with the seed.
   [fd-dense-seed43]="--model runs/sst2-dense-seed43 --no-skim --seed 43"
   [fd-sep-lam0.3-seed43]="--model runs/sst2-dense-seed43 --mu0 2 --skim-coef 0.3 --predictor-grad separate --seed 43"
+  # A third stage, half an epoch: the dense reference, then the skimming models fine-tuned with their
+  # predictors frozen (--freeze-predictors), the encoder adapting to the decisions it will meet at evaluation.
+  [third-dense]="--model runs/sst2-fd-dense --no-skim --epochs 0.5"
+  [third-sep-lam0.5-plr1e-4]="--model runs/sst2-fd-sep-lam0.5-plr1e-4 --freeze-predictors 0.5 --epochs 0.5"
+  [third-tau1]="--model runs/sst2-fd-sep-lam0.5-plr1e-4-tau1 --freeze-predictors 0.5 --epochs 0.5"
   # The same second epoch, distilled from the dense run (not in the paper; --distill-coef 0.5, --distill-temp 2).
   [fd-kd-dense]="--model runs/sst2-dense --teacher runs/sst2-dense --no-skim"  # the reference for this recipe
   [fd-kd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --teacher runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-sep-lam0.5-plr1e-4-tau1 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4}"; do
+for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-sep-lam0.5-plr1e-4-tau1 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4 third-dense third-sep-lam0.5-plr1e-4 third-tau1}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

@@ -9,12 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None, teacher=None,
-             seed=42):
+             seed=42, epochs=1.0, freeze_predictors=None):
     """A metrics.json with the fields collect.py reads, as train.py writes them (and, if given, the one
     train.py --eval-only --no-skim writes into encoder-only/)."""
     args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
-            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": 1.0, "batch_size": 32, "seed": seed,
-            "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0}
+            "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": epochs, "batch_size": 32, "seed": seed,
+            "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0, "freeze_predictors": freeze_predictors}
     metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
                "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup},
                          "kept_fraction": [1.0] * 6},
@@ -71,6 +71,27 @@ def test_a_distilled_row_is_compared_with_the_dense_row_distilled_alike(tmp_path
     assert rows["sst2-fd-kd-skim"]["accuracy_change_points"] == -0.5
     assert "--teacher runs/sst2-dense --distill-coef 0.5" in rows["sst2-fd-kd-skim"]["command"]
     assert "--teacher" not in rows["sst2-fd-dense"]["command"]
+
+
+def test_a_further_stage_is_compared_with_the_same_stage_from_its_parents_dense_reference(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-fd-dense", 0.900, 1.0, no_skim=True, model="runs/sst2-dense")
+    fake_run(runs, "sst2-fd-kd-dense", 0.890, 1.0, no_skim=True, model="runs/sst2-dense", teacher="runs/sst2-dense")
+    fake_run(runs, "sst2-fd-skim", 0.870, 2.1, model="runs/sst2-dense")
+    # the third stage, half an epoch: dense from each second-stage dense row, frozen from the skimming one
+    fake_run(runs, "sst2-kd-third-dense", 0.800, 1.0, no_skim=True, model="runs/sst2-fd-kd-dense", epochs=0.5)
+    fake_run(runs, "sst2-third-dense", 0.905, 1.0, no_skim=True, model="runs/sst2-fd-dense", epochs=0.5)
+    fake_run(runs, "sst2-third-skim", 0.895, 2.2, model="runs/sst2-fd-skim", epochs=0.5, freeze_predictors=0.7)
+    collect(runs, out)
+    rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
+    assert rows["sst2-third-skim"]["dense_reference"] == "sst2-third-dense"
+    assert rows["sst2-third-skim"]["accuracy_change_points"] == -1.0
+    assert rows["sst2-kd-third-dense"]["dense_reference"] == "sst2-kd-third-dense"
+    assert [rows[n]["stage"] for n in ("sst2-dense", "sst2-fd-skim", "sst2-third-skim")] == [1, 2, 3]
+    assert ("--model runs/sst2-fd-skim --freeze-predictors 0.7 --epochs 0.5" in rows["sst2-third-skim"]["command"]
+            and "--skim-coef" not in rows["sst2-third-skim"]["command"])
+    assert "| - | - | - | frozen at T 0.7 | - |" in (out / "sst2.md").read_text()
 
 
 def test_a_command_names_every_recipe_setting_off_train_py_defaults(tmp_path):

@@ -213,10 +213,12 @@ def draw_goal(ax, rows, references=None):
     dense row in `references` (default: every dense row a skimming row is compared with)."""
     ax.axvline(GOAL_SPEEDUP, color="gray", ls=":", lw=1)
     references = references or {r["dense_reference"] for r in rows if r["skim"]}
-    denses = sorted((r for r in rows if r["run"] in references), key=lambda r: r["accuracy"])
-    for i, dense in enumerate(denses):  # the lines may lie a few tenths apart: labels in two columns, at the right
-        ax.axhline(100 * dense["accuracy"] - GOAL_DROP, color="gray", ls=":", lw=1)
-        ax.annotate(f"goal, vs {short(dense['run'])}", (1, 100 * dense["accuracy"] - GOAL_DROP),
+    names = {}  # dense rows with the same accuracy share one line and one label
+    for r in sorted((r for r in rows if r["run"] in references), key=lambda r: r["run"]):
+        names.setdefault(r["accuracy"], []).append(short(r["run"]))
+    for i, accuracy in enumerate(sorted(names)):  # lines a few tenths apart: labels in two columns, at the right
+        ax.axhline(100 * accuracy - GOAL_DROP, color="gray", ls=":", lw=1)
+        ax.annotate(f"goal, vs {', '.join(names[accuracy])}", (1, 100 * accuracy - GOAL_DROP),
                     xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(-3 - 90 * (i % 2), 1),
                     ha="right", fontsize=6, color="gray")
 

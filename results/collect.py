@@ -49,14 +49,16 @@ def row(path):
     a = m["args"]
     frozen_at = a.get("freeze_predictors")  # absent before --freeze-predictors
     grad = "frozen" if frozen_at else a.get("predictor_grad", "joint")  # runs made before the flag were all "joint"
-    flags = "--no-skim" if a["no_skim"] else f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
     predictor_lr = a.get("predictor_lr") or a["lr"]  # None (= --lr) in runs made before train.py resolved it
-    if not a["no_skim"] and predictor_lr != a["lr"]:
-        flags += f" --predictor-lr {predictor_lr}"
-    if not a["no_skim"]:
-        flags += f" --predictor-grad {grad}"
     if frozen_at:  # a further stage: the predictors as --model trained them, the encoder alone learning
         flags = f"--freeze-predictors {frozen_at}"
+    elif a["no_skim"]:
+        flags = "--no-skim"
+    else:
+        flags = f"--skim-coef {a['skim_coef']} --tau {a['tau']} --mu0 {a['mu0']}"
+        if predictor_lr != a["lr"]:
+            flags += f" --predictor-lr {predictor_lr}"
+        flags += f" --predictor-grad {grad}"
     if a["model"]:  # a second stage, fine-tuning a model another run saved
         flags = f"--model {a['model']} {flags}"
     flags += "".join(f" {flag} {a[key]}" for key, flag in RECIPE_FLAGS.items() if a[key] != TRAIN_DEFAULTS[key])
@@ -99,12 +101,12 @@ def stage(r, by_run):
     return 1 + stage(by_run[r["starts_from"]], by_run) if r["starts_from"] in by_run else 1
 
 
-def compare_to_dense(rows):
+def compare_to_dense(rows, by_run):
     """Each row's reference is the dense row trained with the same recipe; the accuracy change is in points.
     A row's operating points are compared with the same dense row."""
-    by_run = {r["run"]: r for r in rows}
+    recipes = {r["run"]: recipe(r, by_run) for r in rows}
     for r in rows:
-        dense = next((d for d in rows if not d["skim"] and recipe(d, by_run) == recipe(r, by_run)), None)
+        dense = next((d for d in rows if not d["skim"] and recipes[d["run"]] == recipes[r["run"]]), None)
         r["dense_reference"] = dense["run"] if dense else None
         for point in [r, *r["operating_points"]]:
             point["accuracy_change_points"] = round(100 * (point["accuracy"] - dense["accuracy"]), 2) if dense else None
@@ -142,10 +144,11 @@ def markdown(rows):
         measured = f"{r['measured_speedup']:.2f}x" if r["measured_speedup"] else "1.00x (is the reference)"
         teacher = f"{r['teacher']} (coef {r['distill_coef']}, T {r['distill_temp']})" if r["teacher"] else "-"
         every_token = "-" if r["encoder_only_accuracy"] is None else f"{100 * r['encoder_only_accuracy']:.1f}"
-        skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
-                                   for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         if r["frozen_at"]:  # λ, τ, μ0 and the predictor lr train predictors; these stayed as --model left them
             skim_settings = f"- | - | - | frozen at T {r['frozen_at']} | -"
+        else:
+            skim_settings = " | ".join(str(r[k]) if r["skim"] else "-"
+                                       for k in ("skim_coef", "tau", "mu0", "predictor_grad", "predictor_lr"))
         lines.append(
             f"| {r['run']} | {r['starts_from']} | {teacher} | {skim_settings} | {100 * r['accuracy']:.1f} | {delta} | {every_token} | "
             f"{r['flops_speedup_no_padding']:.2f}x | {r['flops_speedup_sequence']:.2f}x | {measured} | "
@@ -242,7 +245,6 @@ def plot_operating_points(rows, swept, path):
 def plot(rows, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    label_y = -float("inf")
     for r in rows:
         marker = "D" if r["teacher"] else {1: "o", 2: "^"}.get(r["stage"], "v")
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"
@@ -252,6 +254,7 @@ def plot(rows, path):
                         fontsize=7, xytext=(5, -11) if r["predictor_grad"] == "separate" else (5, 4))
     # the dense rows all sit at 1.00x, some a tenth apart: their labels are stacked, lowest first, each
     # at least 0.22 points above the last, with a line to its dot
+    label_y = -float("inf")
     for r in sorted((r for r in rows if not r["skim"]), key=lambda r: r["accuracy"]):
         label_y = max(100 * r["accuracy"], label_y + 0.22)
         ax.annotate(short(r["run"]), (1.0, 100 * r["accuracy"]), xytext=(1.06, label_y - 0.07), fontsize=7,
@@ -285,7 +288,7 @@ def main():
     for r in rows:
         r["stage"] = stage(r, by_run)
     rows.sort(key=lambda r: (r["stage"], r["teacher"] is not None, r["skim"], r["flops_speedup_no_padding"]))
-    compare_to_dense(rows)
+    compare_to_dense(rows, by_run)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sst2.json", lambda p: Path(p).write_text(json.dumps(rows, indent=2) + "\n"))

@@ -149,7 +149,6 @@ def check_args(args):
     args.max_seq_length = args.max_seq_length or task.max_seq_length
     args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
     args.predictor_lr = args.predictor_lr or args.lr
-    args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
     if args.teacher:
         args.distill_coef = DISTILL_COEF if args.distill_coef is None else args.distill_coef
         args.distill_temp = args.distill_temp or DISTILL_TEMP
@@ -188,8 +187,8 @@ def load_model(args, task):
         if args.freeze_predictors is not None:
             model.freeze_predictors(args.freeze_predictors)
     if isinstance(model, skim.Transkimmer):
-        model.keep_threshold = args.keep_threshold
-    elif args.keep_threshold != skim.KEEP_THRESHOLD:
+        model.keep_threshold = args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
+    elif args.keep_threshold is not None:  # given, even at the default: a dense model has nothing to set
         raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
     return model
 

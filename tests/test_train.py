@@ -322,12 +322,13 @@ def test_impossible_flag_combinations(glue, flags, says):
     assert says in one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *flags))
 
 
-def test_keep_threshold_on_a_dense_checkpoint(glue, tmp_path):
+@pytest.mark.parametrize("threshold", ["0.7", "0.5"])  # 0.5, the default, is still a flag a dense model cannot take
+def test_keep_threshold_on_a_dense_checkpoint(glue, tmp_path, threshold):
     import model
 
     model.BertForSequenceClassification.from_pretrained(num_labels=2).save_pretrained(tmp_path / "dense")
     line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint",
-                                  tmp_path / "dense", "--keep-threshold", "0.7", "--output-dir", tmp_path / "o"))
+                                  tmp_path / "dense", "--keep-threshold", threshold, "--output-dir", tmp_path / "o"))
     assert "dense model" in line and "--keep-threshold" in line
 
 

@@ -244,7 +244,7 @@ def plot_operating_points(rows, swept, path):
 
 def plot(rows, path):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     for r in rows:
         marker = "D" if r["teacher"] else {1: "o", 2: "^"}.get(r["stage"], "v")
         color = COLOURS[r["predictor_grad"]] if r["skim"] else "black"

@@ -35,11 +35,15 @@ declare -A RUNS=(
   # the same third stage, a whole epoch long
   [third-dense-ep1]="--model runs/sst2-fd-dense --no-skim"
   [third-sep-lam0.5-plr1e-4-ep1]="--model runs/sst2-fd-sep-lam0.5-plr1e-4 --freeze-predictors 0.5"
+  # The whole two-stage-then-frozen chain again with seed 43, from the seed-43 dense run: does the point near 2x hold?
+  [fd-sep-lam0.5-plr1e-4-seed43]="--model runs/sst2-dense-seed43 --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4 --seed 43"
+  [third-dense-ep1-seed43]="--model runs/sst2-fd-dense-seed43 --no-skim --seed 43"
+  [third-sep-lam0.5-plr1e-4-ep1-seed43]="--model runs/sst2-fd-sep-lam0.5-plr1e-4-seed43 --freeze-predictors 0.5 --seed 43"
   # The same second epoch, distilled from the dense run (not in the paper; --distill-coef 0.5, --distill-temp 2).
   [fd-kd-dense]="--model runs/sst2-dense --teacher runs/sst2-dense --no-skim"  # the reference for this recipe
   [fd-kd-sep-lam0.5-plr1e-4]="--model runs/sst2-dense --teacher runs/sst2-dense --mu0 2 --skim-coef 0.5 --predictor-grad separate --predictor-lr 1e-4"
 )
-for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-sep-lam0.5-plr1e-4-tau1 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4 third-dense third-sep-lam0.5-plr1e-4 third-tau1 third-dense-ep1 third-sep-lam0.5-plr1e-4-ep1}"; do
+for name in "${@:-paper dense dense-seed43 mu2 mu2-lam0.2 mu2-lam0.1 sep-lam0.3 sep-lam0.3-seed43 sep-lam0.3-plr1e-4 sep-lam0.5-plr1e-4 fd-dense fd-sep-lam0.3 fd-sep-lam0.5 fd-sep-lam0.5-plr1e-4 fd-sep-lam0.5-plr1e-4-tau1 fd-dense-seed43 fd-sep-lam0.3-seed43 fd-kd-dense fd-kd-sep-lam0.5-plr1e-4 third-dense third-sep-lam0.5-plr1e-4 third-tau1 third-dense-ep1 third-sep-lam0.5-plr1e-4-ep1 fd-sep-lam0.5-plr1e-4-seed43 third-dense-ep1-seed43 third-sep-lam0.5-plr1e-4-ep1-seed43}"; do
   for n in $name; do
     echo "== sst2-$n: python train.py --task sst2 ${RUNS[$n]} --output-dir runs/sst2-$n"
     mkdir -p "runs/sst2-$n"

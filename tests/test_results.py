@@ -1,20 +1,29 @@
-"""results/collect.py: each row's accuracy change is measured against the dense row of its own recipe."""
+"""results/collect.py and results/plots.py: each row's accuracy change is measured against the dense row of
+its own recipe, the record in results/sst2.json is enough to make the tables and pictures again, and the
+goal (>= 2x FLOPs, at most one point below that dense row) is checked on every row and operating point."""
 
+import contextlib
+import io
 import json
-import subprocess
+import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "results"))
+import collect as collect_py  # noqa: E402  (results/ is a folder of scripts, not a package)
+import plots  # noqa: E402
 
 
 def fake_run(runs, name, accuracy, speedup, no_skim=False, model=None, encoder_only_accuracy=None, teacher=None,
-             seed=42, epochs=1.0, freeze_predictors=None):
+             seed=42, epochs=1.0, freeze_predictors=None, holdout=None):
     """A metrics.json with the fields collect.py reads, as train.py writes them (and, if given, the one
     train.py --eval-only --no-skim writes into encoder-only/)."""
     args = {"model": model, "no_skim": no_skim, "skim_coef": 0.0 if no_skim else 0.3, "tau": 0.1, "mu0": 2.0,
             "predictor_grad": "separate", "predictor_lr": 5e-5, "lr": 5e-5, "epochs": epochs, "batch_size": 32, "seed": seed,
-            "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0, "freeze_predictors": freeze_predictors}
+            "teacher": teacher, "distill_coef": 0.5, "distill_temp": 2.0, "freeze_predictors": freeze_predictors,
+            "holdout": holdout}
     metrics = {"args": args, "accuracy": accuracy, "measured_speedup": None if no_skim else speedup * 0.8,
                "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup},
                          "kept_fraction": [1.0] * 6},
@@ -36,9 +45,22 @@ def fake_operating_point(runs, name, threshold, accuracy, speedup):
         "flops": {"none": {"speedup": speedup}, "sequence": {"speedup": 2.5 * speedup}, "kept_fraction": [0.5] * 6}}))
 
 
-def collect(runs, out):
-    subprocess.run([sys.executable, str(ROOT / "results" / "collect.py"), "--runs", str(runs), "--out", str(out)],
-                   check=True, capture_output=True)
+class Output(NamedTuple):
+    stdout: str
+    stderr: str
+
+
+def collect(runs, out, pictures=False):
+    """results/collect.py, in this process (a fresh one costs seconds of imports); it draws the pictures only
+    when asked, as they take most of its time."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        collect_py.main(["--runs", str(runs), "--out", str(out)] + ([] if pictures else ["--no-plots"]))
+    return Output(stdout.getvalue(), stderr.getvalue())
+
+
+def read_rows(out):
+    return {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
 
 
 def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
@@ -47,7 +69,7 @@ def test_each_row_is_compared_with_the_dense_row_of_its_recipe(tmp_path):
     fake_run(runs, "sst2-skim", 0.870, 1.5)
     fake_run(runs, "sst2-fd-dense", 0.900, 1.0, no_skim=True, model="runs/sst2-dense")
     fake_run(runs, "sst2-fd-skim", 0.895, 2.1, model="runs/sst2-dense")
-    collect(runs, out)
+    collect(runs, out, pictures=True)
     rows = {r["run"]: r for r in json.loads((out / "sst2.json").read_text())}
     assert rows["sst2-skim"]["dense_reference"] == "sst2-dense"
     assert rows["sst2-skim"]["accuracy_change_points"] == -1.0
@@ -130,20 +152,75 @@ def test_operating_points_are_compared_with_their_rows_dense_reference_and_check
     runs, out = tmp_path / "runs", tmp_path / "out"
     fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
     fake_run(runs, "sst2-skim", 0.870, 1.5)
-    collect(runs, out)
+    collect(runs, out, pictures=True)
     assert "No row and no operating point meets it." in (out / "sst2.md").read_text()
     assert not (out / "sst2_operating_points.png").exists()
 
     fake_operating_point(runs, "sst2-skim", 0.3, 0.876, 1.2)
     fake_operating_point(runs, "sst2-skim", 0.8, 0.871, 2.05)  # 0.9 points below dense at 2.05x: the goal
-    collect(runs, out)
+    fake_operating_point(runs, "sst2-skim", 0.7, 0.878, 1.99)  # 0.2 points below, but short of 2x
+    fake_operating_point(runs, "sst2-skim", 0.9, 0.869, 2.50)  # 2.5x, but 1.1 points below
+    collect(runs, out, pictures=True)
     [skim_row] = [r for r in json.loads((out / "sst2.json").read_text()) if r["skim"]]
-    assert [p["keep_threshold"] for p in skim_row["operating_points"]] == [0.3, 0.8]
-    assert [p["accuracy_change_points"] for p in skim_row["operating_points"]] == [-0.4, -0.9]
-    assert skim_row["operating_points"][1]["command"].endswith(
+    assert [p["keep_threshold"] for p in skim_row["operating_points"]] == [0.3, 0.7, 0.8, 0.9]
+    assert [p["accuracy_change_points"] for p in skim_row["operating_points"]] == [-0.4, -0.2, -0.9, -1.1]
+    assert skim_row["operating_points"][2]["command"].endswith(
         f"--checkpoint {runs / 'sst2-skim'} --keep-threshold 0.8 --output-dir {runs / 'sst2-skim' / 'threshold-0.8'}")
     md = (out / "sst2.md").read_text()
     assert "| sst2-skim | 0.5 (the row above) | 87.0 | -1.0 vs dense |" in md
     assert "- sst2-skim at keep threshold 0.8: 2.05x, -0.9 points" in md
-    assert "| skim (dense) | 1.20x, -0.4 | 1.50x, -1.0 | 2.05x, -0.9 |" in md  # a run a line, a threshold a column
+    assert "at keep threshold 0.7" not in md and "at keep threshold 0.9" not in md
+    # a run a line, a threshold a column
+    assert "| skim (dense) | 1.20x, -0.4 | 1.50x, -1.0 | 1.99x, -0.2 | 2.05x, -0.9 | 2.50x, -1.1 |" in md
     assert (out / "sst2_operating_points.png").stat().st_size > 0
+
+
+def test_the_record_alone_remakes_the_tables_and_new_runs_join_it(tmp_path):
+    runs, out, later = tmp_path / "runs", tmp_path / "out", tmp_path / "later"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-skim", 0.870, 1.5)
+    fake_operating_point(runs, "sst2-skim", 0.3, 0.876, 1.2)
+    collect(runs, out)
+    later.mkdir()
+    shutil.copy(out / "sst2.json", later / "sst2.json")  # another machine: the record, and none of the runs
+    collect(tmp_path / "no-runs", later)
+    assert (later / "sst2.md").read_text() == (out / "sst2.md").read_text()
+    assert (later / "sst2.json").read_text() == (out / "sst2.json").read_text()
+
+    new_runs = tmp_path / "new-runs"
+    fake_run(new_runs, "sst2-dense", 0.890, 1.0, no_skim=True)  # the dense row again: it replaces the old one
+    fake_run(new_runs, "sst2-other", 0.885, 2.1)
+    collect(new_runs, later)
+    rows = read_rows(later)
+    assert sorted(rows) == ["sst2-dense", "sst2-other", "sst2-skim"]
+    assert rows["sst2-skim"]["accuracy_change_points"] == -2.0  # the record's row, against the new dense row
+    assert rows["sst2-skim"]["operating_points"][0]["accuracy_change_points"] == -1.4
+    assert rows["sst2-other"]["accuracy_change_points"] == -0.5
+
+
+def test_a_run_trained_on_fewer_sentences_is_left_out(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-ref-dense", 0.870, 1.0, no_skim=True, holdout=2000)  # train.py --holdout 2000
+    collect(runs, out)
+    assert list(read_rows(out)) == ["sst2-dense"]
+
+
+def test_the_headline_draws_each_named_run_against_its_own_dense_row(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "sst2-dense", 0.880, 1.0, no_skim=True)
+    fake_run(runs, "sst2-dense-seed43", 0.900, 1.0, no_skim=True, seed=43)
+    fake_run(runs, "sst2-skim", 0.875, 2.1)
+    fake_run(runs, "sst2-skim-seed43", 0.890, 2.2, seed=43)
+    for name, accuracy in (("sst2-skim", 0.870), ("sst2-skim-seed43", 0.880)):
+        fake_operating_point(runs, name, 0.3, accuracy, 1.8)
+        fake_operating_point(runs, name, 0.9, accuracy - 0.05, 3.0)  # beyond the headline's thresholds
+    result = collect(runs, out, pictures=True)
+    assert "no headline picture" in result.stderr and not (out / "sst2_headline.png").exists()
+
+    rows = read_rows(out)
+    curves = {name: [(p["keep_threshold"], p["accuracy_change_points"]) for p in plots.headline_points(rows[name])]
+              for name in ("sst2-skim", "sst2-skim-seed43")}
+    assert curves == {"sst2-skim": [(0.3, -1.0), (0.5, -0.5)], "sst2-skim-seed43": [(0.3, -2.0), (0.5, -1.0)]}
+    plots.main(["--json", str(out / "sst2.json"), "--out", str(out), "--headline", "sst2-skim", "sst2-skim-seed43"])
+    assert (out / "sst2_headline.png").stat().st_size > 0

@@ -239,6 +239,19 @@ def _parse_row(task, row, columns, num_fields, path, line):
     return Example(texts[0], texts[1] if len(texts) > 1 else None, label)
 
 
+HOLDOUT_SEED = 0  # the held-out slice depends on this alone, never on --seed: every run holds out the same rows
+
+
+def split_holdout(examples, n):
+    """(train, held_out): n examples drawn at random (with HOLDOUT_SEED) from train and kept out of it,
+    to choose settings on (a learning rate, a threshold) without looking at dev. Both keep file order."""
+    if not 0 < n < len(examples):
+        raise DataError(f"cannot hold out {n} of {len(examples)} train examples; choose 0 < n < {len(examples)}")
+    held = np.zeros(len(examples), dtype=bool)
+    held[np.random.default_rng(HOLDOUT_SEED).choice(len(examples), size=n, replace=False)] = True
+    return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
+
+
 # -----------------------------------------------------------------------------
 # tokenizing and batching
 

@@ -1,6 +1,6 @@
 """
 Analytic FLOPs of BERT and of Transkimmer, per layer and in total: the cost model behind the
-"speedup" of Guan et al. (ACL 2022), Sec. 5 and Table 3, as pinned down in docs/METHOD.md.
+"speedup" of Guan et al. (ACL 2022), Sec. 5 and Table 3, as pinned down in docs/method.md.
 
 What is counted: matrix multiplications only, one multiply-add = 2 FLOPs, which is also what
 torch.utils.flop_counter.FlopCounterMode counts (tests/test_flops.py checks this file against it).
@@ -77,6 +77,30 @@ def dense_flops(n, config):
     return config.num_hidden_layers * layer_flops(n, config) + head_flops(config)
 
 # -----------------------------------------------------------------------------
+# from keep masks to FLOPs
+
+def tokens_per_layer(masks, attention_mask):
+    """For each layer i: (entering, kept), each (B,) integers, the real tokens that reach predictor i and
+    the ones layer i processes, counted from the (B, N) 0/1 keep masks (a Transkimmer output's `.masks`)."""
+    entering = attention_mask.long().sum(1)                                        # (B,) real lengths
+    for keep in masks:
+        kept = (keep.detach() * attention_mask).sum(1).round().long()              # (B,)
+        yield entering, kept
+        entering = kept
+
+
+def fraction(masks, attention_mask, config, predictors=True):
+    """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
+    reciprocal of the speedup FlopsCounter reports for the same masks. Training steers this number
+    towards 1 / --target-speedup (skim.SpeedupController)."""
+    real = attention_mask.long().sum(1)                                            # (B,)
+    dense = config.num_hidden_layers * int(layer_flops(real, config).sum())
+    skim = sum(int(layer_flops(kept, config).sum()) + (int(predictor_flops(entering, config).sum()) if predictors else 0)
+               for entering, kept in tokens_per_layer(masks, attention_mask))
+    head = len(real) * head_flops(config)
+    return (skim + head) / (dense + head)
+
+# -----------------------------------------------------------------------------
 # accumulating over an eval set
 
 class FlopsCounter:
@@ -102,9 +126,7 @@ class FlopsCounter:
         real = attention_mask.long().sum(1)                                        # (B,) real lengths n
         if S is not None and int(real.max()) > S:
             raise ValueError(f"an example has {int(real.max())} tokens, more than seq_len={S}")
-        entering = real                                                            # (B,) tokens entering layer 0
-        for i, keep in enumerate(masks):
-            kept = (keep * attention_mask).long().sum(1)                           # (B,) tokens layer i processes
+        for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):
             self.kept[i] += int(kept.sum())
             self.layer[i] += int(layer_flops(kept, config).sum())
             self.dense["none"][i] += int(layer_flops(real, config).sum())
@@ -115,7 +137,6 @@ class FlopsCounter:
                 # "sequence": the layer-0 predictor sees all S positions, later ones the kept tokens
                 seq_entering = torch.full_like(real, S) if i == 0 and S is not None else entering
                 self.predictor["sequence"][i] += int(predictor_flops(seq_entering, config).sum())
-            entering = kept
         self.examples += len(real)
         self.tokens += int(real.sum())
 

@@ -271,6 +271,14 @@ class BertForSequenceClassification(Bert):
         _, pooled = super().forward(input_ids, attention_mask, token_type_ids)
         return self.classify(pooled)
 
+
+def keep_layers(model, layers):
+    """A smaller dense model, in place: only the encoder layers with these indices (increasing), in that
+    order; embeddings, pooler and classifier unchanged. Saved, it is an ordinary BERT of len(layers) layers."""
+    model.layers = nn.ModuleList(model.layers[i] for i in layers)
+    model.config.num_hidden_layers = len(layers)
+    return model
+
 # -----------------------------------------------------------------------------
 # weight names: ours <-> Hugging Face's
 
@@ -517,3 +525,4 @@ def load_tokenizer(name_or_path=None):
     tok.no_padding()
     tok.enable_truncation(max_length=max_length)
     return tok
+

@@ -12,7 +12,7 @@ saved computation becomes saved time. (Not in the paper: `keep_threshold` moves 
 decision off the argmax, so one trained model gives a range of speed/accuracy operating points, and
 `freeze_predictors` fixes the decisions at one of them while the encoder trains on.)
 
-The method is pinned down in docs/METHOD.md (shared with this repo): the predictor order
+The method is pinned down in docs/method.md: the predictor order
 LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
 attention renormalised over kept keys (the authors' released code omits the renormalisation, so
 its training did not compute what pruned inference computes).
@@ -183,17 +183,22 @@ class Transkimmer(nn.Module):
         return (margin > math.log(t / (1 - t))).to(x.dtype)
 
     @torch.no_grad()
-    def freeze_predictors(self, keep_threshold=KEEP_THRESHOLD):
-        """Fix the skim decisions for further training (not in the paper): the predictors stop learning,
-        and training takes their decisions as evaluation does, without noise, at `keep_threshold`. The
-        threshold is folded into the keep bias, b_keep -= log(t / (1 - t)), which moves the logit margin
-        by exactly that much: the model's argmax (keep_threshold 0.5) now decides as the old one did at
-        t, and so does the model saved after training."""
+    def fold_threshold(self, keep_threshold):
+        """Make `keep_threshold` the model's own operating point (not in the paper): it is folded into the
+        keep bias, b_keep -= log(t / (1 - t)), which moves the logit margin by exactly that much, so the
+        model's argmax (keep_threshold 0.5) now decides as the old one did at t, and so does the saved
+        model."""
         t = keep_threshold
         for predictor in self.predictors:
             predictor.fc2.bias[1] -= math.log(t / (1 - t))
-            predictor.requires_grad_(False)
         self.keep_threshold = KEEP_THRESHOLD
+
+    def freeze_predictors(self, keep_threshold=KEEP_THRESHOLD):
+        """Fix the skim decisions for further training (not in the paper): the threshold is folded in
+        (fold_threshold), the predictors stop learning, and training takes their decisions as evaluation
+        does, without noise, so the encoder trains on the inputs it will meet at evaluation."""
+        self.fold_threshold(keep_threshold)
+        self.predictors.requires_grad_(False)
         self.predictors_frozen = True
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
@@ -265,3 +270,81 @@ class Transkimmer(nn.Module):
         tensors = {SKIM_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.predictors.state_dict().items()}
         self.bert.save_pretrained(directory, tokenizer, extra_config={"skim": {"tau": self.tau, "mu0": self.mu0}},
                                   extra_tensors=tensors)
+
+
+# -----------------------------------------------------------------------------
+# Not in the paper: asking for a speedup instead of a lambda
+
+class SpeedupController:
+    """Steers lambda, the skim loss's weight (Eq. 7), during training so that the model ends at a FLOPs
+    speedup S, instead of searching lambda by hand for every task and setting.
+
+    The constraint is "FLOPs fraction = 1/S", where the fraction is skim FLOPs / dense FLOPs of the batch,
+    counted from the hard keep masks by flops.fraction (the same count the evaluation reports). lambda is
+    its Lagrange multiplier, updated by dual ascent with a proportional term added (a PI controller on the
+    error e = fraction - target):
+        integral <- integral + ki * e         dual ascent: lambda grows while the model is too slow, and
+        lambda    = integral + kp * e         the proportional term reacts at once, which damps the overshoot
+                                              of pure dual ascent (the model answers lambda many steps late)
+    lambda may turn negative, a reward for keeping tokens: once the predictors have learned to skim, the
+    momentum of training can carry them past the target, and on an easy task the task loss does not pull
+    them back. The target itself moves from 1 (dense) to 1/S over the first
+    `ramp` of the steps, so the predictors start skimming gradually, as the target sparsity of
+    constrained structured pruning does (CoFi, Xia et al. 2022), then holds.
+    Why not a fixed lambda: the speedup a lambda buys changes with the task, the init and the estimator's
+    settings (every such change needed a new search here), while a speedup is what a user wants to ask for."""
+
+    def __init__(self, target_speedup, total_steps, ramp=0.5, kp=1.0, ki=0.02):
+        if not target_speedup >= 1:
+            raise ValueError(f"a target speedup is at least 1, got {target_speedup}")
+        self.target_speedup, self.total_steps, self.ramp, self.kp, self.ki = target_speedup, total_steps, ramp, kp, ki
+        self.step, self.integral, self.coef = 0, 0.0, 0.0
+
+    def target(self):
+        """The FLOPs fraction aimed at now: 1 -> 1/S linearly over the first `ramp` of the steps."""
+        done = min(1.0, self.step / max(1, self.ramp * self.total_steps))
+        return 1 - done * (1 - 1 / self.target_speedup)
+
+    def update(self, fraction):
+        """After a training step whose batch had this FLOPs fraction: the lambda for the next step."""
+        error = fraction - self.target()
+        self.integral += self.ki * error
+        self.coef = self.integral + self.kp * error
+        self.step += 1
+        return self.coef
+
+    def state_dict(self):
+        return {"step": self.step, "integral": self.integral, "coef": self.coef}
+
+    def load_state_dict(self, state):
+        self.step, self.integral, self.coef = state["step"], state["integral"], state["coef"]
+
+
+@torch.no_grad()
+def speedup_at(model, batches, keep_threshold):
+    """The FLOPs speedup (no padding, predictors counted) of `model`'s decisions at `keep_threshold`
+    over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning."""
+    from flops import FlopsCounter
+
+    model.eval()
+    saved, model.keep_threshold = model.keep_threshold, keep_threshold
+    counter = FlopsCounter(model.config)
+    for b in batches:
+        counter.add(model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True).masks,
+                    b["attention_mask"])
+    model.keep_threshold = saved
+    return counter.summary()["none"]["speedup"]
+
+
+def calibrate_threshold(model, batches, target_speedup, iterations=16):
+    """The keep threshold at which `model` reaches `target_speedup` (FLOPs, no padding) on `batches`: a
+    bisection on the threshold's log-odds z in [-16, 16] (the speedup grows with z). Returns the
+    smallest threshold found whose speedup is at least the target (or the largest tried, if none is)."""
+    lo, hi = -16.0, 16.0
+    for _ in range(iterations):
+        z = (lo + hi) / 2
+        if speedup_at(model, batches, 1 / (1 + math.exp(-z))) >= target_speedup:
+            hi = z
+        else:
+            lo = z
+    return 1 / (1 + math.exp(-hi))

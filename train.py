@@ -26,9 +26,10 @@ fixed decisions at threshold T (the prune-then-fine-tune step of the pruning lit
 """
 
 import argparse
+import itertools
 import json
 import math
-import os
+import signal
 import statistics
 import sys
 import time
@@ -42,7 +43,8 @@ import bench
 import data
 import flops
 import skim
-from model import BertConfig, BertForSequenceClassification, ModelError, atomic_write, read_config, resolve_checkpoint
+from model import (BertConfig, BertForSequenceClassification, ModelError, atomic_write, keep_layers, read_config,
+                   resolve_checkpoint)
 
 
 class UsageError(Exception):
@@ -50,69 +52,117 @@ class UsageError(Exception):
 
 
 MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
+LR = 5e-5
+TARGET_SPEEDUP = 2.0
+STAGE_KINDS = ("dense", "skim", "frozen")
+DEFAULT_STAGES = "dense:1,skim:0.5,frozen:0.5"
+CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
-    p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--data-dir", default=None, help="folder holding <TASK>/train.tsv (default: $GLUE_DIR, else download)")
-    p.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
-    p.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps spent warming up the lr")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--skim-coef", type=float, default=None, help="lambda of Eq. 7 (default: the task's, Table 2)")
-    p.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
-    p.add_argument("--mu0", type=float, default=MU0,
+    g = p.add_argument_group("the task, the model and the paper's training recipe")
+    g.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
+    g.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
+    g.add_argument("--data-dir", default=None, help="folder holding <TASK>/train.tsv (default: $GLUE_DIR, else download)")
+    g.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
+    g.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=LR, help=f"peak learning rate of every stage (default {LR})")
+    g.add_argument("--epochs", type=float, default=None,
+                   help="length of a one-stage run (--skim-coef, --no-skim, --freeze-predictors; default 1); the "
+                        "default recipe's stages are set with --stages")
+    g.add_argument("--warmup", type=float, default=0.06, help="fraction of each stage's steps spent warming up the lr")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--skim-coef", type=float, nargs="?", const="task", default=None, metavar="LAMBDA",
+                   help="the paper's recipe: one skimming stage with a fixed lambda (Eq. 7), instead of a target "
+                        "speedup; with no value, the task's lambda from the paper's Table 2 (SST-2: 0.3)")
+    g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
+    g.add_argument("--mu0", type=float, default=MU0,
                    help=f"unbalanced init of the predictors (Eq. 9; default {MU0}, the paper's is {skim.MU0})")
-    p.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: --lr)")
-    p.add_argument("--predictor-grad", default="separate", choices=["joint", "separate"],
+    g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
+                   "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
+
+    g = p.add_argument_group("not in the paper")
+    g.add_argument("--target-speedup", type=float, default=None, metavar="S",
+                   help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
+                        f"(skim.SpeedupController) and the keep threshold calibrated on training inputs "
+                        f"(default {TARGET_SPEEDUP} unless --skim-coef)")
+    g.add_argument("--stages", default=None, metavar="SPEC",
+                   help=f"the stages, in order, as KIND:EPOCHS, KIND one of dense, skim, frozen (default "
+                        f"{DEFAULT_STAGES}): dense fine-tuning, then skimming at the target, then the encoder "
+                        f"trained on under frozen decisions")
+    g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
+                   help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
+                        "0,2,4: those three)")
+    g.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: --lr)")
+    g.add_argument("--predictor-grad", default="separate", choices=["joint", "separate"],
                    help="separate (default): the decisions' straight-through gradient trains the predictors only, "
                         "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
                         "it also trains the encoder through the predictors' input")
-    p.add_argument("--keep-threshold", type=float, default=None,
+    g.add_argument("--keep-threshold", type=float, default=None,
                    help=f"evaluation: keep a token where its predictor's p(keep) exceeds this (default "
                         f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more; "
-                        f"not saved with the model (not in the paper)")
-    p.add_argument("--freeze-predictors", type=float, nargs="?", const=skim.KEEP_THRESHOLD, default=None, metavar="T",
-                   help="a further stage from a saved Transkimmer (--model): its predictors stop learning and "
+                        f"not saved with the model")
+    g.add_argument("--freeze-predictors", type=float, nargs="?", const=skim.KEEP_THRESHOLD, default=None, metavar="T",
+                   help="a frozen stage from a saved Transkimmer (--model): its predictors stop learning and "
                         "decide in training as at evaluation, at keep threshold T (default "
                         f"{skim.KEEP_THRESHOLD}), while the encoder trains on; T is folded into the saved "
-                        "predictors, so the new model decides at 0.5 as the old one did at T (not in the paper)")
-    p.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from (not in the paper): "
-                   "the task loss becomes (1 - a) * loss on the labels + a * loss on the teacher's outputs")
-    p.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
-    p.add_argument("--distill-temp", type=float, default=None,
+                        "predictors, so the new model decides at 0.5 as the old one did at T")
+    g.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from: the task loss becomes "
+                   "(1 - a) * loss on the labels + a * loss on the teacher's outputs")
+    g.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
+    g.add_argument("--distill-temp", type=float, default=None,
                    help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
-    p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
-    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
-    p.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
-                   "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
-    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
-    p.add_argument("--checkpoint", default=None, help="a folder saved by train.py, for --eval-only")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0,
+                   help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
+
+    g = p.add_argument_group("running")
+    g.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="hold N train examples out of training (the same N whatever --seed) and report the metric "
+                        "on them too: settings are chosen on these, not on dev")
+    g.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
+    g.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
+    g.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
+    g.add_argument("--checkpoint", default=None, help="a folder saved by train.py, for --eval-only")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the interrupted run whose --output-dir was DIR, from its last saved state")
+    g.add_argument("--save-every", type=float, default=5.0, metavar="MIN",
+                   help="save a resumable state every MIN minutes of training (and on Ctrl-C); 0: only on Ctrl-C")
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    g.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
     args = p.parse_args(argv)
+    if args.resume:  # everything else comes from the saved state
+        given = [a for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--") and a != "--resume"]
+        if given:
+            raise UsageError(f"--resume DIR continues a run with the flags it was started with; drop {given[0]}")
+        return args
     check_args(args)
     return args
 
 
 def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--epochs": args.epochs, "--tau": args.tau}
-    for flag, value in {"--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp}.items():
+    if args.skim_coef == "task":  # --skim-coef with no value: the task's lambda from the paper's Table 2
+        args.skim_coef = task.skim_coef
+    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--tau": args.tau}
+    for flag, value in {"--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp,
+                        "--epochs": args.epochs}.items():
         if value is not None:
             positive[flag] = value
     for flag, value in positive.items():
         if not value > 0:
             raise UsageError(f"{flag} must be positive, got {value}")
+    if args.max_grad_norm < 0:
+        raise UsageError(f"--max-grad-norm must be positive, or 0 for no clipping, got {args.max_grad_norm}")
+    if args.save_every < 0:
+        raise UsageError(f"--save-every is in minutes, positive, or 0 to save only on Ctrl-C; got {args.save_every}")
+    if args.target_speedup is not None and not args.target_speedup > 1:
+        raise UsageError(f"--target-speedup S: S is a speedup over the dense model, above 1, got {args.target_speedup}")
     for flag, value in {"--max-train-samples": args.max_train_samples, "--max-eval-samples": args.max_eval_samples,
-                        "--max-seq-length": args.max_seq_length}.items():
+                        "--holdout": args.holdout, "--max-seq-length": args.max_seq_length}.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if not 0 <= args.warmup < 1:
@@ -125,6 +175,8 @@ def check_args(args):
         raise UsageError(f"--keep-threshold is a probability in (0, 1), got {args.keep_threshold}")
     if args.keep_threshold is not None and args.no_skim:
         raise UsageError("--keep-threshold sets where skim predictors keep tokens; --no-skim keeps every token")
+    if args.skim_coef is not None and args.target_speedup is not None:
+        raise UsageError("--skim-coef fixes lambda, --target-speedup steers it towards a speedup: give one of them")
     if args.freeze_predictors is not None:
         if not 0 < args.freeze_predictors < 1:
             raise UsageError(f"--freeze-predictors T: T is a keep threshold in (0, 1), got {args.freeze_predictors}")
@@ -135,6 +187,12 @@ def check_args(args):
         if args.keep_threshold is not None:  # it would move the frozen decisions a second time
             raise UsageError("--freeze-predictors T already sets the keep threshold, for training and the evaluation "
                              "after it; evaluate at another with --eval-only --keep-threshold")
+        if args.target_speedup is not None:
+            raise UsageError("--freeze-predictors T sets the keep threshold; --target-speedup would calibrate it: "
+                             "give one of them")
+        if args.stages is not None:
+            raise UsageError("--freeze-predictors T is a one-stage run from a saved Transkimmer; in --stages, a frozen "
+                             "stage's threshold is calibrated to --target-speedup")
         for flag, value in {"--skim-coef": args.skim_coef, "--predictor-lr": args.predictor_lr}.items():
             if value is not None:
                 raise UsageError(f"{flag} trains the skim predictors; --freeze-predictors keeps them fixed")
@@ -144,19 +202,80 @@ def check_args(args):
         raise UsageError("--eval-only needs --checkpoint DIR (a folder saved by train.py)")
     if args.checkpoint and not args.eval_only:
         raise UsageError("--checkpoint is for --eval-only; to fine-tune a checkpoint further, pass it as --model")
+    if args.eval_only and args.keep_layers:
+        raise UsageError("--keep-layers builds a smaller model to train; --eval-only trains nothing")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
+    args.stages = resolve_stages(args)
+    kinds = [kind for kind, _ in args.stages]
+    if args.target_speedup is None and args.skim_coef is None and args.freeze_predictors is None and "skim" in kinds:
+        args.target_speedup = TARGET_SPEEDUP
+    if args.target_speedup is not None and not {"skim", "frozen"} & set(kinds):
+        raise UsageError("--target-speedup needs a skim or frozen stage; a dense model processes every token")
+    if args.skim_coef is not None and "skim" not in kinds:
+        raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
+    args.keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None
     args.max_seq_length = args.max_seq_length or task.max_seq_length
-    args.skim_coef = task.skim_coef if args.skim_coef is None else args.skim_coef
     args.predictor_lr = args.predictor_lr or args.lr
     if args.teacher:
         args.distill_coef = DISTILL_COEF if args.distill_coef is None else args.distill_coef
         args.distill_temp = args.distill_temp or DISTILL_TEMP
-    if args.no_skim:
-        args.skim_coef = 0.0  # the dense model processes every token; its skim loss is a constant 1
-    if args.freeze_predictors is not None:
-        args.skim_coef = 0.0  # fixed decisions: the skim loss has no gradient left to give
     args.output_dir = Path(args.output_dir or Path("out") / task.name)
+
+
+def resolve_stages(args):
+    """The stages this run trains, as [(kind, epochs)]: --stages; or one stage, for --no-skim (dense),
+    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe."""
+    if args.eval_only:
+        return []
+    if args.stages is not None:
+        if args.epochs is not None:
+            raise UsageError("--epochs sets the length of a one-stage run; with --stages give each stage's as KIND:EPOCHS")
+        if args.no_skim:
+            raise UsageError("--no-skim is one dense stage; with --stages write it as dense:EPOCHS")
+        return parse_stages(args.stages)
+    one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else \
+        "skim" if args.skim_coef is not None else None
+    if one_stage:
+        return [(one_stage, args.epochs or 1.0)]
+    if args.epochs is not None:
+        raise UsageError(f"--epochs: the default recipe has stages ({DEFAULT_STAGES}); give their lengths with --stages, "
+                         "or --skim-coef LAMBDA for the paper's one-stage recipe")
+    return parse_stages(DEFAULT_STAGES)
+
+
+def parse_stages(spec):
+    """'dense:1,skim:0.5,frozen:0.5' -> [('dense', 1.0), ('skim', 0.5), ('frozen', 0.5)], checked: dense stages
+    come first (a later one would drop the predictors), and no skim stage follows a frozen one."""
+    stages = []
+    for part in spec.split(","):
+        kind, _, epochs = part.strip().partition(":")
+        try:
+            epochs = float(epochs)
+        except ValueError:
+            epochs = math.nan
+        if kind not in STAGE_KINDS or not epochs > 0:
+            raise UsageError(f"--stages: {part.strip()!r} is not KIND:EPOCHS with KIND one of {', '.join(STAGE_KINDS)} "
+                             "and EPOCHS > 0")
+        stages.append((kind, epochs))
+    kinds = [kind for kind, _ in stages]
+    for before, after in zip(kinds, kinds[1:]):
+        if after == "dense" and before != "dense" or (before, after) == ("frozen", "skim"):
+            raise UsageError(f"--stages: a {after} stage cannot follow a {before} stage (the order is dense, skim, frozen)")
+    return stages
+
+
+def parse_layers(spec):
+    """--keep-layers: 'K' -> the first K layers [0, ..., K-1]; 'I,J,...' -> those layers, in increasing order."""
+    try:
+        values = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    layers = list(range(values[0])) if len(values) == 1 else values
+    if not layers or min(layers) < 0 or layers != sorted(set(layers)):
+        raise UsageError(f"--keep-layers {spec}: give K (the first K layers, K >= 1) or increasing layer indices "
+                         "I,J,... (from 0)")
+    return layers
 
 
 def check_writable(directory):
@@ -172,25 +291,35 @@ def check_writable(directory):
 # model
 
 def load_model(args, task):
-    """Transkimmer (or, with --no-skim, the dense BertForSequenceClassification) from --model, or the
-    saved model in --checkpoint (see load_saved)."""
+    """The model the first stage trains, from --model: the dense BertForSequenceClassification (cut to
+    --keep-layers) for a dense stage, else a Transkimmer (new predictors, Eq. 9, on a plain checkpoint; its
+    own on a saved one). With --eval-only, the saved model in --checkpoint (see load_saved)."""
     if args.eval_only:
         model = load_saved(args.checkpoint, every_token=args.no_skim)
-    elif args.no_skim:
-        return BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
-    else:
-        if args.freeze_predictors is not None and "skim" not in read_config(resolve_checkpoint(args.model)):
-            raise UsageError(f"--freeze-predictors: --model {args.model or 'all-MiniLM-L6-v2'} has no trained skim "
-                             "predictors to freeze; give a Transkimmer folder train.py saved")
-        model = skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
-        model.predictor_grad = args.predictor_grad
-        if args.freeze_predictors is not None:
-            model.freeze_predictors(args.freeze_predictors)
-    if isinstance(model, skim.Transkimmer):
-        model.keep_threshold = args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
-    elif args.keep_threshold is not None:  # given, even at the default: a dense model has nothing to set
-        raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
-    return model
+        if isinstance(model, skim.Transkimmer):
+            model.keep_threshold = args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
+        elif args.keep_threshold is not None:  # given, even at the default: a dense model has nothing to set
+            raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
+        return model
+    first = args.stages[0][0]
+    has_predictors = "skim" in read_config(resolve_checkpoint(args.model))
+    name = args.model or "all-MiniLM-L6-v2"
+    if first == "frozen" and not has_predictors:
+        raise UsageError(f"--freeze-predictors: --model {name} has no trained skim predictors to freeze; give a "
+                         "Transkimmer folder train.py saved")
+    if first != "dense" and has_predictors:
+        if args.keep_layers:
+            raise UsageError(f"--keep-layers: --model {name} has trained skim predictors, one per layer; give a plain "
+                             "BERT checkpoint")
+        return skim.Transkimmer.from_pretrained(args.model, num_labels=task.num_labels, tau=args.tau, mu0=args.mu0)
+    bert = BertForSequenceClassification.from_pretrained(args.model, num_labels=task.num_labels)
+    if args.keep_layers:
+        L = bert.config.num_hidden_layers
+        if args.keep_layers[-1] >= L:
+            raise UsageError(f"--keep-layers: {name} has {L} layers, numbered 0 to {L - 1}")
+        args.checkpoint_layers = L
+        keep_layers(bert, args.keep_layers)
+    return bert if first == "dense" else skim.Transkimmer(bert, tau=args.tau, mu0=args.mu0)
 
 
 def load_saved(path, every_token=False):
@@ -282,7 +411,7 @@ def optimizer_for(model, args):
 
 
 def clip_groups(model):
-    """The parameter groups whose gradient norm is clipped to 1 (as in BERT). One group, except with
+    """The parameter groups whose gradient norm is clipped to --max-grad-norm (1, as in BERT). One group, except with
     --predictor-grad separate: then a spike in the predictors' straight-through gradient (it scales
     with 1/tau) no longer shrinks the encoder's step."""
     if isinstance(model, skim.Transkimmer) and model.predictor_grad == "separate":
@@ -298,53 +427,193 @@ def linear_schedule(optimizer, total_steps, warmup_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(model, train_set, task, args, teacher=None):
+class Interrupted(Exception):
+    """Ctrl-C during training: the state was saved; the message says how to resume. One line."""
+
+
+class StopOnCtrlC:
+    """While active, the first Ctrl-C (SIGINT) only asks training to stop after the step in progress, so
+    the saved state is that of a whole step; a second one stops at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self.ask)
+        return self
+
+    def ask(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def resume_path(output_dir):
+    return Path(output_dir) / "resume.pt"
+
+
+def save_state(args, model, stage, step, optimizer, schedule, controller, records, record):
+    """Everything a run needs to go on exactly where it is: its flags, the stage and step, the model, the
+    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records."""
+    state = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+             "stage": stage, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": schedule.state_dict(), "controller": controller.state_dict() if controller else None,
+             "rng": torch.get_rng_state(), "records": records, "record": record}
+    atomic_write(resume_path(args.output_dir), lambda p: torch.save(state, p))
+
+
+def load_state(directory):
+    path = resume_path(directory)
+    if not path.is_file():
+        raise UsageError(f"--resume {directory}: no {path.name} there; it is written while a run trains "
+                         "(every --save-every minutes and on Ctrl-C) and removed when the run ends")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: one line
+        raise UsageError(f"--resume {directory}: {path.name} cannot be read ({type(e).__name__})") from None
+
+
+def calibration_batches(examples, args):
+    """A fixed sample of training inputs (their labels are not used) on which a --target-speedup run sets
+    its keep threshold."""
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(examples), size=min(CALIBRATION_EXAMPLES, len(examples)), replace=False)
+    return [to_device(b, args.device) for b in data.batches([examples[i] for i in sorted(picked)], args.batch_size)]
+
+
+def enter_stage(model, kind, args, calibration, record):
+    """The model a stage trains. A skim stage puts new predictors (Eq. 9) before the layers of a dense
+    model. A frozen stage fixes the decisions (skim.Transkimmer.freeze_predictors) at --freeze-predictors
+    T, or at the threshold calibrated to --target-speedup on `calibration` (None when resuming: the saved
+    state holds the folded threshold), or at 0.5."""
+    if kind == "skim" and not isinstance(model, skim.Transkimmer):
+        model = skim.Transkimmer(model, tau=args.tau, mu0=args.mu0).to(args.device)
+    if isinstance(model, skim.Transkimmer):
+        model.predictor_grad = args.predictor_grad
+    if kind == "frozen":
+        threshold = args.freeze_predictors or skim.KEEP_THRESHOLD
+        if args.target_speedup and calibration is not None:
+            threshold = skim.calibrate_threshold(model, calibration, args.target_speedup)
+        model.freeze_predictors(threshold)
+        record.setdefault("keep_threshold", threshold)
+    return model
+
+
+def run_stages(model, train_set, task, args, teacher, calibration, state=None):
+    """Train every stage of args.stages in turn; with `state` (from --resume), go on where it was saved.
+    A --target-speedup run ends by calibrating the keep threshold once more (the frozen decisions drift a
+    little as the encoder trains) and folding it into the model. -> (model, the stages' records)."""
+    records = state["records"] if state else []
+    for i, (kind, epochs) in enumerate(args.stages):
+        if state and i < state["stage"]:  # done before the interruption: rebuild its structure only
+            model = enter_stage(model, kind, args, None, {})
+            continue
+        resumed = state if state and i == state["stage"] else None
+        record = resumed["record"] if resumed else {"stage": kind, "epochs": epochs}
+        model = enter_stage(model, kind, args, None if resumed else calibration, record)
+        train_stage(model, i, train_set, task, args, teacher, records, record, resumed)
+        records.append(record)
+    if args.target_speedup and isinstance(model, skim.Transkimmer):
+        threshold = skim.calibrate_threshold(model, calibration, args.target_speedup)
+        model.fold_threshold(threshold)
+        records[-1]["final_keep_threshold"] = threshold
+        records[-1]["calibrated_speedup"] = skim.speedup_at(model, calibration, skim.KEEP_THRESHOLD)
+    model.eval()
+    return model, records
+
+
+def train_stage(model, index, train_set, task, args, teacher, records, record, resumed=None):
+    """One stage: AdamW with its own linear warm-up and decay, loss = task loss + lambda * skim loss (Eq. 7).
+    lambda is --skim-coef, or steered by skim.SpeedupController in a skim stage with --target-speedup, or 0
+    (dense and frozen stages: no skim loss to weigh). Saves a resumable state every --save-every minutes
+    and on Ctrl-C (then raises Interrupted)."""
     from tqdm import tqdm
 
+    kind, epochs = args.stages[index]
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
-    total_steps = max(1, round(steps_per_epoch * args.epochs))
+    total_steps = max(1, round(steps_per_epoch * epochs))
     optimizer = optimizer_for(model, args)
     clipped = clip_groups(model)
     schedule = linear_schedule(optimizer, total_steps, round(args.warmup * total_steps))
+    controller = skim.SpeedupController(args.target_speedup, total_steps) if kind == "skim" and args.target_speedup \
+        else None
+    coef = args.skim_coef if kind == "skim" and args.skim_coef is not None else 0.0
+    step = 0
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        if controller:
+            controller.load_state_dict(resumed["controller"])
+        torch.set_rng_state(resumed["rng"])
+        step = resumed["step"]
     model.train()
-    bar = tqdm(total=total_steps, desc=f"train {task.name}", unit="step", dynamic_ncols=True)
-    step, epoch, t0 = 0, 0, time.time()
-    while step < total_steps:
-        for batch in data.batches(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch):
-            batch = to_device(batch, args.device)
-            logits, masks, skim_loss = run(model, batch)
-            loss_task = fit = task_loss(logits, batch["labels"], task)
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(batch["input_ids"], batch["attention_mask"],
-                                             batch["token_type_ids"])  # (B, labels)
-                loss_kd = distill_loss(logits, teacher_logits, task, args.distill_temp)
-                fit = (1 - args.distill_coef) * loss_task + args.distill_coef * loss_kd
-            loss = skim.total_loss(fit, skim_loss, args.skim_coef)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in clipped:
-                torch.nn.utils.clip_grad_norm_(group, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            kept = sum((m * batch["attention_mask"]).sum() for m in masks) / (len(masks) * batch["attention_mask"].sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}", task=f"{loss_task.item():.3f}", skim=f"{skim_loss.item():.3f}",
-                            kept=f"{kept.item():.2f}", **({"kd": f"{loss_kd.item():.3f}"} if teacher is not None else {}))
-            bar.update()
-            if step >= total_steps:
-                break
-        epoch += 1
+    bar = tqdm(total=total_steps, initial=step, desc=f"stage {index + 1}/{len(args.stages)}: {kind} {task.name}",
+               unit="step", dynamic_ncols=True)
+    t0, saved_at = time.time() - record.get("train_seconds", 0.0), time.time()
+    with StopOnCtrlC() as ctrl_c:
+        while step < total_steps:
+            epoch, done = divmod(step, steps_per_epoch)
+            for batch in itertools.islice(data.batches(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch),
+                                          done, None):
+                batch = to_device(batch, args.device)
+                logits, masks, skim_loss = run(model, batch)
+                loss_task = fit = task_loss(logits, batch["labels"], task)
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(batch["input_ids"], batch["attention_mask"],
+                                                 batch["token_type_ids"])  # (B, labels)
+                    loss_kd = distill_loss(logits, teacher_logits, task, args.distill_temp)
+                    fit = (1 - args.distill_coef) * loss_task + args.distill_coef * loss_kd
+                if controller:
+                    coef = controller.coef
+                loss = skim.total_loss(fit, skim_loss, coef)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if args.max_grad_norm:
+                    for group in clipped:
+                        torch.nn.utils.clip_grad_norm_(group, args.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                shown = {"task": f"{loss_task.item():.3f}"}
+                if teacher is not None:
+                    shown["kd"] = f"{loss_kd.item():.3f}"
+                if kind != "dense":
+                    shown["kept"] = f"{skim_loss.item():.2f}"  # Eq. 6: the fraction of tokens the layers process
+                if controller:  # the batch's FLOPs fraction, counted as the evaluation counts it, steers lambda
+                    fraction = flops.fraction(masks, batch["attention_mask"], model.config)
+                    trace = record.setdefault("trace", {"flops_fraction": [], "skim_coef": []})
+                    trace["flops_fraction"].append(round(fraction, 4))
+                    trace["skim_coef"].append(round(coef, 4))
+                    shown.update(speedup=f"{1 / fraction:.2f}x", target=f"{1 / controller.target():.2f}x",
+                                 **{"lambda": f"{controller.update(fraction):.2f}"})
+                bar.set_postfix(shown)
+                bar.update()
+                if ctrl_c.requested or (args.save_every and time.time() - saved_at > 60 * args.save_every):
+                    record["train_seconds"] = round(time.time() - t0, 1)
+                    save_state(args, model, index, step, optimizer, schedule, controller, records, record)
+                    saved_at = time.time()
+                if ctrl_c.requested:
+                    bar.close()
+                    raise Interrupted(f"interrupted in stage {index + 1}/{len(args.stages)} ({kind}) at step {step}/"
+                                      f"{total_steps}; the state is saved: continue with python train.py --resume "
+                                      f"{args.output_dir}")
+                if step >= total_steps:
+                    break
     bar.close()
-    model.eval()
-    return {"train_steps": step, "train_seconds": round(time.time() - t0, 1)}
+    record.update(train_steps=step, train_seconds=round(time.time() - t0, 1))
+    if controller:
+        record.update(target_speedup=args.target_speedup, final_skim_coef=round(controller.coef, 4))
 
 # -----------------------------------------------------------------------------
 # evaluation
 
 @torch.no_grad()
-def evaluate(model, dev_set, task, args):
-    """Task metric, FLOPs (flops.py), kept fraction per layer, and the measured speedup of real pruning."""
+def evaluate(model, dev_set, task, args, timing=True):
+    """Task metric, each example's prediction, FLOPs (flops.py), kept fraction per layer, and (with
+    timing) the measured speedup of real pruning."""
     model.eval()
     counter = flops.FlopsCounter(dense_of(model).config, seq_len=args.max_seq_length,
                                  predictors=isinstance(model, skim.Transkimmer))
@@ -357,8 +626,10 @@ def evaluate(model, dev_set, task, args):
         labels.append(batch["labels"].cpu().numpy())
     metrics = data.compute_metrics(task, np.concatenate(preds), np.concatenate(labels))
     summary = counter.summary()
-    result = {"task": task.name, "eval_samples": len(dev_set), **metrics, "flops": summary}
-    if args.timing_repeats and isinstance(model, skim.Transkimmer):
+    preds = np.concatenate(preds)
+    result = {"task": task.name, "eval_samples": len(dev_set), **metrics, "flops": summary,
+              "predictions": preds.tolist()}  # per example, in file order: for paired comparisons of runs
+    if timing and args.timing_repeats and isinstance(model, skim.Transkimmer):
         result.update(measure_speedup(model, dev_set, args))
     return result
 
@@ -437,14 +708,41 @@ def skim_picture(model, tokenizer, examples, args, path, count=8):
 
 # -----------------------------------------------------------------------------
 
+def describe(args):
+    """One line on what this run trains."""
+    stages = " -> ".join(f"{kind} ({epochs:g} epoch{'s' if epochs != 1 else ''})" for kind, epochs in args.stages)
+    if args.target_speedup:
+        stages += f"; target speedup {args.target_speedup:g}x"
+    if "skim" in dict(args.stages):
+        stages += (f"; lambda {args.skim_coef:g}" if args.skim_coef is not None else "") + (
+            f"; tau {args.tau:g}, mu0 {args.mu0:g}, predictor lr {args.predictor_lr:g}, predictor-grad {args.predictor_grad}")
+    if args.freeze_predictors is not None:
+        stages += f"; predictors frozen at keep threshold {args.freeze_predictors:g}"
+    if args.keep_layers:
+        stages += f"; layers {','.join(map(str, args.keep_layers))} of the checkpoint"
+    if args.teacher:
+        stages += f"; distilled from {args.teacher} (coef {args.distill_coef}, temperature {args.distill_temp})"
+    return f"lr {args.lr:g}, seed {args.seed}: {stages}"
+
+
 def main(argv=None):
     args = parse_args(argv)
+    state = None
+    if args.resume:
+        state = load_state(args.resume)
+        args = argparse.Namespace(**{**state["args"], "resume": args.resume})
+        args.output_dir, args.stages = Path(args.output_dir), [tuple(s) for s in args.stages]
     task = data.get_task(args.task)
     check_writable(args.output_dir)
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
+    args.data_dir = str(data_dir)  # saved with a resumable state: the same data when the run goes on
     dev_split = task.dev_splits[0]
     dev_examples = data.read_split(task, dev_split, data_dir)[: args.max_eval_samples]
-    train_examples = [] if args.eval_only else data.read_split(task, "train", data_dir)[: args.max_train_samples]
+    train_examples = [] if args.eval_only else data.read_split(task, "train", data_dir)
+    held_examples = []
+    if args.holdout:
+        train_examples, held_examples = data.split_holdout(train_examples, args.holdout)
+    train_examples = train_examples[: args.max_train_samples]
     # the teacher first: its flags fail before the student loads, and building it draws no random numbers
     # after the seed is set, so --distill-coef 0 trains exactly the model that no --teacher does
     teacher = load_teacher(args, task).to(args.device) if args.teacher else None
@@ -458,35 +756,56 @@ def main(argv=None):
     train_info = {}
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
-        what = "dense baseline" if args.no_skim else (
-            f"Transkimmer, predictors frozen at keep threshold {args.freeze_predictors}, encoder training"
-            if args.freeze_predictors is not None else
-            f"Transkimmer, lambda={args.skim_coef}, tau={args.tau}, mu0={args.mu0}, "
-            f"predictor lr {args.predictor_lr}, predictor-grad {args.predictor_grad}")
-        if teacher is not None:
-            what += f"; distilled from {args.teacher} (coef {args.distill_coef}, temperature {args.distill_temp})"
-        print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {what}", file=sys.stderr)
-        train_info = train(model, train_set, task, args, teacher)
+        calibration = calibration_batches(data.encode(tokenizer, held_examples, args.max_seq_length)
+                                          if held_examples else train_set, args)
+        print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(args)}"
+              + (f"; resumed from {resume_path(args.output_dir)}" if state else ""), file=sys.stderr)
+        model, records = run_stages(model, train_set, task, args, teacher, calibration, state)
+        train_info = {"stages": records, "train_steps": sum(r["train_steps"] for r in records),
+                      "train_seconds": round(sum(r["train_seconds"] for r in records), 1)}
+        if isinstance(model, skim.Transkimmer):
+            model.keep_threshold = args.keep_threshold = args.keep_threshold or skim.KEEP_THRESHOLD
         model.save_pretrained(args.output_dir, tokenizer)
 
     metrics = evaluate(model, dev_set, task, args)
+    if getattr(args, "checkpoint_layers", None):  # --keep-layers: the speedup over the whole checkpoint
+        f = metrics["flops"]
+        whole = (f["none"]["dense"] - f["head"]) * args.checkpoint_layers / len(args.keep_layers) + f["head"]
+        metrics["flops_speedup_over_checkpoint"] = whole / f["none"]["dense"]
+    if held_examples:
+        held = evaluate(model, data.encode(tokenizer, held_examples, args.max_seq_length), task, args, timing=False)
+        metrics["holdout"] = {k: v for k, v in held.items() if k != "predictions"}
     metrics.update(train_info, split=dev_split, args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     atomic_write(args.output_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
     kept = metrics["flops"]["kept_fraction"]
     plot_retention(kept, args.output_dir / "retention.png", f"{task.name} dev: tokens processed per layer")
     skim_picture(model, tokenizer, dev_examples, args, args.output_dir / "skimmed_tokens.html")
+    resume_path(args.output_dir).unlink(missing_ok=True)  # the run is complete
 
     f = metrics["flops"]
-    print(f"{task.name} {dev_split}: {task.main_metric} {metrics[task.main_metric]:.4f} | FLOPs speedup "
-          f"{f['none']['speedup']:.2f}x (no padding), {f['sequence']['speedup']:.2f}x (sequence {args.max_seq_length})"
+    speedup = (f"{metrics['flops_speedup_over_checkpoint']:.2f}x over the {args.checkpoint_layers}-layer checkpoint"
+               if "flops_speedup_over_checkpoint" in metrics else
+               f"{f['none']['speedup']:.2f}x (no padding), {f['sequence']['speedup']:.2f}x (sequence {args.max_seq_length})")
+    print(f"{task.name} {dev_split}: {task.main_metric} {metrics[task.main_metric]:.4f} | FLOPs speedup {speedup}"
           + (f" | measured {metrics['measured_speedup']:.2f}x" if "measured_speedup" in metrics else "")
+          + (f" | held-out {task.main_metric} {metrics['holdout'][task.main_metric]:.4f}" if held_examples else "")
           + f" | kept per layer {' '.join(f'{k:.2f}' for k in kept)} | -> {args.output_dir}")
     return metrics
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """main() as the command line runs it: a problem the user can fix is one line on stderr and exit code 2;
+    Ctrl-C in training saves the state, says how to resume, and exits with 130 (the shell's code for it)."""
     try:
-        main()
+        main(argv)
     except (data.DataError, ModelError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

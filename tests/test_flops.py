@@ -188,3 +188,15 @@ def test_one_layer_by_hand():
     assert math.isclose(s["none"]["speedup"], 1736 / 1208)
     assert s["kept_fraction"] == [3 / 5]
     assert json.loads(json.dumps(s)) == s
+
+
+@pytest.mark.parametrize("predictors", [True, False])
+def test_the_fraction_training_steers_is_the_reciprocal_of_the_reported_speedup(predictors):
+    lengths = [16, 3, 8, 12, 1]
+    _, mask = random_batch(SMALL.vocab_size, lengths)
+    masks = [m * mask for m in random_decisions(mask, SMALL.num_hidden_layers, 0.6, seed=3)]
+    masks = [torch.cat([torch.ones_like(m[:, :1]), m[:, 1:]], 1) for m in masks]  # [CLS] kept
+    for i in range(1, len(masks)):
+        masks[i] = masks[i] * masks[i - 1]                                         # cumulative, as skim.py's
+    reported = count(SMALL, masks, mask, predictors=predictors)["none"]["speedup"]
+    assert flops.fraction(masks, mask, SMALL, predictors) == pytest.approx(1 / reported, rel=1e-12)

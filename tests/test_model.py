@@ -9,7 +9,8 @@ import torch
 import transformers
 
 import model
-from model import Bert, BertForSequenceClassification, ModelError, load_tokenizer
+from model import (Bert, BertConfig, BertForSequenceClassification, ModelError, keep_layers, load_tokenizer,
+                   padding_bias)
 
 TOL = 1e-5
 SENTENCES = [
@@ -271,3 +272,22 @@ def test_atomic_write_leaves_a_complete_file_with_normal_permissions_or_none(tmp
         model.atomic_write(target, broken)
     assert target.read_text() == "{}"                      # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # and no temp file is left
+
+
+def test_keep_layers_is_the_checkpoint_with_only_those_layers(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32)
+    full = BertForSequenceClassification(config).eval()
+    ids = torch.randint(1, 100, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        x = full.embeddings(ids, torch.zeros_like(ids))
+        for i in (0, 2):                                                           # by hand: layers 0 and 2 only
+            x = full.layers[i](x, padding_bias(mask, x.dtype))
+        expected = full.classify(full.pool(x))
+        small = keep_layers(full, [0, 2])
+        assert small.config.num_hidden_layers == 2
+        assert torch.equal(small(ids, mask), expected)
+        small.save_pretrained(tmp_path)
+        assert torch.equal(BertForSequenceClassification.from_pretrained(tmp_path).eval()(ids, mask), expected)

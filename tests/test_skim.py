@@ -397,3 +397,31 @@ def test_predictors_that_do_not_fit_are_one_clear_error(random_skimmer, tmp_path
     with pytest.raises(model.ModelError) as e:
         Transkimmer.from_pretrained(tmp_path)
     assert "skim predictors" in str(e.value) and "\n" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# not in the paper: reaching a target speedup
+
+def test_calibration_finds_the_lowest_threshold_that_reaches_the_target(random_skimmer, batch):
+    ids, mask = batch
+    batches = [{"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}]
+    for target in (1.3, 2.0):
+        t = skim.calibrate_threshold(random_skimmer, batches, target)
+        z = torch.logit(torch.tensor(t, dtype=torch.float64)).item()
+        below = 1 / (1 + torch.exp(torch.tensor(-(z - 32 / 2 ** 16), dtype=torch.float64)).item())  # one bisection step lower
+        assert skim.speedup_at(random_skimmer, batches, t) >= target > skim.speedup_at(random_skimmer, batches, below)
+        assert random_skimmer.keep_threshold == skim.KEEP_THRESHOLD  # the model's own threshold is left as it was
+
+
+def test_the_controller_raises_lambda_while_too_slow_lowers_it_when_too_fast_and_ramps_the_target():
+    c = skim.SpeedupController(target_speedup=2.0, total_steps=100, ramp=0.5, kp=1.0, ki=0.1)
+    assert c.target() == 1.0
+    coefs = [c.update(0.9) for _ in range(50)]                       # the target falls to 0.5 over 50 steps
+    assert c.target() == 0.5 and all(b > a for a, b in zip(coefs[10:], coefs[11:]))
+    held = [c.update(0.5) for _ in range(5)]                          # on target: the integral holds lambda
+    assert held[0] == held[-1] == pytest.approx(c.integral)
+    assert c.update(0.3) < held[-1] - 0.2                             # too fast: at once lower, by kp * 0.2 and more
+    state = c.state_dict()
+    twin = skim.SpeedupController(target_speedup=2.0, total_steps=100, ramp=0.5, kp=1.0, ki=0.1)
+    twin.load_state_dict(state)
+    assert twin.update(0.6) == c.update(0.6) and twin.target() == c.target()

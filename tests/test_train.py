@@ -1,11 +1,15 @@
 """train.py end to end on a tiny fixture, and its one-line errors for bad input."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,10 +37,24 @@ def glue(tmp_path):
     return root
 
 
-def run_cli(*args):
+class Result(NamedTuple):
+    returncode: int
+    stderr: str
+
+
+def run_process(*args):
     """The CLI as a user runs it: a fresh process, so argument parsing and exit codes are real."""
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def run_cli(*args):
+    """The CLI in this process (a new process costs seconds of importing torch): train.cli is what
+    `python train.py` runs, exit code and stderr included (test_an_error_from_a_fresh_process checks the two agree)."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = train.cli([str(a) for a in args])
+    return Result(code, stderr.getvalue())
 
 
 def main(*args):
@@ -47,16 +65,16 @@ def main(*args):
 DETERMINISTIC = ["accuracy", "eval_samples", "flops"]
 
 
-def test_train_end_to_end_writes_everything_and_eval_only_reproduces_metrics(glue, tmp_path):
+def test_train_end_to_end_writes_everything_and_eval_only_reproduces_metrics(glue, tiny, tmp_path):
     out = tmp_path / "out"
-    common = ["--data-dir", glue, "--batch-size", 8, "--timing-repeats", 1, "--skim-coef", 0.5]
-    trained = main("--task", "sst2", "--epochs", 2, "--lr", "1e-4", "--output-dir", out, *common)
+    common = ["--data-dir", glue, "--batch-size", 8, "--timing-repeats", 1]
+    trained = main("--task", "sst2", "--model", tiny, "--skim-coef", 0.5, "--epochs", 2, "--lr", "1e-4", "--output-dir", out, *common)
     for name in ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "retention.png",
                  "skimmed_tokens.html"]:
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_steps"] == 8  # 30 examples / batch 8 = 4 steps an epoch, 2 epochs
-    assert len(metrics["flops"]["kept_fraction"]) == 6
+    assert len(metrics["flops"]["kept_fraction"]) == 3  # one per layer
     assert metrics["measured_speedup"] > 0
     assert "skim" in json.loads((out / "config.json").read_text())
     assert (out / "retention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -66,10 +84,10 @@ def test_train_end_to_end_writes_everything_and_eval_only_reproduces_metrics(glu
         assert again[key] == trained[key], key
 
 
-def test_eval_only_no_skim_evaluates_a_transkimmer_checkpoint_with_every_token_kept(glue, tmp_path):
+def test_eval_only_no_skim_evaluates_a_transkimmer_checkpoint_with_every_token_kept(glue, tiny, tmp_path):
     import skim
 
-    m = skim.Transkimmer.from_pretrained(num_labels=2)
+    m = skim.Transkimmer.from_pretrained(tiny, num_labels=2)
     for p in m.predictors:
         p.reset_parameters(mu0=-5.0, std=0.02)  # predictors that skim nearly every token
     m.save_pretrained(tmp_path / "ckpt", m.bert.tokenizer)
@@ -78,13 +96,13 @@ def test_eval_only_no_skim_evaluates_a_transkimmer_checkpoint_with_every_token_k
     skimmed = main(*common, "--output-dir", tmp_path / "skimmed")
     encoder = main(*common, "--no-skim", "--output-dir", tmp_path / "encoder")
     assert max(skimmed["flops"]["kept_fraction"][1:]) < 0.5
-    assert encoder["flops"]["kept_fraction"] == [1.0] * 6
+    assert encoder["flops"]["kept_fraction"] == [1.0] * 3
 
 
-def test_keep_threshold_moves_a_saved_models_operating_point(glue, tmp_path):
+def test_keep_threshold_moves_a_saved_models_operating_point(glue, tiny, tmp_path):
     import skim
 
-    saved = skim.Transkimmer.from_pretrained(num_labels=2)
+    saved = skim.Transkimmer.from_pretrained(tiny, num_labels=2)
     for p in saved.predictors:
         p.reset_parameters(mu0=0.5, std=0.1)  # predictors unsure enough that the threshold matters
     saved.save_pretrained(tmp_path / "ckpt", saved.bert.tokenizer)
@@ -98,13 +116,13 @@ def test_keep_threshold_moves_a_saved_models_operating_point(glue, tmp_path):
     assert json.loads((tmp_path / "t0.8" / "metrics.json").read_text())["args"]["keep_threshold"] == 0.8
 
 
-def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_folded_in(glue, tmp_path):
+def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_folded_in(glue, tiny, tmp_path):
     import math
 
     import skim
     from safetensors.torch import load_file
 
-    saved = skim.Transkimmer.from_pretrained(num_labels=2)
+    saved = skim.Transkimmer.from_pretrained(tiny, num_labels=2)
     for p in saved.predictors:
         p.reset_parameters(mu0=0.5, std=0.1)
     saved.save_pretrained(tmp_path / "ckpt", saved.bert.tokenizer)
@@ -119,17 +137,18 @@ def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_fold
             expected[1] -= math.log(0.7 / 0.3)  # the keep logit, lowered by the threshold's log-odds
         assert torch.equal(after[name], expected), name
     assert any(not torch.equal(after[name], before[name]) for name in before.keys() - set(predictors))
-    assert m["args"]["freeze_predictors"] == 0.7 and m["args"]["skim_coef"] == 0.0
+    assert m["args"]["freeze_predictors"] == 0.7 and m["stages"] == [
+        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "train_steps": 2, "train_seconds": m["train_seconds"]}]
 
 
-def test_freeze_predictors_needs_a_model_with_trained_predictors(glue, tmp_path):
-    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--freeze-predictors",
+def test_freeze_predictors_needs_a_model_with_trained_predictors(glue, tiny, tmp_path):
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--model", tiny, "--freeze-predictors",
                                   "--output-dir", tmp_path / "o"))
     assert "--freeze-predictors" in line and "no trained skim predictors" in line
 
 
-def test_same_seed_gives_the_same_numbers(glue, tmp_path):
-    args = ["--task", "sst2", "--data-dir", glue, "--batch-size", 8, "--epochs", 1, "--timing-repeats", 0,
+def test_same_seed_gives_the_same_numbers(glue, tiny, tmp_path):
+    args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages", "dense:1,skim:1,frozen:1", "--timing-repeats", 0,
             "--max-train-samples", 16, "--lr", "1e-4"]
     a = main(*args, "--output-dir", tmp_path / "a")
     b = main(*args, "--output-dir", tmp_path / "b")
@@ -137,8 +156,8 @@ def test_same_seed_gives_the_same_numbers(glue, tmp_path):
     assert a["flops"] == b["flops"] and a["accuracy"] == b["accuracy"]
 
 
-def test_dense_baseline_trains_and_reports_no_speedup(glue, tmp_path):
-    m = main(*["--task", "sst2", "--no-skim", "--data-dir", glue, "--batch-size", 8, "--epochs", 1,
+def test_dense_baseline_trains_and_reports_no_speedup(glue, tiny, tmp_path):
+    m = main(*["--task", "sst2", "--model", tiny, "--no-skim", "--data-dir", glue, "--batch-size", 8, "--epochs", 1,
                     "--max-train-samples", 8, "--output-dir", tmp_path / "dense"])
     assert m["flops"]["none"]["speedup"] == pytest.approx(1.0)
     assert "skim" not in json.loads((tmp_path / "dense" / "config.json").read_text())
@@ -175,8 +194,6 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
 
 
 def test_predictors_learn_at_their_own_rate_and_the_encoder_at_lr():
-    import torch
-
     m = tiny_transkimmer()
     args = train.parse_args(["--lr", "1e-5", "--predictor-lr", "3e-4"])
     lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args).param_groups for p in g["params"]}
@@ -205,21 +222,22 @@ def test_distill_loss_is_the_tempered_kl_from_teacher_to_student_times_t_squared
 
 
 @pytest.fixture
-def teacher(tmp_path):
+def teacher(tiny, tmp_path):
     """A classifier checkpoint to distil from (its head is untrained; only its being a fixed target matters)."""
     import model
 
-    m = model.BertForSequenceClassification.from_pretrained(num_labels=2)
+    m = model.BertForSequenceClassification.from_pretrained(tiny, num_labels=2)
     m.save_pretrained(tmp_path / "teacher")
     return tmp_path / "teacher"
 
 
-def test_a_teacher_replaces_the_labels_in_proportion_to_distill_coef(glue, teacher, tmp_path):
+def test_a_teacher_replaces_the_labels_in_proportion_to_distill_coef(glue, tiny, teacher, tmp_path):
     """With --distill-coef 1 the labels no longer matter: flipping them all leaves the trained model
     unchanged. With --distill-coef 0 the teacher no longer matters: the model is the one trained without it."""
     flipped = write_sst2(tmp_path / "flipped", [(s, 1 - label) for s, label in SENTENCES * 3])
     write_sst2(flipped, SENTENCES[:6], name="dev.tsv")
-    common = ["--task", "sst2", "--batch-size", 8, "--max-train-samples", 16, "--lr", "1e-4", "--timing-repeats", 0]
+    common = ["--task", "sst2", "--model", tiny, "--skim-coef", 0.3, "--batch-size", 8, "--max-train-samples", 16,
+              "--lr", "1e-4", "--timing-repeats", 0]
     weights = {}
     for name, extra in {"labels": ["--data-dir", glue, "--teacher", teacher, "--distill-coef", 1],
                         "flipped": ["--data-dir", flipped, "--teacher", teacher, "--distill-coef", 1],
@@ -244,6 +262,12 @@ def one_error_line(result):
 
 def test_unknown_task(glue):
     assert "sst3" in one_error_line(run_cli("--task", "sst3", "--data-dir", glue))
+
+
+def test_an_error_from_a_fresh_process_is_one_line_and_exit_code_2(glue, tmp_path):
+    result = run_process("--task", "sst2", "--data-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o")
+    assert one_error_line(result) == one_error_line(run_cli("--task", "sst2", "--data-dir", tmp_path / "nowhere",
+                                                            "--output-dir", tmp_path / "o"))
 
 
 def test_missing_data(tmp_path):
@@ -282,25 +306,25 @@ def test_checkpoint_that_is_not_a_model_folder(glue, tmp_path):
     assert "config.json" in line
 
 
-def teacher_error(glue, teacher, out):
+def teacher_error(glue, tiny, teacher, out):
     """The one error line of a short training run given --teacher `teacher`."""
-    return one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--teacher", teacher,
+    return one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--model", tiny, "--teacher", teacher,
                                   "--max-train-samples", 8, "--output-dir", out))
 
 
-def test_teacher_without_a_classifier(glue, tmp_path):
+def test_teacher_without_a_classifier(glue, tiny, tmp_path):
     import model
 
-    model.Bert.from_pretrained().save_pretrained(tmp_path / "base")  # a pre-trained encoder, no task head
-    line = teacher_error(glue, tmp_path / "base", tmp_path / "o")
+    model.Bert.from_pretrained(tiny).save_pretrained(tmp_path / "base")  # a pre-trained encoder, no task head
+    line = teacher_error(glue, tiny, tmp_path / "base", tmp_path / "o")
     assert "--teacher" in line and "classifier" in line
 
 
-def test_teacher_for_another_number_of_labels(glue, tmp_path):
+def test_teacher_for_another_number_of_labels(glue, tiny, tmp_path):
     import model
 
-    model.BertForSequenceClassification.from_pretrained(num_labels=3).save_pretrained(tmp_path / "three")
-    line = teacher_error(glue, tmp_path / "three", tmp_path / "o")
+    model.BertForSequenceClassification.from_pretrained(tiny, num_labels=3).save_pretrained(tmp_path / "three")
+    line = teacher_error(glue, tiny, tmp_path / "three", tmp_path / "o")
     assert "3 output(s)" in line
 
 
@@ -323,20 +347,138 @@ def test_impossible_flag_combinations(glue, flags, says):
 
 
 @pytest.mark.parametrize("threshold", ["0.7", "0.5"])  # 0.5, the default, is still a flag a dense model cannot take
-def test_keep_threshold_on_a_dense_checkpoint(glue, tmp_path, threshold):
+def test_keep_threshold_on_a_dense_checkpoint(glue, tiny, tmp_path, threshold):
     import model
 
-    model.BertForSequenceClassification.from_pretrained(num_labels=2).save_pretrained(tmp_path / "dense")
+    model.BertForSequenceClassification.from_pretrained(tiny, num_labels=2).save_pretrained(tmp_path / "dense")
     line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, "--eval-only", "--checkpoint",
                                   tmp_path / "dense", "--keep-threshold", threshold, "--output-dir", tmp_path / "o"))
     assert "dense model" in line and "--keep-threshold" in line
 
 
-def test_teacher_with_another_vocabulary(glue, tmp_path):
+def test_teacher_with_another_vocabulary(glue, tiny, tmp_path):
     import model
 
     config = model.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=16)
     model.BertForSequenceClassification(config).save_pretrained(tmp_path / "small")
-    line = teacher_error(glue, tmp_path / "small", tmp_path / "o")
+    line = teacher_error(glue, tiny, tmp_path / "small", tmp_path / "o")
     assert "vocabulary of 50 tokens" in line
+
+# -----------------------------------------------------------------------------
+# the recipe in one command: stages, a target speedup, resuming
+
+WORDS = "good bad fine awful great dull film plot actors story boring moving funny tedious a the and of it is".split()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """400 random sentences over 20 words, positive when they hold 'good' or 'great': a task the tiny model
+    learns in a few hundred steps, on which most tokens can be skimmed."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(400):
+        words = rng.choice(WORDS, size=rng.integers(4, 21))
+        rows.append((" ".join(words), int("good" in words or "great" in words)))
+    root = write_sst2(tmp_path_factory.mktemp("synthetic"), rows)
+    return write_sst2(root, rows[:64], name="dev.tsv")
+
+
+def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(synthetic, tiny, tmp_path):
+    m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:6", "--target-speedup", 2,
+             "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0, "--output-dir", tmp_path / "o")
+    trace = np.array(m["stages"][0]["trace"]["flops_fraction"])                     # one per step
+    assert len(trace) == 150 and trace[:5].min() > 0.95                             # starts out dense
+    last_third = trace[100:]
+    assert abs(last_third.mean() - 0.5) < 0.04                                      # reaches 1/S ...
+    assert np.abs(last_third.reshape(5, 10).mean(1) - 0.5).max() < 0.06             # ... and holds it
+    assert m["stages"][0]["calibrated_speedup"] == pytest.approx(2.0, abs=0.02)     # then lands on it
+
+
+def test_a_fixed_skim_coef_is_the_papers_lambda_and_is_not_steered(synthetic, tiny, tmp_path):
+    kept = {}
+    for coef in (0, 2):
+        m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--skim-coef", coef, "--epochs", 2, "--mu0", 0.5,
+                 "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0, "--output-dir", tmp_path / str(coef))
+        assert m["args"]["target_speedup"] is None and "trace" not in m["stages"][0]
+        kept[coef] = np.mean(m["flops"]["kept_fraction"])
+    assert kept[2] < kept[0] - 0.1
+
+
+def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_threshold(glue, tiny, tmp_path):
+    args = train.parse_args(["--task", "sst2"])
+    assert args.stages == train.parse_stages(train.DEFAULT_STAGES) and args.target_speedup == train.TARGET_SPEEDUP
+    m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages",
+             "dense:1,skim:1,frozen:1", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
+    assert [r["stage"] for r in m["stages"]] == ["dense", "skim", "frozen"]
+    assert [r["train_steps"] for r in m["stages"]] == [4, 4, 4] and m["train_steps"] == 12
+    assert 0 < m["stages"][2]["keep_threshold"] < 1                                  # calibrated, then frozen
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["skim"]       # one saved Transkimmer
+    assert not (tmp_path / "o" / "resume.pt").exists()                              # a finished run leaves no state
+
+
+def interrupt_at(monkeypatch, step):
+    """Press Ctrl-C (a real SIGINT to this process) during the step-th training step of the run."""
+    import signal
+
+    import skim
+
+    calls, total_loss = [0], skim.total_loss
+
+    def counting(*args):
+        calls[0] += 1
+        if calls[0] == step:
+            signal.raise_signal(signal.SIGINT)
+        return total_loss(*args)
+    monkeypatch.setattr(skim, "total_loss", counting)
+
+
+@pytest.mark.parametrize("step", [2, 6, 11])  # in the dense, the skim and the frozen stage
+def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(glue, tiny, tmp_path,
+                                                                                       monkeypatch, step):
+    args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--lr", "1e-3",
+            "--stages", "dense:1,skim:1,frozen:1", "--timing-repeats", 0]
+    whole = main(*args, "--output-dir", tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, step)
+        result = run_cli(*args, "--output-dir", tmp_path / "cut")
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1].endswith(f"python train.py --resume {tmp_path / 'cut'}")
+    assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = main("--resume", tmp_path / "cut")
+    assert (tmp_path / "cut" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    for key in ["accuracy", "flops", "predictions", "train_steps"]:
+        assert resumed[key] == whole[key], key
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in resumed["stages"]] == \
+        [{k: v for k, v in r.items() if k != "train_seconds"} for r in whole["stages"]]
+
+
+def test_resume_takes_no_other_flag_and_needs_a_saved_state(tmp_path):
+    assert "drop --lr" in one_error_line(run_cli("--resume", tmp_path, "--lr", "1e-4"))
+    assert "no resume.pt" in one_error_line(run_cli("--resume", tmp_path))
+    (tmp_path / "resume.pt").write_bytes(b"not a torch file")
+    assert "cannot be read" in one_error_line(run_cli("--resume", tmp_path))
+
+
+def test_keep_layers_trains_a_smaller_dense_model_and_reports_its_speedup_over_the_checkpoint(glue, tiny, tmp_path):
+    import flops
+    import model
+
+    m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim", "--keep-layers", "0,2",
+             "--batch-size", 8, "--timing-repeats", 0, "--output-dir", tmp_path / "o")
+    saved = model.BertForSequenceClassification.from_pretrained(tmp_path / "o")
+    assert saved.config.num_hidden_layers == 2 and len(m["flops"]["kept_fraction"]) == 2
+    lengths = [len(t["input_ids"]) for t in train.data.encode(saved.tokenizer, train.data.read_split(
+        train.data.get_task("sst2"), "dev", glue), 64)]
+    three = model.BertConfig(**{**vars(saved.config), "num_hidden_layers": 3})
+    expected = sum(flops.dense_flops(n, three) for n in lengths) / sum(flops.dense_flops(n, saved.config) for n in lengths)
+    assert m["flops_speedup_over_checkpoint"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("value, says", [("0", "give K"), ("x", "give K"), ("2,1", "increasing"), ("1,1", "increasing"),
+                                         ("=-1,2", "from 0"), ("5", "has 3 layers")])
+def test_keep_layers_with_a_bad_value(glue, tiny, tmp_path, value, says):
+    flag = f"--keep-layers{value}" if value.startswith("=") else ["--keep-layers", value]  # =-1,2: not a flag
+    line = one_error_line(run_cli("--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim",
+                                  *([flag] if isinstance(flag, str) else flag), "--output-dir", tmp_path / "o"))
+    assert "--keep-layers" in line and says in line

@@ -1,28 +1,29 @@
 """
 Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
 
-    python train.py --task sst2                      # Transkimmer on the embedded all-MiniLM-L6-v2
-    python train.py --task sst2 --no-skim --output-dir out/dense   # the dense baseline, same recipe
-    python train.py --task sst2 --mu0 5 --predictor-grad joint   # the paper's own settings
-    python train.py --task sst2 --eval-only --checkpoint out/sst2
+    python train.py --task sst2                       # the recipe: dense, then skim at 2x FLOPs, then frozen
+    python train.py --task sst2 --target-speedup 3    # the same recipe, at another speedup
+    python train.py --task sst2 --skim-coef           # the paper's recipe: one stage, lambda of its Table 2
+    python train.py --task sst2 --no-skim --output-dir out/dense       # a dense model (one epoch)
+    python train.py --task sst2 --stages dense:2 --keep-layers 3       # a dense model of the first 3 layers
     python train.py --task sst2 --eval-only --checkpoint out/sst2 --keep-threshold 0.8   # skim more, no retraining
-    python train.py --task sst2 --model out/dense --teacher out/dense   # second stage, distilled from the dense model
-    python train.py --task sst2 --model out/sst2 --freeze-predictors 0.7 --epochs 0.5   # the encoder adapts to fixed decisions
+    python train.py --resume out/sst2                 # go on with a run stopped by Ctrl-C
 
-Flags follow HF's run_glue.py. The loop is the whole of it: AdamW with linear warm-up and decay,
-loss = task loss + lambda * skim loss (Eq. 7). Each evaluation reports the task metric, the FLOPs
-speedup (flops.py; no padding and sequence padding), the measured CPU speedup of real pruning
-over the dense model on the dev set, and the fraction of tokens each layer keeps. --output-dir
-receives the model, metrics.json and two pictures, each file written atomically.
+Flags follow HF's run_glue.py. A run is a list of stages (--stages), each one the same loop: AdamW
+with linear warm-up and decay, loss = task loss + lambda * skim loss (Eq. 7). A dense stage trains
+the BERT alone; a skim stage adds a predictor before every layer (Eq. 2, 9) and trains both; a frozen
+stage fixes the predictors' decisions and trains the encoder under them. With --target-speedup the
+skim stage steers lambda towards that FLOPs speedup (skim.SpeedupController) and the keep threshold is
+calibrated on training inputs (skim.calibrate_threshold). Each evaluation reports the task metric,
+the FLOPs speedup (flops.py; no padding and sequence padding), the measured CPU speedup of real
+pruning over the dense model on the dev set, and the fraction of tokens each layer keeps.
+--output-dir receives the model, metrics.json (every stage recorded) and two pictures, each file
+written atomically; while training, also resume.pt, the state --resume continues from.
 
-Two defaults depart from the paper, chosen by the SST-2 runs in the README: --mu0 2, not 5 (at
-tau 0.1 and mu0 5 the straight-through gradient underflows and nothing is skimmed), and
---predictor-grad separate, not joint (a little more speedup at the same accuracy there).
---teacher adds knowledge distillation, which the paper does not use (off unless asked for).
---keep-threshold, also not in the paper, moves a trained model's operating point at evaluation:
-a token is kept where its predictor's p(keep) exceeds it (0.5, the default, is the paper's argmax).
---freeze-predictors T, not in the paper either, trains a saved Transkimmer's encoder further under
-fixed decisions at threshold T (the prune-then-fine-tune step of the pruning literature).
+Not in the paper, and why (docs/method.md, results/README.md): the stages, the target speedup and
+the calibrated threshold; --mu0 2, not 5 (at tau 0.1 and mu0 5 the straight-through gradient
+underflows and nothing is skimmed); --predictor-grad separate, not joint; --teacher (distillation),
+--keep-threshold, --freeze-predictors and --keep-layers.
 """
 
 import argparse
@@ -202,6 +203,8 @@ def check_args(args):
         raise UsageError("--eval-only needs --checkpoint DIR (a folder saved by train.py)")
     if args.checkpoint and not args.eval_only:
         raise UsageError("--checkpoint is for --eval-only; to fine-tune a checkpoint further, pass it as --model")
+    if args.eval_only and args.holdout is not None:
+        raise UsageError("--holdout sets train examples aside during training; --eval-only trains nothing")
     if args.eval_only and args.keep_layers:
         raise UsageError("--keep-layers builds a smaller model to train; --eval-only trains nothing")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -212,6 +215,8 @@ def check_args(args):
         args.target_speedup = TARGET_SPEEDUP
     if args.target_speedup is not None and not {"skim", "frozen"} & set(kinds):
         raise UsageError("--target-speedup needs a skim or frozen stage; a dense model processes every token")
+    if args.keep_threshold is not None and kinds and not {"skim", "frozen"} & set(kinds):
+        raise UsageError("--keep-threshold sets where skim predictors keep tokens; these stages train a dense model")
     if args.skim_coef is not None and "skim" not in kinds:
         raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
     args.keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None

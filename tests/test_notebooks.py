@@ -3,8 +3,9 @@
 Every claim a notebook's prose makes is asserted by one of its cells, so a notebook that runs is a
 notebook whose claims still hold for the code in this repository. Each notebook is executed on an
 in-memory copy (the committed file and its outputs are left alone), with notebooks/ as the working
-directory, as a reader runs it. The environment is passed through: GLUE_DIR tells notebook 3 where
-SST-2 is; without TRANSKIMMER_CHECKPOINT it trains its own small model.
+directory, as a reader runs it. The environment is passed through: GLUE_DIR (else data.py's cache
+folder) tells notebook 3 where SST-2 is; without TRANSKIMMER_CHECKPOINT it trains its own small
+demo model.
 
 To refresh a notebook's committed outputs after changing the code:
     .venv/bin/python tests/test_notebooks.py notebooks/01_gradient_estimator.ipynb
@@ -20,6 +21,9 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402  (where SST-2 is cached)
+
 NOTEBOOKS = ROOT / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 600  # seconds, per cell: notebook 3's training cell is the longest
@@ -37,8 +41,8 @@ def execute(path):
 
 
 def sst2_dir():
-    """Where notebook 3 looks for SST-2: $GLUE_DIR, else ../shared/data/glue beside the repository."""
-    return Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "data" / "glue") / "SST-2"
+    """Where notebook 3 looks for SST-2 (data.find_data_dir, without downloading): $GLUE_DIR, else the cache folder."""
+    return Path(os.environ.get("GLUE_DIR") or data.default_cache_dir()) / "SST-2"
 
 
 def test_there_are_notebooks():

@@ -505,10 +505,13 @@ def enter_stage(model, kind, args, calibration, record):
     return model
 
 
-def run_stages(model, train_set, task, args, teacher, calibration, state=None):
+def run_stages(model, train_set, task, args, teacher, calibration, dev_set, state=None):
     """Train every stage of args.stages in turn; with `state` (from --resume), go on where it was saved.
-    A --target-speedup run ends by calibrating the keep threshold once more (the frozen decisions drift a
-    little as the encoder trains) and folding it into the model. -> (model, the stages' records)."""
+    Each stage but the last is evaluated on dev when it ends (the last one is the run's own evaluation),
+    so a run's dense stage is also the dense model to compare its skimming model with, sentence by
+    sentence. A --target-speedup run ends by calibrating the keep threshold once more (the frozen
+    decisions drift a little as the encoder trains) and folding it into the model.
+    -> (model, the stages' records)."""
     records = state["records"] if state else []
     for i, (kind, epochs) in enumerate(args.stages):
         if state and i < state["stage"]:  # done before the interruption: rebuild its structure only
@@ -518,6 +521,10 @@ def run_stages(model, train_set, task, args, teacher, calibration, state=None):
         record = resumed["record"] if resumed else {"stage": kind, "epochs": epochs}
         model = enter_stage(model, kind, args, None if resumed else calibration, record)
         train_stage(model, i, train_set, task, args, teacher, records, record, resumed)
+        if i < len(args.stages) - 1:
+            result = evaluate(model, dev_set, task, args, timing=False)
+            record["dev"] = {k: result[k] for k in (task.main_metric, "predictions")} | {
+                "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
         records.append(record)
     if args.target_speedup and isinstance(model, skim.Transkimmer):
         threshold = skim.calibrate_threshold(model, calibration, args.target_speedup)
@@ -765,7 +772,7 @@ def main(argv=None):
                                           if held_examples else train_set, args)
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(args)}"
               + (f"; resumed from {resume_path(args.output_dir)}" if state else ""), file=sys.stderr)
-        model, records = run_stages(model, train_set, task, args, teacher, calibration, state)
+        model, records = run_stages(model, train_set, task, args, teacher, calibration, dev_set, state)
         train_info = {"stages": records, "train_steps": sum(r["train_steps"] for r in records),
                       "train_seconds": round(sum(r["train_seconds"] for r in records), 1)}
         if isinstance(model, skim.Transkimmer):

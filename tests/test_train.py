@@ -425,6 +425,12 @@ def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_thr
     m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages",
              "dense:1,skim:1,frozen:1", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     assert [r["stage"] for r in m["stages"]] == ["dense", "skim", "frozen"]
+    # each stage before the last is evaluated as it ends: the dense stage is the run's own dense model
+    dense = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--no-skim",
+                 "--timing-repeats", 0, "--output-dir", tmp_path / "dense")
+    assert m["stages"][0]["dev"]["predictions"] == dense["predictions"]
+    assert m["stages"][0]["dev"]["accuracy"] == dense["accuracy"] and m["stages"][0]["dev"]["flops_speedup"] == 1.0
+    assert "dev" in m["stages"][1] and "dev" not in m["stages"][2]
     assert [r["train_steps"] for r in m["stages"]] == [4, 4, 4] and m["train_steps"] == 12
     assert 0 < m["stages"][2]["keep_threshold"] < 1                                  # calibrated, then frozen
     assert json.loads((tmp_path / "o" / "config.json").read_text())["skim"]       # one saved Transkimmer

@@ -1,11 +1,21 @@
 """
-CPU wall-clock of Transkimmer's real pruning (skim.py, prune=True) against the dense BERT, beside
-the FLOPs speedup that flops.py predicts for the same runs (Guan et al., ACL 2022, Sec. 5: the
-paper reports FLOPs; this measures whether they turn into time).
+CPU wall-clock of Transkimmer's real pruning (skim.py) against the dense BERT, beside the FLOPs
+speedup that flops.py predicts for the same runs (Guan et al., ACL 2022, Sec. 5: the paper reports
+FLOPs; this measures whether they turn into time).
 
     python bench.py                              # forced keep ratios 1.0, 0.5, 0.25, default checkpoint
     python bench.py --checkpoint out/sst2        # a trained Transkimmer: its predictors decide
     python bench.py --profile                    # + where the time goes, per layer
+
+Two pruned paths, each against the dense model run the same way, each with its FLOPs convention:
+    prune   Transkimmer(..., prune=True) against model.Bert's forward: every layer computes every
+            kept token's output, skimmed tokens' states are written back (Eq. 3). flops.py's "all".
+    infer   Transkimmer.infer against BertForSequenceClassification.infer: the compact path, and
+            the last layer computes [CLS]'s output alone, in both. flops.py's "cls".
+The dense model is also timed as Hugging Face transformers' eager BertForSequenceClassification,
+the model users run today, with our weights (saved and loaded the HF way) on the same inputs, when
+`transformers` is installed (the test extras). This is the one import of transformers outside
+tests/: it is the reference, and the run goes on without it.
 
 What is timed: one pass over the SST-2 dev inputs, tokenized and batched beforehand (max length 64,
 each batch padded to its longest example, dev order), under torch.inference_mode. Each configuration
@@ -15,7 +25,7 @@ in machine load hits them alike. The median pass is reported (the fastest too, i
 thread count is left at its default unless --threads is given (torch.get_num_threads() is recorded).
 On a machine shared with other jobs the timings are noisy, and with more busy threads than cores each
 parallel op can wait for a descheduled thread, so the load average before and after is recorded too.
-The default run takes about 5 minutes on 2 cores (most of it batch 1).
+Batch 1 takes most of the time of a run; --paths and --batch-sizes shorten it.
 
 Forced keep ratios (no --checkpoint): at layer 0 each example keeps its first ceil(r * n) real tokens
 (n = its length; [CLS] is position 0, so it is kept) and every later layer keeps all of those, so
@@ -24,10 +34,12 @@ when decisions are given, so the timed pruned pass does not include their cost, 
 leaves them out as well (FlopsCounter(predictors=False)). With --checkpoint the predictors decide;
 their cost is then both timed and counted.
 
-Columns: measured = dense time / pruned time. FLOPs = flops.py's speedup with no padding (each
-example at its real length; the honest figure). executed = the FLOPs speedup of what the code really
-computes: dense padded to each batch's longest example, pruned re-padded at each layer to the batch's
-largest kept count (flops.padded_like_pruning). meas/FLOPs = measured / FLOPs.
+Columns: measured = dense time / pruned time, the dense model run as the path says. FLOPs = flops.py's
+speedup with no padding (each example at its real length; the honest figure), under the path's
+last-layer convention. executed = the FLOPs speedup of what the code really computes: dense padded to
+each batch's longest example, pruned re-padded at each layer to the batch's largest kept count
+(flops.padded_like_pruning). meas/FLOPs = measured / FLOPs. The dense table: ours/HF = our time /
+HF eager's time (below 1: ours is faster), for our forward and for our fast path.
 """
 
 import argparse
@@ -39,6 +51,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +63,12 @@ from model import ModelError, atomic_write
 from skim import Transkimmer
 
 
+# the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
+PATHS = {"prune": ("all", "dense"), "infer": ("cls", "dense fast")}
+# the dense passes: name -> key prefix in the JSON
+DENSE = {"HF eager": "hf_eager", "dense": "dense", "dense fast": "dense_fast"}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--checkpoint", default=None, help="a Transkimmer saved by train.py (default: forced keep ratios "
@@ -58,7 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--task", default="sst2", help="GLUE task whose first dev split is used (default: sst2)")
     p.add_argument("--keep-ratios", type=float, nargs="+", default=[1.0, 0.5, 0.25],
                    help="forced fraction of tokens every layer keeps (ignored with --checkpoint)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                   help="the pruned paths to time (see the module docstring; default: both)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
@@ -82,7 +103,11 @@ def forced_decisions(attention_mask, ratio, num_layers):
 
 
 def label(name):
-    return name if name == "dense" else "predicted" if name is None else f"keep {name}"
+    """A pass's name in the printed tables: "dense", "dense fast", "HF eager", or (path, keep ratio)."""
+    if isinstance(name, str):
+        return name
+    path, ratio = name
+    return f"{path} " + ("predicted" if ratio is None else f"keep {ratio}")
 
 
 def one_pass(run, batches, device="cpu"):
@@ -108,25 +133,33 @@ def interleaved_pass(passes):
 
 def module_times(model, run, batches):
     """Seconds spent inside the embeddings, each encoder layer, the predictors and the head during one
-    pass (forward hooks); "other" is the rest: padding bias, and in pruned runs the gather/scatter
-    and mask bookkeeping of skim.py."""
+    pass; "other" is the rest: padding bias, and in pruned runs the gather/scatter and mask
+    bookkeeping of skim.py. Each part's forward and infer (the fast paths call Layer.infer, which
+    forward hooks do not see) are replaced by timed wrappers for the pass, then restored."""
     parts = {"embeddings": [model.bert.embeddings], "predictors": list(model.predictors),
              "head": [model.bert.pooler, model.bert.classifier],
              **{f"layer {i}": [layer] for i, layer in enumerate(model.bert.layers)}}
-    spent, started, hooks = dict.fromkeys(parts, 0.0), {}, []
+    spent, wrapped = dict.fromkeys(parts, 0.0), []
+
+    def timed(method, name):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            spent[name] += time.perf_counter() - start
+            return out
+        return wrapper
+
     for name, modules in parts.items():
         for m in modules:
-            def pre(m, args, name=name):
-                started[name] = time.perf_counter()
-
-            def post(m, args, out, name=name):
-                spent[name] += time.perf_counter() - started[name]
-            hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+            for method in ("forward", "infer"):
+                if hasattr(m, method):
+                    setattr(m, method, timed(getattr(m, method), name))  # an instance attribute, over the class's
+                    wrapped.append((m, method))
     try:
         total = one_pass(run, batches)
     finally:
-        for h in hooks:
-            h.remove()
+        for m, method in wrapped:
+            delattr(m, method)
     return {**spent, "other": total - sum(spent.values()), "total": total}
 
 
@@ -144,15 +177,37 @@ def machine():
             "loadavg_before": os.getloadavg()}
 
 
-def count_flops(run, batches, config, seq_len, predictors):
+def count_flops(run, batches, config, seq_len, predictors, last_layer):
     """Run each batch once (this is also the warm-up) and count the FLOPs from its masks: as flops.py
     defines them (each example at its real length), and as executed (re-padded; see the docstring)."""
-    real, executed = (flops.FlopsCounter(config, seq_len, predictors) for _ in range(2))
+    real, executed = (flops.FlopsCounter(config, seq_len, predictors, last_layer) for _ in range(2))
     for b in batches:
         masks = run(b).masks
         real.add(masks, b["attention_mask"])
         executed.add(*flops.padded_like_pruning(masks, b["attention_mask"]))
     return real.summary(), executed.summary()
+
+
+def hf_eager(bert, batch):
+    """(run one batch, transformers version, max |logit difference| to ours on `batch`) for HF's eager
+    BertForSequenceClassification holding `bert`'s weights, or None if transformers is not installed."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as folder:
+        bert.save_pretrained(folder)
+        hf = transformers.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+
+    def run(b):
+        return hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                  token_type_ids=b["token_type_ids"]).logits
+
+    with torch.inference_mode():
+        diff = (run(batch) - bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])).abs().max()
+    return run, transformers.__version__, float(diff)
 
 
 def bench(args):
@@ -170,23 +225,34 @@ def bench(args):
     forced = args.checkpoint is None
     ratios = args.keep_ratios if forced else [None]  # None: the predictors decide
 
-    def dense(b):
-        return model.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    runs = {  # name -> run one batch (a pruned one also reads b["decisions"])
+        "dense": lambda b: model.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+        "dense fast": lambda b: model.bert.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+        "prune": lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True,
+                                 decisions=b["decisions"]),
+        "infer": lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                       decisions=b["decisions"]),
+    }
+    hf = hf_eager(model.bert, next(data.batches(encoded, 8)))
+    if hf is not None:
+        runs["HF eager"] = hf[0]
+    dense_names = [name for name in DENSE if name in runs]
 
-    def pruned(b):
-        return model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True, decisions=b["decisions"])
-
-    results, profiles = [], {}
+    dense_results, results, profiles = [], [], {}
     for bs in args.batch_sizes:
         batches = list(data.batches(encoded, bs))
-        passes = {"dense": (dense, batches)}  # name -> (run one batch, the batches)
+        passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
         for r in ratios:
-            passes[r] = (pruned, [dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None)
-                                  for b in batches])
+            decided = [dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None)
+                       for b in batches]
+            passes.update({(path, r): (runs[path], decided) for path in args.paths})
         times = {name: [] for name in passes}
         with torch.inference_mode():
-            one_pass(dense, batches)  # warm-up
-            counts = {r: count_flops(pruned, passes[r][1], config, task.max_seq_length, not forced) for r in ratios}
+            for name in dense_names:
+                one_pass(runs[name], batches)  # warm-up
+            counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
+                                             PATHS[path][0])
+                      for path in args.paths for r in ratios}
             for rep in range(args.repeats):
                 for name, t in interleaved_pass(passes).items():
                     times[name].append(t)
@@ -195,31 +261,41 @@ def bench(args):
                       file=sys.stderr, flush=True)
             if args.profile:
                 profiles[bs] = {label(name): module_times(model, run, its_batches)
-                                for name, (run, its_batches) in passes.items()}
-        t_dense = statistics.median(times["dense"])
-        for r in ratios:
-            real, executed = counts[r]
-            t_pruned = statistics.median(times[r])
-            results.append({
-                "batch_size": bs, "keep_ratio": r, "decisions": "forced" if forced else "predictors",
-                "kept_fraction_mean": statistics.mean(real["kept_fraction"]),
-                "dense_seconds": t_dense, "pruned_seconds": t_pruned,
-                "measured_speedup": t_dense / t_pruned,
-                "flops_speedup": real["none"]["speedup"],
-                "measured_over_flops": t_dense / t_pruned / real["none"]["speedup"],
-                "flops_speedup_executed": executed["none"]["speedup"],
-                "flops_speedup_sequence": real["sequence"]["speedup"],
-                "measured_speedup_fastest": min(times["dense"]) / min(times[r]),
-                "dense_seconds_all": times["dense"], "pruned_seconds_all": times[r],
-                "kept_fraction": real["kept_fraction"],
-            })
+                                for name, (run, its_batches) in passes.items() if name != "HF eager"}
+        median = {name: statistics.median(ts) for name, ts in times.items()}
+        dense_results.append({
+            "batch_size": bs, **{f"{DENSE[name]}_seconds": median[name] for name in dense_names},
+            **({"ours_over_hf": median["dense"] / median["HF eager"],
+                "fast_over_hf": median["dense fast"] / median["HF eager"]} if hf else {}),
+            **{f"{DENSE[name]}_seconds_all": times[name] for name in dense_names},
+        })
+        for path in args.paths:
+            last_layer, dense = PATHS[path]
+            for r in ratios:
+                real, executed = counts[path, r]
+                t_dense, t_pruned = median[dense], median[path, r]
+                results.append({
+                    "batch_size": bs, "keep_ratio": r, "path": path, "last_layer": last_layer,
+                    "decisions": "forced" if forced else "predictors",
+                    "kept_fraction_mean": statistics.mean(real["kept_fraction"]),
+                    "dense_seconds": t_dense, "pruned_seconds": t_pruned,
+                    "measured_speedup": t_dense / t_pruned,
+                    "flops_speedup": real["none"]["speedup"],
+                    "measured_over_flops": t_dense / t_pruned / real["none"]["speedup"],
+                    "flops_speedup_executed": executed["none"]["speedup"],
+                    "flops_speedup_sequence": real["sequence"]["speedup"],
+                    "measured_speedup_fastest": min(times[dense]) / min(times[path, r]),
+                    "dense_seconds_all": times[dense], "pruned_seconds_all": times[path, r],
+                    "kept_fraction": real["kept_fraction"],
+                })
     info["loadavg_after"] = os.getloadavg()
     return {"command": "python " + shlex.join(sys.argv), "machine": info,
             "checkpoint": args.checkpoint or "default (all-MiniLM-L6-v2, untrained head)",
             "task": task.name, "split": task.dev_splits[0], "data_dir": str(data_dir), "examples": len(encoded),
             "max_seq_length": task.max_seq_length, "repeats": args.repeats,
             "predictor_cost": "not run, not counted (forced decisions)" if forced else "timed and counted",
-            "results": results, **({"profile": profiles} if args.profile else {})}
+            "hf_eager": {"transformers": hf[1], "max_abs_logit_diff": hf[2]} if hf else "transformers not installed",
+            "dense": dense_results, "results": results, **({"profile": profiles} if args.profile else {})}
 
 
 def print_report(report):
@@ -227,18 +303,28 @@ def print_report(report):
     print(f"{report['examples']} {report['task']} {report['split']} examples, {m['cpu']}, {m['threads']} threads, "
           f"torch {m['torch']}, load {m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f}, "
           f"median of {report['repeats']}; predictors: {report['predictor_cost']}")
-    print(f"{'batch':>5} {'keep':>6} {'dense s':>8} {'pruned s':>9} {'measured':>9} {'FLOPs':>7} {'executed':>9} "
-          f"{'meas/FLOPs':>11}")
+    hf = report["hf_eager"]
+    print("\ndense: " + (f"HF transformers {hf['transformers']} eager against ours (logits differ by at most "
+                          f"{hf['max_abs_logit_diff']:.1e})" if isinstance(hf, dict) else f"ours only ({hf})"))
+    print(f"{'batch':>5} {'HF eager s':>11} {'dense s':>8} {'fast s':>8} {'ours/HF':>8} {'fast/HF':>8}")
+    for d in report["dense"]:
+        print(f"{d['batch_size']:>5} {d.get('hf_eager_seconds', math.nan):>11.3f} {d['dense_seconds']:>8.3f} "
+              f"{d['dense_fast_seconds']:>8.3f} {d.get('ours_over_hf', math.nan):>8.2f} "
+              f"{d.get('fast_over_hf', math.nan):>8.2f}")
+    print("\npruned, against the dense model run the same way (path: prune = forward(prune=True), last layer "
+          "\"all\"; infer = the compact path, last layer \"cls\")")
+    print(f"{'batch':>5} {'keep':>6} {'path':>6} {'dense s':>8} {'pruned s':>9} {'measured':>9} {'FLOPs':>7} "
+          f"{'executed':>9} {'meas/FLOPs':>11}")
     for r in report["results"]:
         keep = f"{r['keep_ratio']:.2f}" if r["keep_ratio"] is not None else f"~{r['kept_fraction_mean']:.2f}"
-        print(f"{r['batch_size']:>5} {keep:>6} {r['dense_seconds']:>8.3f} {r['pruned_seconds']:>9.3f} "
+        print(f"{r['batch_size']:>5} {keep:>6} {r['path']:>6} {r['dense_seconds']:>8.3f} {r['pruned_seconds']:>9.3f} "
               f"{r['measured_speedup']:>8.2f}x {r['flops_speedup']:>6.2f}x {r['flops_speedup_executed']:>8.2f}x "
               f"{r['measured_over_flops']:>11.2f}")
     for bs, runs in report.get("profile", {}).items():
-        print(f"\nwhere the time goes, batch {bs} (seconds per pass, one pass with forward hooks):")
-        print(f"{'':>12}" + "".join(f"{name:>12}" for name in runs))
+        print(f"\nwhere the time goes, batch {bs} (seconds per pass, one pass, each part timed):")
+        print(f"{'':>12}" + "".join(f"{name:>17}" for name in runs))
         for part in next(iter(runs.values())):
-            print(f"{part:>12}" + "".join(f"{t[part]:>12.3f}" for t in runs.values()))
+            print(f"{part:>12}" + "".join(f"{t[part]:>17.3f}" for t in runs.values()))
 
 
 def main(argv=None):

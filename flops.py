@@ -8,12 +8,14 @@ Not counted, on either side of a speedup: biases, LayerNorm, softmax, GELU/tanh,
 lookups, and the gather/scatter/argsort of real pruning. (These are O(n d) or O(n^2 h) per layer
 against the O(n d^2) matmuls: a few percent for BERT-base.)
 
-Per encoder layer on n tokens (d = hidden size, d_ff = FFN size, h heads of d/h):
-    QKV       6 n d^2       three Linear(d, d)
-    scores    2 n^2 d       Q K^T: h heads x n x n x d/h multiply-adds
-    context   2 n^2 d       P V, the same shape
-    out-proj  2 n d^2       Linear(d, d)
-    FFN       4 n d d_ff    Linear(d, d_ff), Linear(d_ff, d)
+Per encoder layer on n tokens (d = hidden size, d_ff = FFN size, h heads of d/h), computing the
+output of q of them (q = n, except in the last layer under the "cls" convention below, where q = 1):
+    QKV       2 q d^2 + 4 n d^2   Linear(d, d) for the q queries, two more for the n keys and values
+    scores    2 q n d             Q K^T: h heads x q x n x d/h multiply-adds
+    context   2 q n d             P V, the same shape
+    out-proj  2 q d^2             Linear(d, d)
+    FFN       4 q d d_ff          Linear(d, d_ff), Linear(d_ff, d)
+With q = n these are the familiar 6 n d^2, 2 n^2 d, 2 n^2 d, 2 n d^2, 4 n d d_ff.
 Skim predictor (Eq. 2) on the n tokens entering its layer: 2 n d^2 + 2 n d 2 (its two Linears).
 Head, once per example: pooler 2 d^2, classifier 2 d num_labels (the same for dense and skim).
 
@@ -25,6 +27,12 @@ Padding conventions (paper Table 3), both reported by FlopsCounter.summary():
                 it is what decides that padding is skimmed and it sees the padded input. (Later
                 predictors see only the tokens kept so far, as under "none".)
 Speedup = dense FLOPs / skim FLOPs, each summed over every example fed to the counter.
+
+Last-layer conventions (not in the paper), the same on both sides of a speedup:
+    "all"       the last layer computes every token's output (the paper's count; what forward() runs).
+    "cls"       the last layer computes [CLS]'s output alone (q = 1), the only one a [CLS] classifier
+                reads; its keys and values still come from all n tokens. What the inference paths
+                BertForSequenceClassification.infer and Transkimmer.infer run.
 """
 
 import math
@@ -34,30 +42,43 @@ import torch
 # -----------------------------------------------------------------------------
 # one function per term; n may be an int or a tensor of per-example token counts
 
-def qkv_flops(n, d):
-    return 6 * n * d * d                   # (n, d) @ (d, d), three times
+def qkv_flops(n, d, q):
+    return 2 * q * d * d + 4 * n * d * d   # (q, d) @ (d, d) for the queries; (n, d) @ (d, d) twice
 
 
-def scores_flops(n, d):
-    return 2 * n * n * d                   # (h, n, d/h) @ (h, d/h, n)
+def scores_flops(n, d, q):
+    return 2 * q * n * d                   # (h, q, d/h) @ (h, d/h, n)
 
 
-def context_flops(n, d):
-    return 2 * n * n * d                   # (h, n, n) @ (h, n, d/h)
+def context_flops(n, d, q):
+    return 2 * q * n * d                   # (h, q, n) @ (h, n, d/h)
 
 
-def out_proj_flops(n, d):
-    return 2 * n * d * d                   # (n, d) @ (d, d)
+def out_proj_flops(q, d):
+    return 2 * q * d * d                   # (q, d) @ (d, d)
 
 
-def ffn_flops(n, d, d_ff):
-    return 2 * n * d * d_ff + 2 * n * d_ff * d   # (n, d) @ (d, d_ff), then (n, d_ff) @ (d_ff, d)
+def ffn_flops(q, d, d_ff):
+    return 2 * q * d * d_ff + 2 * q * d_ff * d   # (q, d) @ (d, d_ff), then (q, d_ff) @ (d_ff, d)
 
 
-def layer_flops(n, config):
-    """One encoder layer (Eq. 1's Transformer layer) on n tokens."""
+def layer_flops(n, config, queries=None):
+    """One encoder layer (Eq. 1's Transformer layer) on n tokens, computing the output of `queries` of
+    them (default all n; 1 for [CLS] alone)."""
     d, d_ff = config.hidden_size, config.intermediate_size
-    return qkv_flops(n, d) + scores_flops(n, d) + context_flops(n, d) + out_proj_flops(n, d) + ffn_flops(n, d, d_ff)
+    q = n if queries is None else queries
+    return (qkv_flops(n, d, q) + scores_flops(n, d, q) + context_flops(n, d, q) + out_proj_flops(q, d)
+            + ffn_flops(q, d, d_ff))
+
+
+LAST_LAYER = ("all", "cls")  # the last-layer conventions, see the module docstring
+
+
+def queries_of(i, config, last_layer):
+    """The `queries` argument of layer_flops for layer i: None (every token) or 1 (the last layer, "cls")."""
+    if last_layer not in LAST_LAYER:
+        raise ValueError(f"last_layer must be one of {LAST_LAYER}, got {last_layer!r}")
+    return 1 if last_layer == "cls" and i == config.num_hidden_layers - 1 else None
 
 
 def predictor_flops(n, config):
@@ -72,9 +93,10 @@ def head_flops(config):
     return 2 * d * d + 2 * d * config.num_labels
 
 
-def dense_flops(n, config):
+def dense_flops(n, config, last_layer="all"):
     """The whole dense model on one example of n tokens."""
-    return config.num_hidden_layers * layer_flops(n, config) + head_flops(config)
+    L = config.num_hidden_layers
+    return sum(layer_flops(n, config, queries_of(i, config, last_layer)) for i in range(L)) + head_flops(config)
 
 # -----------------------------------------------------------------------------
 # from keep masks to FLOPs
@@ -89,14 +111,17 @@ def tokens_per_layer(masks, attention_mask):
         entering = kept
 
 
-def fraction(masks, attention_mask, config, predictors=True):
+def fraction(masks, attention_mask, config, predictors=True, last_layer="all"):
     """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
     reciprocal of the speedup FlopsCounter reports for the same masks. Training steers this number
     towards 1 / --target-speedup (skim.SpeedupController)."""
     real = attention_mask.long().sum(1)                                            # (B,)
-    dense = config.num_hidden_layers * int(layer_flops(real, config).sum())
-    skim = sum(int(layer_flops(kept, config).sum()) + (int(predictor_flops(entering, config).sum()) if predictors else 0)
-               for entering, kept in tokens_per_layer(masks, attention_mask))
+    dense = skim = 0
+    for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):
+        q = queries_of(i, config, last_layer)
+        dense += int(layer_flops(real, config, q).sum())
+        skim += int(layer_flops(kept, config, q).sum())
+        skim += int(predictor_flops(entering, config).sum()) if predictors else 0
     head = len(real) * head_flops(config)
     return (skim + head) / (dense + head)
 
@@ -108,10 +133,12 @@ class FlopsCounter:
     Transkimmer output (L tensors (B, N), 1 where layer i processed the token) and attention_mask
     (B, N) is 1 for real tokens; then read `summary()`.
     seq_len: the fixed length S of the "sequence" convention (None: report "none" only).
-    predictors: charge the skim predictors (False when the decisions were forced, not predicted)."""
+    predictors: charge the skim predictors (False when the decisions were forced, not predicted).
+    last_layer: "all" or "cls", the last-layer convention (module docstring), for both sides."""
 
-    def __init__(self, config, seq_len=None, predictors=True):
-        self.config, self.seq_len, self.predictors = config, seq_len, predictors
+    def __init__(self, config, seq_len=None, predictors=True, last_layer="all"):
+        queries_of(0, config, last_layer)  # a bad convention fails here, not at the first add()
+        self.config, self.seq_len, self.predictors, self.last_layer = config, seq_len, predictors, last_layer
         L = config.num_hidden_layers
         self.examples = 0
         self.tokens = 0                    # real tokens
@@ -127,11 +154,12 @@ class FlopsCounter:
         if S is not None and int(real.max()) > S:
             raise ValueError(f"an example has {int(real.max())} tokens, more than seq_len={S}")
         for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):
+            q = queries_of(i, config, self.last_layer)
             self.kept[i] += int(kept.sum())
-            self.layer[i] += int(layer_flops(kept, config).sum())
-            self.dense["none"][i] += int(layer_flops(real, config).sum())
+            self.layer[i] += int(layer_flops(kept, config, q).sum())
+            self.dense["none"][i] += int(layer_flops(real, config, q).sum())
             if S is not None:
-                self.dense["sequence"][i] += len(real) * layer_flops(S, config)
+                self.dense["sequence"][i] += len(real) * layer_flops(S, config, q)
             if self.predictors:
                 self.predictor["none"][i] += int(predictor_flops(entering, config).sum())
                 # "sequence": the layer-0 predictor sees all S positions, later ones the kept tokens
@@ -141,13 +169,14 @@ class FlopsCounter:
         self.tokens += int(real.sum())
 
     def summary(self):
-        """A JSON-serialisable dict: examples, tokens (real), seq_len, predictors_counted, head (pooler +
-        classifier FLOPs, on both sides), kept_fraction (per layer: tokens processed / real tokens), and
-        per convention ("none", and "sequence" if seq_len is set): dense_per_layer, skim_per_layer (the
-        layers on kept tokens), predictor_per_layer, dense and skim totals, speedup = dense / skim."""
+        """A JSON-serialisable dict: examples, tokens (real), seq_len, predictors_counted, last_layer,
+        head (pooler + classifier FLOPs, on both sides), kept_fraction (per layer: tokens processed / real
+        tokens), and per convention ("none", and "sequence" if seq_len is set): dense_per_layer,
+        skim_per_layer (the layers on kept tokens), predictor_per_layer, dense and skim totals, speedup =
+        dense / skim."""
         head = self.examples * head_flops(self.config)
         out = {"examples": self.examples, "tokens": self.tokens, "seq_len": self.seq_len,
-               "predictors_counted": self.predictors, "head": head,
+               "predictors_counted": self.predictors, "last_layer": self.last_layer, "head": head,
                "kept_fraction": [k / max(self.tokens, 1) for k in self.kept]}
         for convention in (["none", "sequence"] if self.seq_len is not None else ["none"]):
             dense = sum(self.dense[convention]) + head
@@ -162,9 +191,10 @@ class FlopsCounter:
 
 
 def padded_like_pruning(masks, attention_mask):
-    """The shapes `Transkimmer(..., prune=True)` really computes on a batch: dense at the batch's padded
-    length N, and layer i (and predictor i + 1) on every example re-padded to the batch's largest kept
-    count. Returns (masks, attention_mask) to feed FlopsCounter for the executed FLOPs."""
+    """The shapes `Transkimmer(..., prune=True)` and `Transkimmer.infer` really compute on a batch: dense
+    at the batch's padded length N, and layer i (and predictor i + 1) on every example re-padded to the
+    batch's largest kept count. Returns (masks, attention_mask) to feed FlopsCounter for the executed
+    FLOPs (last_layer="cls" for infer)."""
     B, N = attention_mask.shape
     positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
     padded = [(positions < int(keep.sum(1).max())).float().expand(B, N) for keep in masks]

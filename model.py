@@ -8,10 +8,19 @@ Contents, top to bottom:
   FeedForward, Layer
   Bert                        embeddings -> L layers -> pooler; returns (hidden (B,N,d), pooled (B,d))
   BertForSequenceClassification  Bert + dropout + Linear(d, num_labels) (num_labels == 1: regression)
+                              .infer: the same logits at inference, with less work (see below)
   from_pretrained / save_pretrained, load_tokenizer   checkpoint I/O in the HF folder layout
 
 Transkimmer (skim.py) reuses these modules unchanged; the only thing it needs from this file
 is the `keep` argument of SelfAttention (skim attention, Eq. 4 of Guan et al., 2022).
+
+Inference only (not in BERT's paper, no change to what is computed): each module's `infer` gives
+forward's result in eval mode with less work. Attention is one fused call
+(F.scaled_dot_product_attention), a batch without padding builds no mask, and the last layer of the
+classifier computes the output of [CLS] alone, the only token the classifier reads (its keys and
+values still come from every token). skim.py's pruned inference runs the same `Layer.infer`, so the
+dense and the pruned model are timed with the same tricks; flops.py counts the last layer this way
+under its "cls" convention.
 
 References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for weight
 names and numerics; nanoGPT's `from_pretrained` for the explicit name mapping.
@@ -157,6 +166,26 @@ class SelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, N, d)                                     # (B, N, d)
         return self.out(y)
 
+    def infer(self, x, pad_bias=None, first_only=False):
+        """Inference only: forward(x, pad_bias) in eval mode, with the attention as one fused call (no
+        gradient has to reach a keep mask here). pad_bias None: no padding, so no mask is added.
+        first_only: the output of position 0 ([CLS]) alone, for the last layer of a [CLS] classifier:
+        only its query is projected; keys and values still come from all N tokens. -> (B, 1, d)."""
+        B, N, d = x.shape
+        nh, hs = self.n_head, d // self.n_head
+        w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
+        if first_only:
+            q = F.linear(x[:, :1], w[:d], b[:d])                                   # (B, 1, d)
+            k, v = F.linear(x, w[d:], b[d:]).split(d, dim=2)                       # 2 x (B, N, d)
+        else:
+            q, k, v = F.linear(x, w, b).split(d, dim=2)                            # 3 x (B, N, d)
+        q = q.view(B, -1, nh, hs).transpose(1, 2)                                  # (B, nh, Nq, hs), Nq = 1 or N
+        k = k.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
+        v = v.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=pad_bias)           # (B, nh, Nq, hs)
+        y = y.transpose(1, 2).reshape(B, -1, d)                                    # (B, Nq, d)
+        return self.out(y)
+
 
 class FeedForward(nn.Module):
     def __init__(self, config):
@@ -184,6 +213,13 @@ class Layer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn(x, pad_bias, keep)))        # (B, N, d)
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
         return x
+
+    def infer(self, x, pad_bias=None, first_only=False):
+        """Inference only: forward(x, pad_bias) in eval mode (SelfAttention.infer); first_only: the
+        output of position 0 alone, (B, 1, d), the rest of the layer running on that one token."""
+        h = self.attn.infer(x, pad_bias, first_only)                               # (B, Nq, d)
+        x = self.attn_norm((x[:, :1] if first_only else x) + h)                    # (B, Nq, d)
+        return self.ffn_norm(x + self.ffn(x))                                      # (B, Nq, d)
 
 
 def padding_bias(attention_mask, dtype):
@@ -270,6 +306,22 @@ class BertForSequenceClassification(Bert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         _, pooled = super().forward(input_ids, attention_mask, token_type_ids)
         return self.classify(pooled)
+
+    @torch.inference_mode()
+    def infer(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Inference only (no autograd): forward's logits in eval mode, with less work. Layer.infer
+        throughout, no padding mask when the batch has no padding (one sentence at a time never has),
+        and the last layer computes [CLS]'s output alone, since the pooler reads nothing else."""
+        assert not self.training, "infer is for inference; call .eval() first"
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        pad_bias = padding_bias(attention_mask, x.dtype) if padded else None       # (B, 1, 1, N) or None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer.infer(x, pad_bias, first_only=i == last)                     # (B, N, d); last: (B, 1, d)
+        return self.classify(self.pool(x))                                         # (B, num_labels)
 
 
 def keep_layers(model, layers):

@@ -8,9 +8,11 @@ masked out of attention with renormalisation (skim attention, Eq. 4), the discre
 gradients from the straight-through Gumbel-softmax estimator (Eq. 5), and a skim loss (Eq. 6)
 weighted by the harmony coefficient (Eq. 7) pushes the model to skim. At inference the same
 decisions are taken deterministically, and `prune=True` really removes the skimmed tokens, so the
-saved computation becomes saved time. (Not in the paper: `keep_threshold` moves the inference
-decision off the argmax, so one trained model gives a range of speed/accuracy operating points, and
-`freeze_predictors` fixes the decisions at one of them while the encoder trains on.)
+saved computation becomes saved time; `Transkimmer.infer` does the same for a [CLS] classifier with
+less bookkeeping per layer, so that the time saved follows the FLOPs saved. (Not in the paper:
+`keep_threshold` moves the inference decision off the argmax, so one trained model gives a range of
+speed/accuracy operating points, and `freeze_predictors` fixes the decisions at one of them while the
+encoder trains on.)
 
 The method is pinned down in docs/method.md: the predictor order
 LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
@@ -21,6 +23,7 @@ Shapes: B batch, N padded length, d hidden size, L layers. `keep` (B, N) is 1 wh
 processes a token ("M^i" in the paper).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -111,6 +114,9 @@ def gather_kept(x, keep):
     batch's largest kept count n. Returns xs (B, n, d), their positions idx (B, n), and a (B, n) mask
     of which rows are real (the rest are filler taken from skimmed positions, masked as padding)."""
     B, N, d = x.shape
+    if B == 1:  # one sentence: nothing to re-pad, a plain index select
+        idx = keep[0].nonzero()[:, 0]                                              # (n,) kept positions
+        return x.index_select(1, idx), idx[None], torch.ones(1, len(idx), dtype=torch.bool, device=x.device)
     counts = keep.sum(1).long()                                                    # (B,)
     n = int(counts.max())
     idx = torch.argsort(1 - keep, dim=1, stable=True)[:, :n]                       # (B, n) kept first
@@ -135,6 +141,25 @@ class SkimOutput:
     logits: torch.Tensor        # (B, num_labels)
     masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
     skim_loss: torch.Tensor     # scalar, Eq. 6
+
+
+@dataclass
+class CompactOutput:
+    """Transkimmer.infer's output, read like a SkimOutput. The masks, and the skim loss made from them,
+    are built from the positions each layer ran on when first read (one scatter per layer), so a
+    caller who wants the logits alone does not pay for them."""
+    logits: torch.Tensor            # (B, num_labels)
+    attention_mask: torch.Tensor    # (B, N)
+    processed: list                 # L pairs (pos, real), each (B, n_i): layer i's rows, by input position
+
+    @functools.cached_property
+    def masks(self):
+        pad = self.attention_mask.to(self.logits.dtype)                            # (B, N)
+        return [torch.zeros_like(pad).scatter_(1, pos, real.to(pad.dtype)) for pos, real in self.processed]
+
+    @functools.cached_property
+    def skim_loss(self):
+        return skim_loss(self.masks, self.attention_mask)
 
 
 class Transkimmer(nn.Module):
@@ -201,18 +226,23 @@ class Transkimmer(nn.Module):
         self.predictors.requires_grad_(False)
         self.predictors_frozen = True
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
-        """prune=False: all N positions go through every layer, skimmed ones masked (training, and
-        the reference for evaluation). prune=True (evaluation only): each layer runs only on the
-        tokens it keeps. `decisions`: optional list of L (B, N) 0/1 tensors used instead of the
-        predictors' (benchmarks and tests force keep ratios with it)."""
-        assert not (prune and self.training), "prune=True is for inference; call .eval() first"
-        bert = self.bert
+    def embed(self, input_ids, attention_mask=None, token_type_ids=None):
+        """-> (the embeddings (B, N, d), attention_mask), the masks defaulting as BERT's: no padding, segment 0."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = bert.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        return self.bert.embeddings(input_ids, token_type_ids), attention_mask
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
+        """prune=False: all N positions go through every layer, skimmed ones masked (training, and
+        the reference for evaluation). prune=True (evaluation only): each layer runs only on the
+        tokens it keeps, and every token's final state is formed as Eq. 3 says (`infer` is the faster
+        way to the same logits and masks). `decisions`: optional list of L (B, N) 0/1 tensors used
+        instead of the predictors' (benchmarks and tests force keep ratios with it)."""
+        assert not (prune and self.training), "prune=True is for inference; call .eval() first"
+        bert = self.bert
+        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         pad = attention_mask.to(x.dtype)                                           # (B, N)
         pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
         keep, masks = pad, []
@@ -240,6 +270,41 @@ class Transkimmer(nn.Module):
         xs, idx, real = gather_kept(x, keep)                                       # (B, n', d)
         ys = layer(xs, padding_bias(real, x.dtype))                                # (B, n', d)
         return scatter_kept(x, idx, real, ys), keep
+
+    @torch.inference_mode()
+    def infer(self, input_ids, attention_mask=None, token_type_ids=None, decisions=None):
+        """Real pruning for a [CLS] classifier, with little work per layer besides the layer's own (not
+        in the paper; no autograd). The same logits (to float rounding) and masks as forward() in eval
+        mode; the counterpart of BertForSequenceClassification.infer, whose tricks it shares through
+        Layer.infer.
+
+        Nothing is written back. A skimmed token never returns (update_keep) and the classifier reads
+        [CLS] alone, which is always kept, so the state Eq. 3 forwards for a skimmed token is never read
+        again. The kept tokens therefore live in one compact tensor that shrinks layer by layer:
+        gather_kept applied to the compact tensor itself (at batch 1 a plain index select; otherwise
+        re-padded to the batch's largest kept count, one host sync per layer to size it). Each row
+        carries its position in the input, from which the output rebuilds the (B, N) masks when they
+        are read (CompactOutput). The predictors run on the compact tensor, that is on exactly the
+        tokens entering their layer; the last layer computes [CLS]'s output alone (flops.py's "cls"
+        convention)."""
+        assert not self.training, "infer is for inference; call .eval() first"
+        bert = self.bert
+        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
+        B, N, _ = x.shape
+        real = attention_mask.bool()                                               # (B, n): rows of x that are tokens
+        pos = torch.arange(N, device=x.device).expand(B, N)                        # (B, n): rows' input positions
+        processed = []                                                             # per layer: (pos, real) it ran on
+        last = len(bert.layers) - 1
+        for i, (predictor, layer) in enumerate(zip(self.predictors, bert.layers)):
+            decision = self.decide(predictor, x) if decisions is None else decisions[i].gather(1, pos)  # (B, n)
+            keep = update_keep(real.to(x.dtype), decision)                         # (B, n); row 0 is [CLS]
+            x, idx, real = gather_kept(x, keep)                                    # (B, n', d)
+            pos = pos.gather(1, idx)                                               # (B, n')
+            processed.append((pos, real))
+            pad_bias = None if B == 1 else padding_bias(real, x.dtype)             # (B, 1, 1, n'); none at batch 1
+            x = layer.infer(x, pad_bias, first_only=i == last)                     # (B, n', d); last: (B, 1, d)
+        logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
+        return CompactOutput(logits=logits, attention_mask=attention_mask, processed=processed)
 
     # checkpoint I/O: a BERT checkpoint in the HF layout, plus the predictors under "skim." and the
     # skim settings under "skim" in config.json (HF's loaders ignore both and load the BERT part)
@@ -323,15 +388,15 @@ class SpeedupController:
 @torch.no_grad()
 def speedup_at(model, batches, keep_threshold):
     """The FLOPs speedup (no padding, predictors counted) of `model`'s decisions at `keep_threshold`
-    over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning."""
+    over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning (`infer`:
+    the masks of forward(), sooner)."""
     from flops import FlopsCounter
 
     model.eval()
     saved, model.keep_threshold = model.keep_threshold, keep_threshold
     counter = FlopsCounter(model.config)
     for b in batches:
-        counter.add(model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True).masks,
-                    b["attention_mask"])
+        counter.add(model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks, b["attention_mask"])
     model.keep_threshold = saved
     return counter.summary()["none"]["speedup"]
 

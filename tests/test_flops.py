@@ -3,13 +3,17 @@ counts the FLOPs of every matmul the model really executes (mm/addmm/bmm: 2 per 
 not counted). Like flops.py it does not count softmax, LayerNorm, GELU/tanh, embedding lookups, or the
 gather/scatter/argsort of real pruning, so the two must agree exactly. It counts padded positions too:
 dense runs are compared at their padded length, pruned runs one example at a time (no re-padding), or
-batched against flops.padded_like_pruning (the re-padded shapes real pruning computes)."""
+batched against flops.padded_like_pruning (the re-padded shapes real pruning computes).
+The inference paths (`infer`) use F.scaled_dot_product_attention, whose CPU kernel FlopCounterMode does
+not count; the reference runs them under SDPA's math backend, which computes attention as two matmuls
+that it counts like any other. Their last layer is counted under flops.py's "cls" convention."""
 
 import json
 import math
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import flops
@@ -32,8 +36,13 @@ def default_bert():
     return BertForSequenceClassification.from_pretrained().eval()
 
 
+def counted():
+    """FlopCounterMode, with attention computed by matmuls it counts (SDPA's math backend)."""
+    return FlopCounterMode(display=False)
+
+
 def reference_flops(fn, *args, **kwargs):
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counted() as counter:
         fn(*args, **kwargs)
     return counter.get_total_flops()
 
@@ -51,16 +60,16 @@ def random_decisions(mask, L, p_keep, seed):
     return [(torch.rand(mask.shape, generator=g) < p_keep).float() for _ in range(L)]
 
 
-def count(config, masks, mask, seq_len=None, predictors=True):
-    counter = FlopsCounter(config, seq_len=seq_len, predictors=predictors)
+def count(config, masks, mask, seq_len=None, predictors=True, last_layer="all"):
+    counter = FlopsCounter(config, seq_len=seq_len, predictors=predictors, last_layer=last_layer)
     counter.add(masks, mask)
     return counter.summary()
 
 
-def dense_count_at_padded_length(config, mask):
+def dense_count_at_padded_length(config, mask, last_layer="all"):
     """Our dense count for what FlopCounterMode sees: every example at the batch's padded length."""
     ones = torch.ones_like(mask)
-    return count(config, [ones] * config.num_hidden_layers, ones)["none"]["dense"]
+    return count(config, [ones] * config.num_hidden_layers, ones, last_layer=last_layer)["none"]["dense"]
 
 # -----------------------------------------------------------------------------
 # dense model
@@ -89,6 +98,17 @@ def test_dense_count_without_padding_equals_flop_counter_mode_example_by_example
             small_bert(ids[b:b + 1, :n], mask[b:b + 1, :n])
     assert count(SMALL, [mask] * SMALL.num_hidden_layers, mask)["none"]["dense"] == reference.get_total_flops()
 
+
+@pytest.mark.parametrize("which", ["small", "default"])
+@pytest.mark.parametrize("lengths", [[7], [1], [16, 3, 8, 12]])
+def test_dense_infer_count_is_the_cls_convention_and_equals_flop_counter_mode(small_bert, default_bert, which, lengths):
+    bert = small_bert if which == "small" else default_bert
+    ids, mask = random_batch(bert.config.vocab_size, lengths)
+    ours = dense_count_at_padded_length(bert.config, mask, last_layer="cls")
+    assert ours == reference_flops(bert.infer, ids, mask)
+    assert ours == len(lengths) * flops.dense_flops(max(lengths), bert.config, last_layer="cls")
+    assert ours < dense_count_at_padded_length(bert.config, mask) or max(lengths) == 1  # one token: nothing to save
+
 # -----------------------------------------------------------------------------
 # pruned inference
 
@@ -102,9 +122,12 @@ def skimmer_on(bert, seed):
 
 @pytest.mark.parametrize("which", ["small", "default"])
 @pytest.mark.parametrize("forced", [True, False])
-def test_pruned_count_equals_flop_counter_mode_example_by_example(small_bert, default_bert, which, forced):
+@pytest.mark.parametrize("path", ["prune", "infer"])
+def test_pruned_count_equals_flop_counter_mode_example_by_example(small_bert, default_bert, which, forced, path):
     """Forced decisions: the predictors do not run, so both sides leave them out. Predicted: both
-    charge each predictor on the tokens entering its layer. One example at a time, nothing is padded."""
+    charge each predictor on the tokens entering its layer. One example at a time, nothing is padded.
+    prune=True computes every kept token's output ("all"); Transkimmer.infer computes [CLS]'s alone in
+    the last layer ("cls")."""
     bert = small_bert if which == "small" else default_bert
     skimmer = skimmer_on(bert, seed=1)
     L = bert.config.num_hidden_layers
@@ -112,9 +135,10 @@ def test_pruned_count_equals_flop_counter_mode_example_by_example(small_bert, de
     decisions = random_decisions(mask, L, 0.8, seed=3) if forced else None
     examples = [(ids[b:b + 1, :n], mask[b:b + 1, :n], [dec[b:b + 1, :n] for dec in decisions] if forced else None)
                 for b, n in enumerate(mask.sum(1).tolist())]
-    with torch.inference_mode(), FlopCounterMode(display=False) as reference:  # sums over the examples
-        outputs = [skimmer(x, m, prune=True, decisions=d) for x, m, d in examples]
-    counter = FlopsCounter(bert.config, predictors=not forced)
+    run = skimmer.infer if path == "infer" else lambda x, m, decisions: skimmer(x, m, prune=True, decisions=decisions)
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counted() as reference:  # sums over the examples
+        outputs = [run(x, m, decisions=d) for x, m, d in examples]
+    counter = FlopsCounter(bert.config, predictors=not forced, last_layer="cls" if path == "infer" else "all")
     for (_, m, _), out in zip(examples, outputs):
         counter.add(out.masks, m)
     s = counter.summary()
@@ -123,15 +147,19 @@ def test_pruned_count_equals_flop_counter_mode_example_by_example(small_bert, de
     assert s["none"]["skim"] < s["none"]["dense"]
 
 
-def test_batched_pruned_count_equals_flop_counter_mode_on_the_re_padded_shapes(small_bert):
+@pytest.mark.parametrize("path", ["prune", "infer"])
+def test_batched_pruned_count_equals_flop_counter_mode_on_the_re_padded_shapes(small_bert, path):
     skimmer = skimmer_on(small_bert, seed=4)
     ids, mask = random_batch(SMALL.vocab_size, [14, 3, 9, 12], seed=5)
+    last_layer = "cls" if path == "infer" else "all"
+    run = skimmer.infer if path == "infer" else lambda *a: skimmer(*a, prune=True)
+    dense = small_bert.infer if path == "infer" else small_bert
     with torch.inference_mode():
-        masks = skimmer(ids, mask, prune=True).masks
-    executed = count(SMALL, *flops.padded_like_pruning(masks, mask))
-    assert executed["none"]["skim"] == reference_flops(skimmer, ids, mask, prune=True)
-    assert executed["none"]["dense"] == reference_flops(small_bert, ids, mask)
-    assert executed["none"]["skim"] > count(SMALL, masks, mask)["none"]["skim"]  # re-padding costs
+        masks = run(ids, mask).masks
+    executed = count(SMALL, *flops.padded_like_pruning(masks, mask), last_layer=last_layer)
+    assert executed["none"]["skim"] == reference_flops(run, ids, mask)
+    assert executed["none"]["dense"] == reference_flops(dense, ids, mask)
+    assert executed["none"]["skim"] > count(SMALL, masks, mask, last_layer=last_layer)["none"]["skim"]  # re-padding
 
 # -----------------------------------------------------------------------------
 # the two conventions and the predictor overhead
@@ -188,15 +216,30 @@ def test_one_layer_by_hand():
     assert math.isclose(s["none"]["speedup"], 1736 / 1208)
     assert s["kept_fraction"] == [3 / 5]
     assert json.loads(json.dumps(s)) == s
+    # "cls": the one layer is the last, so it computes [CLS]'s output alone; keys and values for every
+    # token it runs on. On n tokens: Q 2*1*16 + KV 4*n*16 + scores 2*1*n*4 + context 2*1*n*4 + out 2*1*16
+    # + FFN 4*1*4*8
+    assert flops.layer_flops(3, config, queries=1) == 32 + 192 + 24 + 24 + 32 + 128 == 432
+    cls = count(config, [keep], mask, seq_len=8, last_layer="cls")
+    assert cls["none"]["dense"] == 32 + 320 + 40 + 40 + 32 + 128 + head == 648    # n = 5
+    assert cls["none"]["skim"] == 432 + 240 + head == 728                          # n = 3, predictor as before
+    assert cls["sequence"]["dense"] == 32 + 512 + 64 + 64 + 32 + 128 + head == 888  # n = S = 8
+    assert cls["last_layer"] == "cls"
 
 
+def test_an_unknown_last_layer_convention_is_an_error():
+    with pytest.raises(ValueError):
+        FlopsCounter(SMALL, last_layer="first")
+
+
+@pytest.mark.parametrize("last_layer", ["all", "cls"])
 @pytest.mark.parametrize("predictors", [True, False])
-def test_the_fraction_training_steers_is_the_reciprocal_of_the_reported_speedup(predictors):
+def test_the_fraction_training_steers_is_the_reciprocal_of_the_reported_speedup(predictors, last_layer):
     lengths = [16, 3, 8, 12, 1]
     _, mask = random_batch(SMALL.vocab_size, lengths)
     masks = [m * mask for m in random_decisions(mask, SMALL.num_hidden_layers, 0.6, seed=3)]
     masks = [torch.cat([torch.ones_like(m[:, :1]), m[:, 1:]], 1) for m in masks]  # [CLS] kept
     for i in range(1, len(masks)):
         masks[i] = masks[i] * masks[i - 1]                                         # cumulative, as skim.py's
-    reported = count(SMALL, masks, mask, predictors=predictors)["none"]["speedup"]
-    assert flops.fraction(masks, mask, SMALL, predictors) == pytest.approx(1 / reported, rel=1e-12)
+    reported = count(SMALL, masks, mask, predictors=predictors, last_layer=last_layer)["none"]["speedup"]
+    assert flops.fraction(masks, mask, SMALL, predictors, last_layer) == pytest.approx(1 / reported, rel=1e-12)

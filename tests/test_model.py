@@ -97,6 +97,27 @@ def test_default_checkpoint_classifier_logits_match_hf_after_round_trip(tmp_path
     assert max_abs_diff(ours_logits, hf(**batch).logits) <= TOL
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("which", ["tiny", "default"])
+@pytest.mark.parametrize("kind", ["padded batch", "batch 1", "batch 1, padded"])
+def test_fast_inference_logits_match_hf_and_our_forward(tiny_hf_dir, tmp_path, which, kind):
+    """BertForSequenceClassification.infer (fused attention, no mask without padding, [CLS] alone in the
+    last layer) gives HF eager's logits, and forward's."""
+    if which == "default":
+        torch.manual_seed(0)
+        BertForSequenceClassification.from_pretrained(num_labels=2).save_pretrained(tmp_path)
+    folder = tiny_hf_dir if which == "tiny" else tmp_path
+    hf, ours = hf_classifier(folder), BertForSequenceClassification.from_pretrained(folder)
+    lengths = [11, 7, 3, 11] if kind == "padded batch" else [9]
+    ids, mask, types = padded_batch(ours.config.vocab_size, lengths, seed=1)
+    if kind == "batch 1, padded":
+        ids, mask, types = (torch.nn.functional.pad(t, (0, 4)) for t in (ids, mask, types))
+    fast = ours.infer(ids, mask, types)
+    assert fast.shape == (len(lengths), ours.config.num_labels)
+    assert max_abs_diff(fast, hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits) <= TOL
+    assert max_abs_diff(fast, ours(ids, mask, types)) <= TOL
+
+
 def test_round_trip_through_hf_has_no_missing_keys_and_same_logits(tiny_hf_dir, tmp_path):
     ours = BertForSequenceClassification.from_pretrained(tiny_hf_dir)
     with torch.no_grad():  # make sure the saved weights are ours, not a copy of the file we read

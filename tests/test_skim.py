@@ -70,6 +70,12 @@ def test_all_kept_equals_the_dense_model(skimmer, batch):
     assert torch.equal(pruned.logits, dense)  # the pruned path runs the dense computation itself
     # the masked path renormalises attention by a sum that is 1 only up to rounding
     assert (m(ids, mask).logits - dense).abs().max() <= 1e-6
+    # the fast paths: pruned inference with nothing to prune runs the dense inference itself
+    fast = m.infer(ids, mask)
+    assert all(torch.equal(k, mask.float()) for k in fast.masks)
+    assert torch.equal(fast.logits, skimmer.bert.infer(ids, mask))
+    one = ids[2:3, :int(mask[2].sum())]                                             # batch 1, no padding
+    assert torch.equal(m.infer(one).logits, skimmer.bert.infer(one))
 
 
 @torch.no_grad()
@@ -100,26 +106,50 @@ def decisions_with_a_fully_skimmed_example(mask, L, seed):
     return decisions
 
 
-@torch.no_grad()
-def test_pruned_equals_masked_with_given_decisions(skimmer, batch):
-    ids, mask = batch
-    decisions = decisions_with_a_fully_skimmed_example(mask, len(skimmer.predictors), seed=0)
-    masked = skimmer(ids, mask, decisions=decisions)
-    pruned = skimmer(ids, mask, prune=True, decisions=decisions)
-    assert masked.masks[0][2].sum() == 1
-    assert (masked.logits - pruned.logits).abs().max() <= 1e-5
-    assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+PATHS = {  # every inference path that really removes tokens: name -> run(model, ids, mask, decisions)
+    "prune": lambda m, ids, mask, decisions: m(ids, mask, prune=True, decisions=decisions),
+    "infer": lambda m, ids, mask, decisions: m.infer(ids, mask, decisions=decisions),
+}
+
+
+def inputs_of(kind, ids, mask, decisions):
+    """(ids, mask, decisions) triples: the padded batch itself, or each example alone (batch 1) at its own
+    length, or alone padded with 3 extra positions (whose decisions say keep: padding must stay skimmed)."""
+    if kind == "padded batch":
+        return [(ids, mask, decisions)]
+    out = []
+    for b, n in enumerate(mask.sum(1).tolist()):
+        pad = 3 if kind == "batch 1, padded" else 0
+        one_ids = F.pad(ids[b:b + 1, :n], (0, pad))
+        one_mask = F.pad(mask[b:b + 1, :n], (0, pad))
+        one_decisions = [F.pad(d[b:b + 1, :n], (0, pad), value=1.0) for d in decisions] if decisions else None
+        out.append((one_ids, one_mask, one_decisions))
+    return out
 
 
 @torch.no_grad()
-def test_pruned_equals_masked_with_the_predictors_deciding(random_skimmer, batch):
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("kind", ["padded batch", "batch 1", "batch 1, padded"])
+@pytest.mark.parametrize("decided", ["forced", "predicted"])
+def test_each_pruned_path_equals_masked(random_skimmer, batch, path, kind, decided):
+    """Real pruning computes what masked skimming computes: the same logits, to float rounding, and the
+    same masks, with given decisions (example 2 keeps only [CLS] from layer 0 on) and with the
+    predictors deciding."""
     ids, mask = batch
-    masked = random_skimmer(ids, mask)
-    pruned = random_skimmer(ids, mask, prune=True)
-    kept = masked.masks[-1].sum() / mask.sum()
-    assert 0.05 < kept < 0.9, "the test needs predictors that skim some tokens but not all"
-    assert (masked.logits - pruned.logits).abs().max() <= 1e-5
-    assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+    decisions = decisions_with_a_fully_skimmed_example(mask, len(random_skimmer.predictors), seed=0) \
+        if decided == "forced" else None
+    skimmed, only_cls = 0, False
+    for x, m, d in inputs_of(kind, ids, mask, decisions):
+        masked = random_skimmer(x, m, decisions=d)
+        pruned = PATHS[path](random_skimmer, x, m, d)
+        assert (masked.logits - pruned.logits).abs().max() <= 1e-5
+        assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+        assert torch.all(masked.masks[0][m == 0] == 0)
+        skimmed += (m.sum() - masked.masks[-1].sum()).item()
+        only_cls = only_cls or bool((masked.masks[0].sum(1) == 1).any())
+    assert only_cls or decided == "predicted", "the forced decisions leave an example with [CLS] alone"
+    kept = 1 - skimmed / mask.sum().item()
+    assert 0.05 < kept < 0.9, "the test needs decisions that skim some tokens but not all"
 
 
 # -----------------------------------------------------------------------------
@@ -153,9 +183,10 @@ def test_a_lower_threshold_keeps_more_and_pruning_still_equals_masking(random_sk
     for threshold in (0.01, 0.5, 0.99):
         random_skimmer.keep_threshold = threshold
         masked = random_skimmer(ids, mask)
-        pruned = random_skimmer(ids, mask, prune=True)
-        assert (masked.logits - pruned.logits).abs().max() <= 1e-5
-        assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+        for pruned in (random_skimmer(ids, mask, prune=True), random_skimmer.infer(ids, mask)):
+            assert (masked.logits - pruned.logits).abs().max() <= 1e-5
+            assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
+            assert pruned.skim_loss == masked.skim_loss
         kept[threshold] = masked.skim_loss.item()
     assert kept[0.01] > kept[0.5] > kept[0.99]
 
@@ -181,6 +212,7 @@ def test_freezing_at_a_threshold_gives_its_decisions_at_the_default_one(random_s
     assert frozen.keep_threshold == skim.KEEP_THRESHOLD
     assert all(torch.equal(a, b) for a, b in zip(frozen(ids, mask).masks, at_threshold))
     assert all(torch.equal(a, b) for a, b in zip(frozen(ids, mask, prune=True).masks, at_threshold))
+    assert all(torch.equal(a, b) for a, b in zip(frozen.infer(ids, mask).masks, at_threshold))
 
 
 @torch.no_grad()

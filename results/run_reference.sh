@@ -22,6 +22,7 @@ declare -A RUNS=(
 mkdir -p results/reference
 for name in ${@:-lr1e-4 lr2e-4 lr5e-5 hf-lr1e-4 lr1e-4-noclip}; do
   out=runs/sst2-ref-$name
+  [[ -f results/reference/$name.json ]] && { echo "== $name: done (results/reference/$name.json)"; continue; }
   mkdir -p "$out"
   echo "== $name: python ${RUNS[$name]}"
   if [[ ${RUNS[$name]} == train.py* ]]; then where=(--task sst2 --output-dir "$out"); else where=(--out "$out/metrics.json"); fi

@@ -36,7 +36,14 @@ def execute(path):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()
+    given = os.environ.get("GLUE_DIR")
+    if given:  # the kernel runs in notebooks/, where a relative GLUE_DIR would name another folder
+        os.environ["GLUE_DIR"] = str(Path(given).resolve())
+    try:
+        client.execute()
+    finally:
+        if given:
+            os.environ["GLUE_DIR"] = given
     return nb
 
 

@@ -136,7 +136,8 @@ def operating_points(swept, path):
         for r, colour in zip(mine, plt.get_cmap("tab10").colors):
             ax.plot(*zip(*map(xy, curve(r))), "-", marker=".", lw=1, color=colour, label=short(r["run"]))
             ax.scatter(*xy(r), color=colour, zorder=3)
-        ax.legend(fontsize=7, loc="lower left")
+        if mine:  # a recipe with no swept run leaves its panel empty, with no legend
+            ax.legend(fontsize=7, loc="lower left")
         ax.set_title(STAGES[stage], fontsize=10)
     for ax in axs:  # once every panel has its data: the panels share the y-axis
         finish(ax)

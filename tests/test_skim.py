@@ -24,6 +24,14 @@ def skimmer():
     return Transkimmer.from_pretrained(num_labels=2).eval()
 
 
+@pytest.fixture(autouse=True)
+def shared_model_back_in_eval_mode(skimmer):
+    """Some tests wrap the module's one encoder in a Transkimmer and call .train() on it; the tests after
+    them expect it in evaluation mode (no dropout), so every test hands it back that way."""
+    yield
+    skimmer.eval()
+
+
 @pytest.fixture(scope="module")
 def batch(skimmer):
     encodings = skimmer.tokenizer.encode_batch(SENTENCES)

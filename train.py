@@ -136,7 +136,8 @@ def parse_args(argv=None):
     g.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
     args = p.parse_args(argv)
     if args.resume:  # everything else comes from the saved state
-        given = [a for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--") and a != "--resume"]
+        given = [a for a in (argv if argv is not None else sys.argv[1:])
+                 if a.startswith("--") and a.split("=")[0] != "--resume"]
         if given:
             raise UsageError(f"--resume DIR continues a run with the flags it was started with; drop {given[0]}")
         return args

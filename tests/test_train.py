@@ -476,6 +476,7 @@ def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupte
 def test_resume_takes_no_other_flag_and_needs_a_saved_state(tmp_path):
     assert "drop --lr" in one_error_line(run_cli("--resume", tmp_path, "--lr", "1e-4"))
     assert "no resume.pt" in one_error_line(run_cli("--resume", tmp_path))
+    assert "no resume.pt" in one_error_line(run_cli(f"--resume={tmp_path}"))
     (tmp_path / "resume.pt").write_bytes(b"not a torch file")
     assert "cannot be read" in one_error_line(run_cli("--resume", tmp_path))
 

@@ -660,7 +660,7 @@ def measure_speedup(model, dev_set, args):
     with torch.inference_mode():
         t_dense = seconds(lambda b: dense(b["input_ids"], b["attention_mask"], b["token_type_ids"]))
         t_pruned = seconds(lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], prune=True))
-    return {"dense_seconds": round(t_dense, 4), "pruned_seconds": round(t_pruned, 4),
+    return {"dense_seconds": round(t_dense, 6), "pruned_seconds": round(t_pruned, 6),
             "measured_speedup": round(t_dense / t_pruned, 3),
             "timing": f"{args.device}, batch {args.batch_size}, median of {args.timing_repeats}, "
                       f"{torch.get_num_threads()} threads"}

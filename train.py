@@ -455,6 +455,11 @@ class StopOnCtrlC:
         signal.signal(signal.SIGINT, self.previous)
 
 
+def args_record(args):
+    """The flags as plain values (paths as strings), for metrics.json and the resumable state."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def resume_path(output_dir):
     return Path(output_dir) / "resume.pt"
 
@@ -462,7 +467,7 @@ def resume_path(output_dir):
 def save_state(args, model, stage, step, optimizer, schedule, controller, records, record):
     """Everything a run needs to go on exactly where it is: its flags, the stage and step, the model, the
     optimizer, the lr schedule, the speedup controller, torch's random state and the stage records."""
-    state = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    state = {"args": args_record(args),
              "stage": stage, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "schedule": schedule.state_dict(), "controller": controller.state_dict() if controller else None,
              "rng": torch.get_rng_state(), "records": records, "record": record}
@@ -765,12 +770,12 @@ def main(argv=None):
     if tokenizer is None:
         raise ModelError(f"{args.checkpoint or args.model}: the checkpoint has no tokenizer.json or vocab.txt")
     dev_set = data.encode(tokenizer, dev_examples, args.max_seq_length)
+    held_set = data.encode(tokenizer, held_examples, args.max_seq_length)
 
     train_info = {}
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
-        calibration = calibration_batches(data.encode(tokenizer, held_examples, args.max_seq_length)
-                                          if held_examples else train_set, args)
+        calibration = calibration_batches(held_set or train_set, args) if args.target_speedup else None
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(args)}"
               + (f"; resumed from {resume_path(args.output_dir)}" if state else ""), file=sys.stderr)
         model, records = run_stages(model, train_set, task, args, teacher, calibration, dev_set, state)
@@ -786,9 +791,9 @@ def main(argv=None):
         whole = (f["none"]["dense"] - f["head"]) * args.checkpoint_layers / len(args.keep_layers) + f["head"]
         metrics["flops_speedup_over_checkpoint"] = whole / f["none"]["dense"]
     if held_examples:
-        held = evaluate(model, data.encode(tokenizer, held_examples, args.max_seq_length), task, args, timing=False)
+        held = evaluate(model, held_set, task, args, timing=False)
         metrics["holdout"] = {k: v for k, v in held.items() if k != "predictions"}
-    metrics.update(train_info, split=dev_split, args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    metrics.update(train_info, split=dev_split, args=args_record(args))
     atomic_write(args.output_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
     kept = metrics["flops"]["kept_fraction"]
     plot_retention(kept, args.output_dir / "retention.png", f"{task.name} dev: tokens processed per layer")

@@ -1,0 +1,218 @@
+"""
+The verdict on the one-command recipe (results/run_recipe.sh's runs): each model's SST-2 dev accuracy over
+seeds (mean and standard deviation), its speedup, and a paired comparison, sentence by sentence, of the
+recipe at target 2 with the dense model and with the first 3 layers trained densely.
+
+    GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
+    ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
+
+Every model is trained and scored on the same 872 dev sentences, so two models are compared on the
+sentences where one is right and the other wrong:
+  - McNemar's exact test, per seed: of the n sentences on which the two disagree, is the split b : c
+    (A right : B right) unlikely under "each is right on half of them"? Two-sided binomial p.
+  - A paired bootstrap over sentences, for the difference of the mean accuracy over seeds: resample the
+    872 sentences with replacement (the same draw for every seed and both models) 10,000 times; the
+    2.5th and 97.5th percentiles of the difference are the 95% interval. It keeps the pairing, so the
+    sentences that are hard for both do not widen it.
+The dense model of seed s is the dense stage of the recipe run with seed s: the first stage of the same
+run, evaluated when it ended (train.py records its predictions), so it is the very model the skimming
+stages started from.
+
+Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its FLOPs against the
+6-layer checkpoint's). "measured" needs --time: each saved model's compact inference path (model.infer:
+[CLS] alone in the last layer, flops.py's "cls" convention) against the 6-layer dense model's, over the
+dev set at --batch-size, under torch.inference_mode, the median of --repeats passes taken in turns.
+Goals (results/README.md): at target 2 the dev speedup within 3% of 2 and the mean accuracy within 0.5
+points of the dense mean and above the 3-layer model's mean; at 1.5 and 3, the speedup within 3%.
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+
+SEEDS = (42, 43, 44)
+ROWS = [  # (key, what, run names, which predictions: the final model's or stage 0's)
+    ("dense", "dense, 6 layers, 1 epoch (each recipe run's first stage)", [f"t20-seed{s}" for s in SEEDS], "stage0"),
+    ("recipe", "recipe at --target-speedup 2 (the default command)", [f"t20-seed{s}" for s in SEEDS], "final"),
+    ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", [f"layers3-seed{s}" for s in SEEDS], "final"),
+    ("recipe15", "recipe at --target-speedup 1.5", ["t15-seed42"], "final"),
+    ("recipe30", "recipe at --target-speedup 3", ["t30-seed42"], "final"),
+]
+TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
+PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense")]
+
+
+def mcnemar(a_right, b_right):
+    """Exact McNemar test of two models' correctness on the same examples: (b, c, p), b = examples only A
+    gets right, c = only B; p = two-sided binomial probability of a split at least this uneven."""
+    a_right, b_right = np.asarray(a_right, bool), np.asarray(b_right, bool)
+    b, c = int((a_right & ~b_right).sum()), int((~a_right & b_right).sum())
+    n = b + c
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return b, c, min(1.0, 2 * tail)
+
+
+def paired_bootstrap(a_right, b_right, resamples=10_000, seed=0):
+    """a_right, b_right: (seeds, examples) correctness, seed i of A paired with seed i of B. Returns the
+    difference of mean accuracy (A - B, in points) and its 95% bootstrap interval over examples."""
+    a, b = np.atleast_2d(np.asarray(a_right, float)), np.atleast_2d(np.asarray(b_right, float))
+    per_example = (a - b).mean(0)                                                   # (examples,)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(per_example), size=(resamples, len(per_example)))
+    means = per_example[draws].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return 100 * per_example.mean(), 100 * low, 100 * high
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def load_rows(runs_dir, labels):
+    """{key: {"names", "right": (seeds, examples) bool, "acc": [...], "flops": [...], "measured": [...]}} for
+    every row whose runs are all there; rows with a run missing are left out."""
+    rows = {}
+    for key, what, names, which in ROWS:
+        paths = [Path(runs_dir) / f"{name}.json" for name in names]
+        if not all(p.exists() for p in paths):
+            continue
+        right, accs, speedups, measured = [], [], [], []
+        for p in paths:
+            m = json.loads(p.read_text())
+            if which == "stage0":
+                dev = m["stages"][0]["dev"]
+                preds, speedup, time = dev["predictions"], dev["flops_speedup"], None
+            else:
+                preds = m["predictions"]
+                speedup = m.get("flops_speedup_over_checkpoint") or m["flops"]["none"]["speedup"]
+                time = m.get("measured_speedup")
+            if len(preds) != len(labels):
+                raise SystemExit(f"{p}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
+            right.append(np.asarray(preds) == labels)
+            accs.append(float(100 * right[-1].mean()))
+            speedups.append(speedup)
+            measured.append(time)
+        rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups,
+                     "measured_prune_batch32": measured}
+    return rows
+
+
+def time_models(rows, folders, data_dir, batch_size, repeats):
+    """Measured speedup of each row's saved models over the 6-layer dense model, compact inference path."""
+    import torch
+
+    import bench
+    import train
+    from model import load_tokenizer
+
+    task = data.get_task("sst2")
+    tok = load_tokenizer(None)
+    dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
+    batches = list(data.batches(dev, batch_size))
+    models = {}
+    for key in ("recipe", "layers3", "recipe15", "recipe30"):
+        if key in rows:
+            for name in rows[key]["names"]:
+                models[name] = train.load_saved(Path(folders) / f"sst2-recipe-{name}")
+    reference = next((train.dense_of(m) for m in models.values() if hasattr(m, "predictors")), None)
+    if reference is None:
+        return {}
+    models["dense"] = reference
+
+    def call(model):
+        return lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    passes = {name: (call(m), batches) for name, m in models.items()}
+    with torch.inference_mode():
+        bench.interleaved_pass(passes)                                                # warm-up
+        seconds = [bench.interleaved_pass(passes) for _ in range(repeats)]
+    median = {name: statistics.median(s[name] for s in seconds) for name in models}
+    return {name: median["dense"] / median[name] for name in models if name != "dense"}
+
+
+def verdict(rows):
+    """The goals, each True (met), False (missed) or None (its runs are not all there)."""
+    goals = {}
+    for key, target in TARGETS.items():
+        if key in rows:
+            goals[f"{key}: dev speedup within 3% of {target}"] = all(abs(s / target - 1) <= 0.03
+                                                                       for s in rows[key]["flops"])
+    if "recipe" in rows and "dense" in rows:
+        goals["recipe: mean accuracy within 0.5 points of dense"] = \
+            mean_std(rows["recipe"]["acc"])[0] >= mean_std(rows["dense"]["acc"])[0] - 0.5
+    if "recipe" in rows and "layers3" in rows:
+        goals["recipe: mean accuracy above the 3-layer model's"] = \
+            mean_std(rows["recipe"]["acc"])[0] > mean_std(rows["layers3"]["acc"])[0]
+    return goals
+
+
+def report(rows, measured, command):
+    lines = [f"# SST-2: the recipe against its baselines\n", f"Made by `{command}` from `results/recipe/*.json`.\n",
+             "| model | runs | dev acc, mean ± std | per seed | FLOPs speedup | measured CPU speedup |",
+             "|---|---|---|---|---|---|"]
+    for key, what, names, _ in ROWS:
+        if key not in rows:
+            lines.append(f"| {what} | not run yet | | | | |")
+            continue
+        r = rows[key]
+        mean, std = mean_std(r["acc"])
+        times = [measured.get(n) for n in names] if key != "dense" else [1.0] * len(names)
+        shown = ", ".join(f"{t:.2f}x" for t in times if t) or "not timed"
+        lines.append(f"| {what} | {len(names)} | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+                     f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {shown} |")
+    lines += ["", "Paired on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only B):", "",
+              "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
+    for a, b in PAIRS:
+        if a in rows and b in rows:
+            per_seed = []
+            for ra, rb in zip(rows[a]["right"], rows[b]["right"]):
+                nb, nc, p = mcnemar(ra, rb)
+                per_seed.append(f"{100 * (ra.mean() - rb.mean()):+.2f}, {nb} : {nc}, p = {p:.2f}")
+            diff, low, high = paired_bootstrap(rows[a]["right"], rows[b]["right"])
+            lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+    lines += ["", "Goals:", ""]
+    goals = verdict(rows)
+    lines += [f"- {name}: {'met' if ok else 'MISSED'}" for name, ok in goals.items()] or ["- no runs yet"]
+    return "\n".join(lines) + "\n", goals
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p.add_argument("--runs", default=str(ROOT / "results" / "recipe"), help="folder of NAME.json (run_recipe.sh's)")
+    p.add_argument("--data-dir", default=None, help="GLUE folder (default: $GLUE_DIR)")
+    p.add_argument("--out", default=str(ROOT / "results" / "sst2_recipe"), help="writes OUT.md and OUT.json")
+    p.add_argument("--time", metavar="RUNS", default=None, help="time the saved models in RUNS/sst2-recipe-NAME/")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    from model import atomic_write
+
+    task = data.get_task("sst2")
+    try:
+        data_dir = data.find_data_dir(task, args.data_dir, download=False)
+        labels = np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
+    except data.DataError as e:
+        raise SystemExit(f"error: {e}")
+    rows = load_rows(args.runs, labels)
+    measured = time_models(rows, args.time, data_dir, args.batch_size, args.repeats) if args.time else {}
+    command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")
+    text, goals = report(rows, measured, command)
+    summary = {key: {"runs": r["names"], "accuracy": r["acc"], "flops_speedup": r["flops"],
+                     "measured_speedup": [measured.get(n) for n in r["names"]]} for key, r in rows.items()}
+    atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
+    atomic_write(args.out + ".json", lambda path: Path(path).write_text(
+        json.dumps({"command": command, "rows": summary, "goals": goals}, indent=1) + "\n"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""results/compare.py: the paired tests are the textbook ones (scipy as the reference), the seeds' rows are
+summarised from each run's own predictions against the dev labels, and every goal is checked, met or missed."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "results"))
+import compare  # noqa: E402  (results/ is a folder of scripts, not a package)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mcnemar_is_the_exact_binomial_test_on_the_sentences_the_two_disagree_on(seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(300) < 0.85, rng.random(300) < 0.8
+    only_a, only_b, p = compare.mcnemar(a, b)
+    assert (only_a, only_b) == ((a & ~b).sum(), (~a & b).sum())
+    assert p == pytest.approx(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue, rel=1e-9)
+
+
+def test_the_paired_bootstrap_gives_the_mean_difference_over_seeds_and_an_interval_around_it():
+    rng = np.random.default_rng(0)
+    b = rng.random((3, 500)) < 0.8
+    assert compare.paired_bootstrap(b, b) == (0.0, 0.0, 0.0)          # the same answers: no difference at all
+    a = b.copy()
+    a[0, np.flatnonzero(~b[0])[:15]] = True                          # seed 0 gets 15 more sentences right
+    diff, low, high = compare.paired_bootstrap(a, b)
+    assert diff == pytest.approx(100 * 15 / 500 / 3)
+    assert 0 < low < diff < high
+    # paired: a second model that differs from b on the same 15 sentences only, but is right on other
+    # ones too, gives a wider interval than the tightly paired one
+    c = a.copy()
+    flip = rng.choice(500, 60, replace=False)
+    c[1, flip] = ~c[1, flip]
+    _, low_c, high_c = compare.paired_bootstrap(c, b)
+    assert high_c - low_c > high - low
+
+
+def write_dev(root, labels):
+    folder = root / "SST-2"
+    folder.mkdir(parents=True)
+    (folder / "train.tsv").write_text("sentence\tlabel\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"sentence {i}\t{y}\n" for i, y in enumerate(labels)))
+    return root
+
+
+def fake_recipe_run(runs, name, predictions, speedup, dense_predictions=None, over_checkpoint=None):
+    """The fields of a train.py metrics.json that compare.py reads."""
+    m = {"predictions": list(map(int, predictions)), "flops": {"none": {"speedup": speedup}}, "stages": []}
+    if dense_predictions is not None:
+        m["stages"] = [{"stage": "dense", "dev": {"predictions": list(map(int, dense_predictions)), "flops_speedup": 1.0}}]
+    if over_checkpoint:
+        m["flops_speedup_over_checkpoint"] = over_checkpoint
+    (runs / f"{name}.json").write_text(json.dumps(m))
+
+
+def wrong_on(labels, k, rng):
+    """The labels with k of them, chosen at random, wrong."""
+    p = labels.copy()
+    idx = rng.choice(len(p), k, replace=False)
+    p[idx] = 1 - p[idx]
+    return p
+
+
+def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    wrong = {"dense": [20, 22, 24], "recipe": [22, 26, 24], "layers3": [30, 28, 35]}
+    for i, seed in enumerate(compare.SEEDS):
+        fake_recipe_run(runs, f"t20-seed{seed}", wrong_on(labels, wrong["recipe"][i], rng), 2.0 + 0.02 * i,
+                        dense_predictions=wrong_on(labels, wrong["dense"][i], rng))
+        fake_recipe_run(runs, f"layers3-seed{seed}", wrong_on(labels, wrong["layers3"][i], rng), 1.0, over_checkpoint=2.0)
+    fake_recipe_run(runs, "t30-seed42", wrong_on(labels, 40, rng), 2.8)               # 7% short of its target
+    compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
+    out = json.loads((tmp_path / "out.json").read_text())
+    text = (tmp_path / "out.md").read_text()
+    for key, k in wrong.items():
+        accs = [100 * (1 - w / 200) for w in k]
+        assert out["rows"][key]["accuracy"] == pytest.approx(accs)
+        assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" in text
+    assert out["rows"]["layers3"]["flops_speedup"] == [2.0, 2.0, 2.0]
+    assert "target-speedup 1.5 | not run yet" in text and "recipe15" not in out["rows"]
+    assert out["goals"] == {"recipe: dev speedup within 3% of 2.0": True,            # 2.00, 2.02, 2.04
+                            "recipe30: dev speedup within 3% of 3.0": False,
+                            "recipe: mean accuracy within 0.5 points of dense": False,  # 12% wrong against 11%
+                            "recipe: mean accuracy above the 3-layer model's": True}
+    assert "recipe vs dense" in text and "recipe vs layers3" in text
+
+
+def test_predictions_for_another_dev_set_are_an_error(tmp_path):
+    glue = write_dev(tmp_path / "glue", [0, 1, 1])
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    for seed in compare.SEEDS:
+        fake_recipe_run(runs, f"t20-seed{seed}", [0, 1], 2.0, dense_predictions=[0, 1])
+    with pytest.raises(SystemExit, match="2 predictions, but the dev set has 3"):
+        compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])

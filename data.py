@@ -252,6 +252,23 @@ def split_holdout(examples, n):
     return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
 
 
+def whole_sentences(examples):
+    """Indices of the examples that are not part of a longer one: for SST-2, whose training set holds every
+    phrase of every sentence's parse tree (67,349 rows from 6,885 sentences), these are the sentences,
+    which is what its dev and test sets hold. A part is a run of whole words of a longer example's text.
+    Pair tasks: every index (their inputs are not cut into phrases). Examples with equal text count once."""
+    if any(e.text_b is not None for e in examples):
+        return list(range(len(examples)))
+    parts, whole = set(), []
+    for i in sorted(range(len(examples)), key=lambda i: -len(examples[i].text_a.split())):
+        words = examples[i].text_a.split()
+        if " ".join(words) in parts:
+            continue
+        whole.append(i)
+        parts.update(" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1))
+    return sorted(whole)
+
+
 # -----------------------------------------------------------------------------
 # tokenizing and batching
 

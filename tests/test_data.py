@@ -289,6 +289,28 @@ def test_real_sst2_has_glue_row_counts_and_binary_labels():
     assert {e.label for e in train} == {0, 1} and {e.label for e in dev} == {0, 1}
 
 
+def test_whole_sentences_are_the_examples_no_longer_example_contains_as_a_run_of_words():
+    texts = ["the cat sat on the mat .", "the cat", "sat on the mat", "a dog ran", "dog", "at", "a dog ran",
+             "mat . the"]
+    examples = [data.Example(t, None, 0) for t in texts]
+    # "at" is inside "cat" and "sat", but as letters, not as a word; "mat . the" is no run of the first
+    # text; the second "a dog ran" is the first one again
+    assert data.whole_sentences(examples) == [0, 3, 5, 7]
+    pairs = [data.Example("the cat", "the cat sat", 0), data.Example("the cat sat", "the cat", 1)]
+    assert data.whole_sentences(pairs) == [0, 1]                                  # pair tasks: every example
+
+
+@pytest.mark.skipif(not REAL_GLUE_DIR, reason="set GLUE_DIR to test the real SST-2 files")
+def test_sst2_whole_training_sentences_are_as_long_as_its_dev_sentences():
+    task = data.get_task("sst2")
+    train = data.read_split(task, "train", REAL_GLUE_DIR)
+    words = lambda examples: np.mean([len(e.text_a.split()) for e in examples])  # noqa: E731
+    whole = [train[i] for i in data.whole_sentences(train)]
+    dev = data.read_split(task, "dev", REAL_GLUE_DIR)
+    assert 6000 < len(whole) < 7000                  # the SST sentences behind the 67,349 phrases
+    assert abs(words(whole) / words(dev) - 1) < 0.05 and words(train) < 0.5 * words(dev)
+
+
 # -----------------------------------------------------------------------------
 # encode and batches
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import data
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -407,6 +408,16 @@ def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(syn
     assert abs(last_third.mean() - 0.5) < 0.04                                      # reaches 1/S ...
     assert np.abs(last_third.reshape(5, 10).mean(1) - 0.5).max() < 0.06             # ... and holds it
     assert m["stages"][0]["calibrated_speedup"] == pytest.approx(2.0, abs=0.02)     # then lands on it
+
+
+def test_the_threshold_is_calibrated_on_whole_sentences_not_on_their_phrases():
+    sentences = [f"sentence {i} is a whole one ." for i in range(6)]
+    texts = sentences + [s.split(" is")[0] for s in sentences] + ["a whole one", "is a whole"]
+    examples = [data.Example(t, None, 0) for t in texts]
+    encoded = [{"input_ids": [i], "token_type_ids": [0], "label": 0} for i in range(len(texts))]  # id = row
+    args = train.parse_args(["--task", "sst2"])
+    rows = torch.cat([b["input_ids"][:, 0] for b in train.calibration_batches(examples, encoded, args)])
+    assert sorted(rows.tolist()) == list(range(len(sentences)))
 
 
 def test_a_fixed_skim_coef_is_the_papers_lambda_and_is_not_steered(synthetic, tiny, tmp_path):

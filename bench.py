@@ -38,7 +38,11 @@ Columns: measured = dense time / pruned time, the dense model run as the path sa
 speedup with no padding (each example at its real length; the honest figure), under the path's
 last-layer convention. executed = the FLOPs speedup of what the code really computes: dense padded to
 each batch's longest example, pruned re-padded at each layer to the batch's largest kept count
-(flops.padded_like_pruning). meas/FLOPs = measured / FLOPs. The dense table: ours/HF = our time /
+(flops.padded_like_pruning). meas/FLOPs = measured / FLOPs. With forced ratios, two more columns split
+the gap: no-overhead = dense time / the same dense pass's time on the kept tokens alone (cut_to_kept:
+exactly what the pruned pass computes, with no pruning work at all), the most pruning could measure on
+this machine, set by how the layers' time scales with their token count; overhead = pruned time / that
+time, the cost of pruning itself (gathering, re-padding, masks). The dense table: ours/HF = our time /
 HF eager's time (below 1: ours is faster), for our forward and for our fast path.
 """
 
@@ -102,10 +106,24 @@ def forced_decisions(attention_mask, ratio, num_layers):
     return [first] + [torch.ones_like(first)] * (num_layers - 1)
 
 
+def cut_to_kept(batch, ratio):
+    """The batch cut to what forced_decisions(..., ratio) keeps in every layer: each example's first
+    ceil(ratio * n) real tokens, re-padded to the longest. The dense model on it computes exactly what
+    the pruned one does, with no pruning overhead at all: the best a pruned pass can do."""
+    kept = torch.tensor([math.ceil(ratio * n - 1e-9) for n in batch["attention_mask"].sum(1).tolist()])  # (B,)
+    N = int(kept.max())
+    mask = (torch.arange(N)[None, :] < kept[:, None]).long()                                              # (B, N)
+    return {"input_ids": batch["input_ids"][:, :N] * mask, "attention_mask": mask,
+            "token_type_ids": batch["token_type_ids"][:, :N] * mask}
+
+
 def label(name):
-    """A pass's name in the printed tables: "dense", "dense fast", "HF eager", or (path, keep ratio)."""
+    """A pass's name in the printed tables: "dense", "dense fast", "HF eager", (path, keep ratio), or
+    ("cut", path, keep ratio): the dense pass of that path on the kept tokens alone (cut_to_kept)."""
     if isinstance(name, str):
         return name
+    if name[0] == "cut":
+        return f"cut {name[1]} keep {name[2]}"
     path, ratio = name
     return f"{path} " + ("predicted" if ratio is None else f"keep {ratio}")
 
@@ -246,6 +264,9 @@ def bench(args):
             decided = [dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None)
                        for b in batches]
             passes.update({(path, r): (runs[path], decided) for path in args.paths})
+            if forced and r < 1:
+                cut = [cut_to_kept(b, r) for b in batches]
+                passes.update({("cut", path, r): (runs[PATHS[path][1]], cut) for path in args.paths})
         times = {name: [] for name in passes}
         with torch.inference_mode():
             for name in dense_names:
@@ -285,6 +306,8 @@ def bench(args):
                     "flops_speedup_executed": executed["none"]["speedup"],
                     "flops_speedup_sequence": real["sequence"]["speedup"],
                     "measured_speedup_fastest": min(times[dense]) / min(times[path, r]),
+                    **({"cut_seconds": median["cut", path, r], "no_overhead_speedup": t_dense / median["cut", path, r],
+                        "overhead": t_pruned / median["cut", path, r]} if ("cut", path, r) in median else {}),
                     "dense_seconds_all": times[dense], "pruned_seconds_all": times[path, r],
                     "kept_fraction": real["kept_fraction"],
                 })
@@ -314,12 +337,13 @@ def print_report(report):
     print("\npruned, against the dense model run the same way (path: prune = forward(prune=True), last layer "
           "\"all\"; infer = the compact path, last layer \"cls\")")
     print(f"{'batch':>5} {'keep':>6} {'path':>6} {'dense s':>8} {'pruned s':>9} {'measured':>9} {'FLOPs':>7} "
-          f"{'executed':>9} {'meas/FLOPs':>11}")
+          f"{'executed':>9} {'meas/FLOPs':>11} {'no-overhead':>12} {'overhead':>9}")
     for r in report["results"]:
         keep = f"{r['keep_ratio']:.2f}" if r["keep_ratio"] is not None else f"~{r['kept_fraction_mean']:.2f}"
+        cut = f"{r['no_overhead_speedup']:>11.2f}x {r['overhead']:>9.2f}" if "overhead" in r else ""
         print(f"{r['batch_size']:>5} {keep:>6} {r['path']:>6} {r['dense_seconds']:>8.3f} {r['pruned_seconds']:>9.3f} "
               f"{r['measured_speedup']:>8.2f}x {r['flops_speedup']:>6.2f}x {r['flops_speedup_executed']:>8.2f}x "
-              f"{r['measured_over_flops']:>11.2f}")
+              f"{r['measured_over_flops']:>11.2f} {cut}")
     for bs, runs in report.get("profile", {}).items():
         print(f"\nwhere the time goes, batch {bs} (seconds per pass, one pass, each part timed):")
         print(f"{'':>12}" + "".join(f"{name:>17}" for name in runs))

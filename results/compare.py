@@ -5,6 +5,7 @@ recipe at target 2 with the dense model and with the first 3 layers trained dens
 
     GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
     ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
+    python results/compare.py --pair A/metrics.json B/metrics.json   # any two runs on SST-2 dev
 
 Every model is trained and scored on the same 872 dev sentences, so two models are compared on the
 sentences where one is right and the other wrong:
@@ -193,6 +194,8 @@ def main(argv=None):
     p.add_argument("--time", metavar="RUNS", default=None, help="time the saved models in RUNS/sst2-recipe-NAME/")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="only compare two metrics.json files' final "
+                                                                  "dev predictions, and print the result")
     args = p.parse_args(argv)
     from model import atomic_write
 
@@ -202,6 +205,14 @@ def main(argv=None):
         labels = np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
     except data.DataError as e:
         raise SystemExit(f"error: {e}")
+    if args.pair:
+        a, b = (np.asarray(json.loads(Path(f).read_text())["predictions"]) == labels for f in args.pair)
+        only_a, only_b, p_value = mcnemar(a, b)
+        diff, low, high = paired_bootstrap(a, b)
+        print(f"{args.pair[0]} {100 * a.mean():.2f} vs {args.pair[1]} {100 * b.mean():.2f}: only A right on {only_a}, "
+              f"only B on {only_b}, McNemar p = {p_value:.2f}; A - B = {diff:+.2f} points, 95% paired bootstrap "
+              f"[{low:+.2f}, {high:+.2f}]")
+        return
     rows = load_rows(args.runs, labels)
     measured = time_models(rows, args.time, data_dir, args.batch_size, args.repeats) if args.time else {}
     command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")

@@ -104,3 +104,18 @@ def test_predictions_for_another_dev_set_are_an_error(tmp_path):
         fake_recipe_run(runs, f"t20-seed{seed}", [0, 1], 2.0, dense_predictions=[0, 1])
     with pytest.raises(SystemExit, match="2 predictions, but the dev set has 3"):
         compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
+
+
+def test_pair_prints_the_paired_comparison_of_two_runs(tmp_path, capsys):
+    labels = np.array([0, 1] * 50)
+    glue = write_dev(tmp_path / "glue", labels)
+    a, b = labels.copy(), labels.copy()
+    a[:6] = 1 - a[:6]                                            # A wrong on 6 sentences, B on 2 others
+    b[10:12] = 1 - b[10:12]
+    for name, preds in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"predictions": preds.tolist()}))
+    compare.main(["--data-dir", str(glue), "--pair", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    p = stats.binomtest(2, 8, 0.5).pvalue
+    assert "94.00 vs" in out and "98.00: only A right on 2, only B on 6" in out and f"p = {p:.2f}" in out
+    assert "A - B = -4.00 points" in out

@@ -252,21 +252,28 @@ def split_holdout(examples, n):
     return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
 
 
-def whole_sentences(examples):
-    """Indices of the examples that are not part of a longer one: for SST-2, whose training set holds every
+def whole_sentences(examples, context=None):
+    """Indices of the examples that are not part of a longer text of `context` (default: the examples
+    themselves; a held-out slice is judged against the whole training file, where its sentences' phrases
+    are). A part is a run of whole words of a longer text. For SST-2, whose training set holds every
     phrase of every sentence's parse tree (67,349 rows from 6,885 sentences), these are the sentences,
-    which is what its dev and test sets hold. A part is a run of whole words of a longer example's text.
-    Pair tasks: every index (their inputs are not cut into phrases). Examples with equal text count once."""
+    which is what its dev and test sets hold. Pair tasks: every index (their inputs are not cut into
+    phrases). Examples with equal text count once."""
     if any(e.text_b is not None for e in examples):
         return list(range(len(examples)))
-    parts, whole = set(), []
-    for i in sorted(range(len(examples)), key=lambda i: -len(examples[i].text_a.split())):
-        words = examples[i].text_a.split()
-        if " ".join(words) in parts:
-            continue
-        whole.append(i)
-        parts.update(" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1))
-    return sorted(whole)
+    parts = set()                                                   # every run of words shorter than its text
+    for text in sorted({" ".join(e.text_a.split()) for e in context or examples}, key=lambda t: -len(t.split())):
+        if text not in parts:                                       # a whole text: its runs are parts
+            words = text.split()
+            parts.update(" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)
+                         if b - a < len(words))
+    whole, seen = [], set()
+    for i, e in enumerate(examples):
+        text = " ".join(e.text_a.split())
+        if text not in parts and text not in seen:
+            whole.append(i)
+            seen.add(text)
+    return whole
 
 
 # -----------------------------------------------------------------------------

@@ -485,13 +485,14 @@ def load_state(directory):
         raise UsageError(f"--resume {directory}: {path.name} cannot be read ({type(e).__name__})") from None
 
 
-def calibration_batches(examples, encoded, args):
+def calibration_batches(examples, encoded, args, context=None):
     """A fixed sample of training inputs (their labels are not used) on which a --target-speedup run sets
     its keep threshold: whole sentences (data.whole_sentences), because a model is used on sentences, and
     the same threshold skims a short phrase less than a sentence (SST-2 trains on phrases, 13 tokens long
     on average, and is scored on sentences of 25; calibrated to 2x on its phrases, one model ran at 2.25x
-    on dev). Examples and encoded: the same rows."""
-    whole = data.whole_sentences(examples)
+    on dev). Examples and encoded: the same rows; context: the texts that decide what is whole (default:
+    the examples; for held-out examples, the whole training file)."""
+    whole = data.whole_sentences(examples, context)
     rng = np.random.default_rng(0)
     picked = sorted(rng.choice(whole, size=min(CALIBRATION_EXAMPLES, len(whole)), replace=False))
     return [to_device(b, args.device) for b in data.batches([encoded[i] for i in picked], args.batch_size)]
@@ -779,8 +780,10 @@ def main(argv=None):
     train_info = {}
     if not args.eval_only:
         train_set = data.encode(tokenizer, train_examples, args.max_seq_length)
-        calibration = (calibration_batches(held_examples, held_set, args) if held_examples else
-                       calibration_batches(train_examples, train_set, args)) if args.target_speedup else None
+        calibration = None
+        if args.target_speedup:  # held-out sentences if any, judged whole against every training row
+            calibration = (calibration_batches(held_examples, held_set, args, context=train_examples + held_examples)
+                           if held_examples else calibration_batches(train_examples, train_set, args))
         print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(args)}"
               + (f"; resumed from {resume_path(args.output_dir)}" if state else ""), file=sys.stderr)
         model, records = run_stages(model, train_set, task, args, teacher, calibration, dev_set, state)

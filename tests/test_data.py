@@ -296,6 +296,9 @@ def test_whole_sentences_are_the_examples_no_longer_example_contains_as_a_run_of
     # "at" is inside "cat" and "sat", but as letters, not as a word; "mat . the" is no run of the first
     # text; the second "a dog ran" is the first one again
     assert data.whole_sentences(examples) == [0, 3, 5, 7]
+    # a held-out slice is judged against the whole file: "the cat" is a part there, though not among the slice
+    held = [examples[i] for i in (1, 3)]
+    assert data.whole_sentences(held) == [0, 1] and data.whole_sentences(held, context=examples) == [1]
     pairs = [data.Example("the cat", "the cat sat", 0), data.Example("the cat sat", "the cat", 1)]
     assert data.whole_sentences(pairs) == [0, 1]                                  # pair tasks: every example
 

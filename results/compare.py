@@ -80,31 +80,28 @@ def mean_std(values):
 
 
 def load_rows(runs_dir, labels):
-    """{key: {"names", "right": (seeds, examples) bool, "acc": [...], "flops": [...], "measured": [...]}} for
+    """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...]}} for
     every row whose runs are all there; rows with a run missing are left out."""
     rows = {}
     for key, what, names, which in ROWS:
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
         if not all(p.exists() for p in paths):
             continue
-        right, accs, speedups, measured = [], [], [], []
+        right, accs, speedups = [], [], []
         for p in paths:
             m = json.loads(p.read_text())
             if which == "stage0":
                 dev = m["stages"][0]["dev"]
-                preds, speedup, time = dev["predictions"], dev["flops_speedup"], None
+                preds, speedup = dev["predictions"], dev["flops_speedup"]
             else:
                 preds = m["predictions"]
                 speedup = m.get("flops_speedup_over_checkpoint") or m["flops"]["none"]["speedup"]
-                time = m.get("measured_speedup")
             if len(preds) != len(labels):
                 raise SystemExit(f"{p}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
             right.append(np.asarray(preds) == labels)
             accs.append(float(100 * right[-1].mean()))
             speedups.append(speedup)
-            measured.append(time)
-        rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups,
-                     "measured_prune_batch32": measured}
+        rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups}
     return rows
 
 

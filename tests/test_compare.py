@@ -119,3 +119,47 @@ def test_pair_prints_the_paired_comparison_of_two_runs(tmp_path, capsys):
     p = stats.binomtest(2, 8, 0.5).pvalue
     assert "94.00 vs" in out and "98.00: only A right on 2, only B on 6" in out and f"p = {p:.2f}" in out
     assert "A - B = -4.00 points" in out
+
+
+def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(tiny, tmp_path, monkeypatch):
+    """--time: every saved model of the rows is timed on its compact path beside the 6-layer dense model (the
+    recipe run's encoder and classifier, every token kept), and measured = dense seconds / its seconds."""
+    import torch
+
+    import bench
+    import model
+    import skim
+
+    glue = write_dev(tmp_path / "glue", [0, 1] * 6)
+    runs = tmp_path / "runs"
+    recipe = skim.Transkimmer.from_pretrained(tiny, num_labels=2)
+    for p in recipe.predictors:
+        p.reset_parameters(mu0=-5.0, std=0.02)                         # skims nearly every token
+    recipe.save_pretrained(runs / "sst2-recipe-t20-seed42", recipe.bert.tokenizer)
+    small = model.keep_layers(model.BertForSequenceClassification.from_pretrained(tiny, num_labels=2), [0])
+    small.save_pretrained(runs / "sst2-recipe-layers3-seed42", small.tokenizer)
+
+    calls, real_pass = [], bench.interleaved_pass
+
+    def spy(passes):  # the real timing, with each model's output kept to check what was timed
+        batch = next(iter(passes.values()))[1][0]
+        calls.append({"batch": batch, **{name: run(batches[0]) for name, (run, batches) in passes.items()}})
+        seconds = real_pass(passes)
+        calls[-1]["seconds"] = seconds
+        return seconds
+    monkeypatch.setattr(bench, "interleaved_pass", spy)
+    rows = {"recipe": {"names": ["t20-seed42"]}, "layers3": {"names": ["layers3-seed42"]}}
+    measured = compare.time_models(rows, runs, glue, batch_size=4, repeats=3)
+
+    assert set(measured) == {"t20-seed42", "layers3-seed42"}
+    assert len(calls) == 1 + 3                                         # a warm-up pass, then the repeats
+    timed = [c["seconds"] for c in calls[1:]]
+    for name, speedup in measured.items():
+        assert speedup == statistics.median(s["dense"] for s in timed) / statistics.median(s[name] for s in timed)
+    first = calls[0]                                                    # the reference: the recipe's own
+    saved = skim.Transkimmer.from_pretrained(runs / "sst2-recipe-t20-seed42")   # encoder, every token kept
+    b = first["batch"]
+    with torch.inference_mode():
+        assert torch.allclose(first["dense"], saved.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                              atol=1e-5)
+    assert first["t20-seed42"].masks[-1].sum() < b["attention_mask"].sum()     # and the recipe model skims

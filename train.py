@@ -53,12 +53,20 @@ class UsageError(Exception):
 
 
 MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
-LR = 5e-5
+LR = 5e-5  # of a stage that names none; the default recipe's stages name theirs
 TARGET_SPEEDUP = 2.0
 STAGE_KINDS = ("dense", "skim", "frozen")
-DEFAULT_STAGES = "dense:1,skim:0.5,frozen:0.5"
+# the default recipe, KIND:EPOCHS:LR (results/README.md, "The dense reference, and the recipe in one command"):
+# 2e-4, the dense learning rate picked on held-out sentences; the frozen stage at 5e-5, picked on them too
+DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
+
+
+def lambda_or_task(text):
+    """--skim-coef's value: a number, or "task" (a bare --skim-coef: argparse passes the const through the
+    type too), which check_args turns into the task's lambda."""
+    return text if text == "task" else float(text)
 
 
 def parse_args(argv=None):
@@ -70,14 +78,16 @@ def parse_args(argv=None):
     g.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
     g.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
     g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--lr", type=float, default=LR, help=f"peak learning rate of every stage (default {LR})")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate of every stage that names none in --stages (default {LR}; the default "
+                        f"recipe's stages name theirs)")
     g.add_argument("--epochs", type=float, default=None,
                    help="length of a one-stage run (--skim-coef, --no-skim, --freeze-predictors; default 1); the "
                         "default recipe's stages are set with --stages")
     g.add_argument("--warmup", type=float, default=0.06, help="fraction of each stage's steps spent warming up the lr")
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--skim-coef", type=float, nargs="?", const="task", default=None, metavar="LAMBDA",
+    g.add_argument("--skim-coef", type=lambda_or_task, nargs="?", const="task", default=None, metavar="LAMBDA",
                    help="the paper's recipe: one skimming stage with a fixed lambda (Eq. 7), instead of a target "
                         "speedup; with no value, the task's lambda from the paper's Table 2 (SST-2: 0.3)")
     g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
@@ -92,13 +102,13 @@ def parse_args(argv=None):
                         f"(skim.SpeedupController) and the keep threshold calibrated on training sentences "
                         f"(default {TARGET_SPEEDUP} unless --skim-coef)")
     g.add_argument("--stages", default=None, metavar="SPEC",
-                   help=f"the stages, in order, as KIND:EPOCHS, KIND one of dense, skim, frozen (default "
-                        f"{DEFAULT_STAGES}): dense fine-tuning, then skimming at the target, then the encoder "
-                        f"trained on under frozen decisions")
+                   help=f"the stages, in order, as KIND:EPOCHS[:LR], KIND one of dense, skim, frozen, LR the "
+                        f"stage's own peak learning rate (default {DEFAULT_STAGES}): dense fine-tuning, then "
+                        f"skimming at the target, then the encoder trained on under frozen decisions")
     g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
                    help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
                         "0,2,4: those three)")
-    g.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: --lr)")
+    g.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: their stage's)")
     g.add_argument("--predictor-grad", default="separate", choices=["joint", "separate"],
                    help="separate (default): the decisions' straight-through gradient trains the predictors only, "
                         "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
@@ -149,8 +159,8 @@ def check_args(args):
     task = data.get_task(args.task)  # unknown task -> DataError
     if args.skim_coef == "task":  # --skim-coef with no value: the task's lambda from the paper's Table 2
         args.skim_coef = task.skim_coef
-    positive = {"--batch-size": args.batch_size, "--lr": args.lr, "--tau": args.tau}
-    for flag, value in {"--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp,
+    positive = {"--batch-size": args.batch_size, "--tau": args.tau}
+    for flag, value in {"--lr": args.lr, "--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp,
                         "--epochs": args.epochs}.items():
         if value is not None:
             positive[flag] = value
@@ -211,7 +221,7 @@ def check_args(args):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
     args.stages = resolve_stages(args)
-    kinds = [kind for kind, _ in args.stages]
+    kinds = [kind for kind, _, _ in args.stages]
     if args.target_speedup is None and args.skim_coef is None and args.freeze_predictors is None and "skim" in kinds:
         args.target_speedup = TARGET_SPEEDUP
     if args.target_speedup is not None and not {"skim", "frozen"} & set(kinds):
@@ -222,7 +232,6 @@ def check_args(args):
         raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
     args.keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None
     args.max_seq_length = args.max_seq_length or task.max_seq_length
-    args.predictor_lr = args.predictor_lr or args.lr
     if args.teacher:
         args.distill_coef = DISTILL_COEF if args.distill_coef is None else args.distill_coef
         args.distill_temp = args.distill_temp or DISTILL_TEMP
@@ -230,8 +239,9 @@ def check_args(args):
 
 
 def resolve_stages(args):
-    """The stages this run trains, as [(kind, epochs)]: --stages; or one stage, for --no-skim (dense),
-    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe."""
+    """The stages this run trains, as [(kind, epochs, lr)]: --stages; or one stage, for --no-skim (dense),
+    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe. A stage
+    that names no learning rate trains at --lr (default LR)."""
     if args.eval_only:
         return []
     if args.stages is not None:
@@ -239,32 +249,38 @@ def resolve_stages(args):
             raise UsageError("--epochs sets the length of a one-stage run; with --stages give each stage's as KIND:EPOCHS")
         if args.no_skim:
             raise UsageError("--no-skim is one dense stage; with --stages write it as dense:EPOCHS")
-        return parse_stages(args.stages)
-    one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else \
-        "skim" if args.skim_coef is not None else None
-    if one_stage:
-        return [(one_stage, args.epochs or 1.0)]
-    if args.epochs is not None:
-        raise UsageError(f"--epochs: the default recipe has stages ({DEFAULT_STAGES}); give their lengths with --stages, "
-                         "or --skim-coef LAMBDA for the paper's one-stage recipe")
-    return parse_stages(DEFAULT_STAGES)
+        stages = parse_stages(args.stages)
+    elif args.no_skim or args.freeze_predictors is not None or args.skim_coef is not None:
+        one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else "skim"
+        stages = [(one_stage, args.epochs or 1.0, None)]
+    else:
+        if args.epochs is not None:
+            raise UsageError(f"--epochs: the default recipe has stages ({DEFAULT_STAGES}); give their lengths with "
+                             "--stages, or --skim-coef LAMBDA for the paper's one-stage recipe")
+        if args.lr is not None:
+            raise UsageError(f"--lr: the default recipe's stages set their own learning rates ({DEFAULT_STAGES}); "
+                             "give --stages to train at others")
+        stages = parse_stages(DEFAULT_STAGES)
+    default = LR if args.lr is None else args.lr
+    return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
 
 
 def parse_stages(spec):
-    """'dense:1,skim:0.5,frozen:0.5' -> [('dense', 1.0), ('skim', 0.5), ('frozen', 0.5)], checked: dense stages
-    come first (a later one would drop the predictors), and no skim stage follows a frozen one."""
+    """'dense:1:2e-4,skim:0.5,frozen:0.5' -> [('dense', 1.0, 2e-4), ('skim', 0.5, None), ('frozen', 0.5, None)]
+    (None: no learning rate of its own), checked: dense stages come first (a later one would drop the
+    predictors), and no skim stage follows a frozen one."""
     stages = []
     for part in spec.split(","):
-        kind, _, epochs = part.strip().partition(":")
+        kind, epochs, lr, *extra = part.strip().split(":") + [None, None]
         try:
-            epochs = float(epochs)
-        except ValueError:
+            epochs, lr = float(epochs), None if lr is None else float(lr)
+        except (TypeError, ValueError):
             epochs = math.nan
-        if kind not in STAGE_KINDS or not epochs > 0:
-            raise UsageError(f"--stages: {part.strip()!r} is not KIND:EPOCHS with KIND one of {', '.join(STAGE_KINDS)} "
-                             "and EPOCHS > 0")
-        stages.append((kind, epochs))
-    kinds = [kind for kind, _ in stages]
+        if kind not in STAGE_KINDS or not epochs > 0 or (lr is not None and not lr > 0) or any(extra):
+            raise UsageError(f"--stages: {part.strip()!r} is not KIND:EPOCHS or KIND:EPOCHS:LR with KIND one of "
+                             f"{', '.join(STAGE_KINDS)}, EPOCHS > 0 and LR > 0")
+        stages.append((kind, epochs, lr))
+    kinds = [kind for kind, _, _ in stages]
     for before, after in zip(kinds, kinds[1:]):
         if after == "dense" and before != "dense" or (before, after) == ("frozen", "skim"):
             raise UsageError(f"--stages: a {after} stage cannot follow a {before} stage (the order is dense, skim, frozen)")
@@ -403,12 +419,13 @@ def to_device(batch, device):
 # -----------------------------------------------------------------------------
 # training
 
-def optimizer_for(model, args):
-    """AdamW; as in BERT, no weight decay on biases and LayerNorm weights (the 1-d parameters). The skim
-    predictors, new parameters, learn at --predictor-lr (default: --lr), unless they are frozen."""
-    parts = [(model, args.lr)]
+def optimizer_for(model, args, lr):
+    """AdamW at the stage's peak learning rate lr; as in BERT, no weight decay on biases and LayerNorm
+    weights (the 1-d parameters). The skim predictors, new parameters, learn at --predictor-lr (default:
+    the stage's lr), unless they are frozen."""
+    parts = [(model, lr)]
     if isinstance(model, skim.Transkimmer):
-        parts = [(model.bert, args.lr)] + ([] if model.predictors_frozen else [(model.predictors, args.predictor_lr)])
+        parts = [(model.bert, lr)] + ([] if model.predictors_frozen else [(model.predictors, args.predictor_lr or lr)])
     groups = []
     for part, lr in parts:
         groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay, "lr": lr},
@@ -498,11 +515,11 @@ def calibration_batches(examples, encoded, args, context=None):
     return [to_device(b, args.device) for b in data.batches([encoded[i] for i in picked], args.batch_size)]
 
 
-def enter_stage(model, kind, args, calibration, record):
+def enter_stage(model, kind, args, calibration, record, calibrated=None):
     """The model a stage trains. A skim stage puts new predictors (Eq. 9) before the layers of a dense
     model. A frozen stage fixes the decisions (skim.Transkimmer.freeze_predictors) at --freeze-predictors
     T, or at the threshold calibrated to --target-speedup on `calibration` (None when resuming: the saved
-    state holds the folded threshold), or at 0.5."""
+    state holds the folded threshold; `calibrated`: already calibrated on it, for this model), or at 0.5."""
     if kind == "skim" and not isinstance(model, skim.Transkimmer):
         model = skim.Transkimmer(model, tau=args.tau, mu0=args.mu0).to(args.device)
     if isinstance(model, skim.Transkimmer):
@@ -510,7 +527,7 @@ def enter_stage(model, kind, args, calibration, record):
     if kind == "frozen":
         threshold = args.freeze_predictors or skim.KEEP_THRESHOLD
         if args.target_speedup and calibration is not None:
-            threshold = skim.calibrate_threshold(model, calibration, args.target_speedup)
+            threshold = calibrated or skim.calibrate_threshold(model, calibration, args.target_speedup)
         model.freeze_predictors(threshold)
         record.setdefault("keep_threshold", threshold)
     return model
@@ -520,22 +537,28 @@ def run_stages(model, train_set, task, args, teacher, calibration, dev_set, stat
     """Train every stage of args.stages in turn; with `state` (from --resume), go on where it was saved.
     Each stage but the last is evaluated on dev when it ends (the last one is the run's own evaluation),
     so a run's dense stage is also the dense model to compare its skimming model with, sentence by
-    sentence. A --target-speedup run ends by calibrating the keep threshold once more (the frozen
-    decisions drift a little as the encoder trains) and folding it into the model.
+    sentence; a skim stage of a --target-speedup run is also evaluated at the threshold calibrated to
+    the target ("dev_at_target"), where the run would leave it if it stopped there. A --target-speedup
+    run ends by calibrating the keep threshold once more (the frozen decisions drift a little as the
+    encoder trains) and folding it into the model.
     -> (model, the stages' records)."""
     records = state["records"] if state else []
-    for i, (kind, epochs) in enumerate(args.stages):
+    calibrated = None  # the keep threshold calibrated after a skim stage, for the frozen stage after it
+    for i, (kind, epochs, _) in enumerate(args.stages):
         if state and i < state["stage"]:  # done before the interruption: rebuild its structure only
             model = enter_stage(model, kind, args, None, {})
             continue
         resumed = state if state and i == state["stage"] else None
         record = resumed["record"] if resumed else {"stage": kind, "epochs": epochs}
-        model = enter_stage(model, kind, args, None if resumed else calibration, record)
+        model = enter_stage(model, kind, args, None if resumed else calibration, record, calibrated)
         train_stage(model, i, train_set, task, args, teacher, records, record, resumed)
         if i < len(args.stages) - 1:
-            result = evaluate(model, dev_set, task, args, timing=False)
-            record["dev"] = {k: result[k] for k in (task.main_metric, "predictions")} | {
-                "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
+            record["dev"] = stage_evaluation(model, dev_set, task, args)
+            if kind == "skim" and args.target_speedup:
+                calibrated = skim.calibrate_threshold(model, calibration, args.target_speedup)
+                model.keep_threshold = calibrated
+                record["dev_at_target"] = stage_evaluation(model, dev_set, task, args) | {"keep_threshold": calibrated}
+                model.keep_threshold = skim.KEEP_THRESHOLD
         records.append(record)
     if args.target_speedup and isinstance(model, skim.Transkimmer):
         threshold = skim.calibrate_threshold(model, calibration, args.target_speedup)
@@ -546,6 +569,13 @@ def run_stages(model, train_set, task, args, teacher, calibration, dev_set, stat
     return model, records
 
 
+def stage_evaluation(model, dev_set, task, args):
+    """What a stage's record keeps of an evaluation on dev."""
+    result = evaluate(model, dev_set, task, args, timing=False)
+    return {k: result[k] for k in (task.main_metric, "predictions")} | {
+        "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
+
+
 def train_stage(model, index, train_set, task, args, teacher, records, record, resumed=None):
     """One stage: AdamW with its own linear warm-up and decay, loss = task loss + lambda * skim loss (Eq. 7).
     lambda is --skim-coef, or steered by skim.SpeedupController in a skim stage with --target-speedup, or 0
@@ -553,10 +583,10 @@ def train_stage(model, index, train_set, task, args, teacher, records, record, r
     and on Ctrl-C (then raises Interrupted)."""
     from tqdm import tqdm
 
-    kind, epochs = args.stages[index]
+    kind, epochs, lr = args.stages[index]
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = max(1, round(steps_per_epoch * epochs))
-    optimizer = optimizer_for(model, args)
+    optimizer = optimizer_for(model, args, lr)
     clipped = clip_groups(model)
     schedule = linear_schedule(optimizer, total_steps, round(args.warmup * total_steps))
     controller = skim.SpeedupController(args.target_speedup, total_steps) if kind == "skim" and args.target_speedup \
@@ -733,19 +763,21 @@ def skim_picture(model, tokenizer, examples, args, path, count=8):
 
 def describe(args):
     """One line on what this run trains."""
-    stages = " -> ".join(f"{kind} ({epochs:g} epoch{'s' if epochs != 1 else ''})" for kind, epochs in args.stages)
+    stages = " -> ".join(f"{kind} ({epochs:g} epoch{'s' if epochs != 1 else ''}, lr {lr:g})"
+                         for kind, epochs, lr in args.stages)
     if args.target_speedup:
         stages += f"; target speedup {args.target_speedup:g}x"
-    if "skim" in dict(args.stages):
+    if "skim" in [kind for kind, _, _ in args.stages]:
         stages += (f"; lambda {args.skim_coef:g}" if args.skim_coef is not None else "") + (
-            f"; tau {args.tau:g}, mu0 {args.mu0:g}, predictor lr {args.predictor_lr:g}, predictor-grad {args.predictor_grad}")
+            f"; tau {args.tau:g}, mu0 {args.mu0:g}, predictor-grad {args.predictor_grad}") + (
+            f", predictor lr {args.predictor_lr:g}" if args.predictor_lr else "")
     if args.freeze_predictors is not None:
         stages += f"; predictors frozen at keep threshold {args.freeze_predictors:g}"
     if args.keep_layers:
         stages += f"; layers {','.join(map(str, args.keep_layers))} of the checkpoint"
     if args.teacher:
         stages += f"; distilled from {args.teacher} (coef {args.distill_coef}, temperature {args.distill_temp})"
-    return f"lr {args.lr:g}, seed {args.seed}: {stages}"
+    return f"seed {args.seed}: {stages}"
 
 
 def main(argv=None):

@@ -2,20 +2,20 @@
 # The one-command recipe on SST-2, against the simple alternatives, over seeds: each run is one train.py
 # call, resumable (re-running a name whose run was stopped goes on with --resume), writing
 # runs/sst2-recipe-NAME/ and copying its metrics.json to results/recipe/NAME.json.
-#   - tNN-seedS: the default recipe (dense 1 epoch, skim 0.5 at the target, frozen 0.5) at target NN/10.
-#     Its dense stage, evaluated when it ends, is the dense reference of the same seed.
+#   - tNN-seedS: the default recipe (train.DEFAULT_STAGES: dense 1 epoch at lr 2e-4, skim 0.5 at the target
+#     at 2e-4, frozen 0.5 at 5e-5) at target NN/10. Its dense stage, evaluated when it ends, is the dense
+#     reference of the same seed.
 #   - layers3-seedS: the first 3 of the 6 layers (exactly 2x FLOPs per token), dense, for the same two
-#     epochs of training and at the same learning rate as the recipe.
-# LR is the learning rate results/run_reference.sh chose on held-out sentences (nothing here looks at dev).
-#   LR=... GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
+#     epochs of training, at the recipe's dense learning rate, 2e-4 (the one results/run_reference.sh chose
+#     on held-out sentences; nothing here looks at dev).
+#   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-LR=${LR:?set LR to the learning rate results/run_reference.sh chose}
 declare -A RUNS
 for seed in 42 43 44; do
   RUNS[t20-seed$seed]="--target-speedup 2 --seed $seed"
-  RUNS[layers3-seed$seed]="--stages dense:2 --keep-layers 3 --seed $seed"
+  RUNS[layers3-seed$seed]="--stages dense:2:2e-4 --keep-layers 3 --seed $seed"
 done
 RUNS[t15-seed42]="--target-speedup 1.5 --seed 42"
 RUNS[t30-seed42]="--target-speedup 3 --seed 42"
@@ -24,7 +24,7 @@ for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"
-  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 --lr "$LR" ${RUNS[$name]} --output-dir "$out"); fi
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 ${RUNS[$name]} --output-dir "$out"); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/recipe/$name.json"

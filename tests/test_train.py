@@ -194,15 +194,35 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
         assert encoder.max() < 1e-6  # scaled down with the spike
 
 
-def test_predictors_learn_at_their_own_rate_and_the_encoder_at_lr():
+def test_predictors_learn_at_their_own_rate_and_the_encoder_at_the_stages():
     m = tiny_transkimmer()
-    args = train.parse_args(["--lr", "1e-5", "--predictor-lr", "3e-4"])
-    lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args).param_groups for p in g["params"]}
+    args = train.parse_args(["--predictor-lr", "3e-4", "--skim-coef"])
+    lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args, 1e-5).param_groups for p in g["params"]}
     assert len(lr_of) == len(list(m.parameters()))  # every parameter is optimised, once
     assert all(lr_of[id(p)] == 1e-5 for p in m.bert.parameters())
     assert all(lr_of[id(p)] == 3e-4 for p in m.predictors.parameters())
-    default = train.optimizer_for(m, train.parse_args(["--lr", "1e-5"]))
+    default = train.optimizer_for(m, train.parse_args(["--skim-coef"]), 1e-5)
     assert {g["lr"] for g in default.param_groups} == {1e-5}
+
+
+def test_a_bare_skim_coef_is_the_papers_lambda_for_the_task():
+    assert train.parse_args(["--task", "sst2", "--skim-coef"]).skim_coef == data.get_task("sst2").skim_coef
+    assert train.parse_args(["--task", "sst2", "--skim-coef", "0.7"]).skim_coef == 0.7
+
+
+def test_each_stage_trains_at_its_own_learning_rate_or_at_lr(glue, tiny, tmp_path, monkeypatch):
+    assert train.parse_args(["--stages", "dense:1:1e-3,skim:0.5,frozen:2:2e-5", "--lr", "3e-4"]).stages == [
+        ("dense", 1.0, 1e-3), ("skim", 0.5, 3e-4), ("frozen", 2.0, 2e-5)]
+    assert train.parse_args(["--stages", "dense:1"]).stages == [("dense", 1.0, train.LR)]
+    assert train.parse_args(["--no-skim", "--lr", "1e-4"]).stages == [("dense", 1.0, 1e-4)]
+    assert all(lr is not None for _, _, lr in train.parse_stages(train.DEFAULT_STAGES))  # the recipe names its own
+    peaks, optimizer_for = [], train.optimizer_for
+    monkeypatch.setattr(train, "optimizer_for", lambda *a: peaks.append(a[-1]) or optimizer_for(*a))
+    main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--lr", "3e-4", "--stages",
+         "dense:1:1e-3,skim:1,frozen:1:2e-5", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
+    assert peaks == [1e-3, 3e-4, 2e-5]
+    recorded = json.loads((tmp_path / "o" / "metrics.json").read_text())["args"]["stages"]
+    assert recorded == [["dense", 1.0, 1e-3], ["skim", 1.0, 3e-4], ["frozen", 1.0, 2e-5]]
 
 
 def test_distill_loss_is_the_tempered_kl_from_teacher_to_student_times_t_squared():
@@ -339,6 +359,10 @@ def test_teacher_for_another_number_of_labels(glue, tiny, tmp_path):
                                          (["--stages", "skim:1,dense:1"], "cannot follow a skim stage"),
                                          (["--stages", "frozen:1,skim:1"], "cannot follow a frozen stage"),
                                          (["--stages", "skim"], "is not KIND:EPOCHS"),
+                                         (["--stages", "skim:1:fast"], "is not KIND:EPOCHS"),
+                                         (["--stages", "skim:1:0"], "LR > 0"),
+                                         (["--stages", "skim:1:1e-4:2"], "is not KIND:EPOCHS"),
+                                         (["--lr", "1e-4"], "set their own learning rates"),
                                          (["--stages", "dense:1", "--epochs", "2"], "with --stages give each"),
                                          (["--epochs", "2"], "the default recipe has stages"),
                                          (["--skim-coef", "0.3", "--target-speedup", "2"], "give one of them"),
@@ -442,6 +466,11 @@ def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_thr
     assert m["stages"][0]["dev"]["predictions"] == dense["predictions"]
     assert m["stages"][0]["dev"]["accuracy"] == dense["accuracy"] and m["stages"][0]["dev"]["flops_speedup"] == 1.0
     assert "dev" in m["stages"][1] and "dev" not in m["stages"][2]
+    # the skim stage is also scored where the run would leave it: at the threshold calibrated to the target,
+    # the very threshold the frozen stage then trains at
+    at_target = m["stages"][1]["dev_at_target"]
+    assert at_target["keep_threshold"] == m["stages"][2]["keep_threshold"]
+    assert at_target["flops_speedup"] != m["stages"][1]["dev"]["flops_speedup"]
     assert [r["train_steps"] for r in m["stages"]] == [4, 4, 4] and m["train_steps"] == 12
     assert 0 < m["stages"][2]["keep_threshold"] < 1                                  # calibrated, then frozen
     assert json.loads((tmp_path / "o" / "config.json").read_text())["skim"]       # one saved Transkimmer

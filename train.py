@@ -10,7 +10,7 @@ Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
     python train.py --resume out/sst2                 # go on with a run stopped by Ctrl-C
 
 Flags follow HF's run_glue.py. A run is a list of stages (--stages), each one the same loop: AdamW
-with linear warm-up and decay, loss = task loss + lambda * skim loss (Eq. 7). A dense stage trains
+with linear warm-up and decay to its own peak lr, loss = task loss + lambda * skim loss (Eq. 7). A dense stage trains
 the BERT alone; a skim stage adds a predictor before every layer (Eq. 2, 9) and trains both; a frozen
 stage fixes the predictors' decisions and trains the encoder under them. With --target-speedup the
 skim stage steers lambda towards that FLOPs speedup (skim.SpeedupController) and the keep threshold is

@@ -17,7 +17,8 @@ sentences where one is right and the other wrong:
     sentences that are hard for both do not widen it.
 The dense model of seed s is the dense stage of the recipe run with seed s: the first stage of the same
 run, evaluated when it ended (train.py records its predictions), so it is the very model the skimming
-stages started from.
+stages started from. Likewise the skim stage of each run, scored at the threshold calibrated to the
+target before the frozen stage began: recipe vs skimstage is what the frozen stage adds, per seed.
 
 Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its FLOPs against the
 6-layer checkpoint's). "measured" needs --time: each saved model's compact inference path (model.infer:
@@ -41,15 +42,17 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 
 SEEDS = (42, 43, 44)
-ROWS = [  # (key, what, run names, which predictions: the final model's or stage 0's)
+ROWS = [  # (key, what, run names, which predictions: the final model's, stage 0's, or stage 1's at the target)
     ("dense", "dense, 6 layers, 1 epoch (each recipe run's first stage)", [f"t20-seed{s}" for s in SEEDS], "stage0"),
     ("recipe", "recipe at --target-speedup 2 (the default command)", [f"t20-seed{s}" for s in SEEDS], "final"),
+    ("skimstage", "the same runs' skim stage, at the threshold calibrated to 2 (no frozen stage)",
+     [f"t20-seed{s}" for s in SEEDS], "stage1"),
     ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", [f"layers3-seed{s}" for s in SEEDS], "final"),
     ("recipe15", "recipe at --target-speedup 1.5", ["t15-seed42"], "final"),
     ("recipe30", "recipe at --target-speedup 3", ["t30-seed42"], "final"),
 ]
 TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
-PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense")]
+PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage")]
 
 
 def mcnemar(a_right, b_right):
@@ -79,9 +82,17 @@ def mean_std(values):
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def stage_dev(m, which):
+    """A recipe run's dev record of its dense stage ("stage0"), or of its skim stage at the threshold
+    calibrated to the target ("stage1"; None in runs made before train.py scored it there)."""
+    if which == "stage0":
+        return m["stages"][0]["dev"]
+    return m["stages"][1].get("dev_at_target") if len(m["stages"]) > 1 else None
+
+
 def load_rows(runs_dir, labels):
     """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...]}} for
-    every row whose runs are all there; rows with a run missing are left out."""
+    every row whose runs are all there (and hold the stage the row reads); other rows are left out."""
     rows = {}
     for key, what, names, which in ROWS:
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
@@ -90,8 +101,10 @@ def load_rows(runs_dir, labels):
         right, accs, speedups = [], [], []
         for p in paths:
             m = json.loads(p.read_text())
-            if which == "stage0":
-                dev = m["stages"][0]["dev"]
+            if which in ("stage0", "stage1"):
+                dev = stage_dev(m, which)
+                if dev is None:
+                    break
                 preds, speedup = dev["predictions"], dev["flops_speedup"]
             else:
                 preds = m["predictions"]
@@ -101,7 +114,8 @@ def load_rows(runs_dir, labels):
             right.append(np.asarray(preds) == labels)
             accs.append(float(100 * right[-1].mean()))
             speedups.append(speedup)
-        rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups}
+        else:
+            rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups}
     return rows
 
 
@@ -153,6 +167,14 @@ def verdict(rows):
     return goals
 
 
+def measured_of(key, names, measured):
+    """A row's measured speedups: the dense model's is 1 by definition; the saved (final) models were timed;
+    a skim stage's model was not saved, so it has none."""
+    if key == "dense":
+        return [1.0] * len(names)
+    return [None if key == "skimstage" else measured.get(n) for n in names]
+
+
 def report(rows, measured, command):
     lines = [f"# SST-2: the recipe against its baselines\n", f"Made by `{command}` from `results/recipe/*.json`.\n",
              "| model | runs | dev acc, mean ± std | per seed | FLOPs speedup | measured CPU speedup |",
@@ -163,8 +185,7 @@ def report(rows, measured, command):
             continue
         r = rows[key]
         mean, std = mean_std(r["acc"])
-        times = [measured.get(n) for n in names] if key != "dense" else [1.0] * len(names)
-        shown = ", ".join(f"{t:.2f}x" for t in times if t) or "not timed"
+        shown = ", ".join(f"{t:.2f}x" for t in measured_of(key, names, measured) if t) or "not timed"
         lines.append(f"| {what} | {len(names)} | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
                      f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {shown} |")
     lines += ["", "Paired on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only B):", "",
@@ -215,7 +236,7 @@ def main(argv=None):
     command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")
     text, goals = report(rows, measured, command)
     summary = {key: {"runs": r["names"], "accuracy": r["acc"], "flops_speedup": r["flops"],
-                     "measured_speedup": [measured.get(n) for n in r["names"]]} for key, r in rows.items()}
+                     "measured_speedup": measured_of(key, r["names"], measured)} for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(
         json.dumps({"command": command, "rows": summary, "goals": goals}, indent=1) + "\n"))

@@ -50,11 +50,15 @@ def write_dev(root, labels):
     return root
 
 
-def fake_recipe_run(runs, name, predictions, speedup, dense_predictions=None, over_checkpoint=None):
+def fake_recipe_run(runs, name, predictions, speedup, dense_predictions=None, over_checkpoint=None,
+                    skim_predictions=None):
     """The fields of a train.py metrics.json that compare.py reads."""
     m = {"predictions": list(map(int, predictions)), "flops": {"none": {"speedup": speedup}}, "stages": []}
     if dense_predictions is not None:
-        m["stages"] = [{"stage": "dense", "dev": {"predictions": list(map(int, dense_predictions)), "flops_speedup": 1.0}}]
+        m["stages"] = [{"stage": "dense", "dev": {"predictions": list(map(int, dense_predictions)), "flops_speedup": 1.0}},
+                       {"stage": "skim", "dev": {"predictions": [], "flops_speedup": 2.3}}]
+    if skim_predictions is not None:
+        m["stages"][1]["dev_at_target"] = {"predictions": list(map(int, skim_predictions)), "flops_speedup": 2.01}
     if over_checkpoint:
         m["flops_speedup_over_checkpoint"] = over_checkpoint
     (runs / f"{name}.json").write_text(json.dumps(m))
@@ -74,10 +78,11 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
     glue = write_dev(tmp_path / "glue", labels)
     runs = tmp_path / "recipe"
     runs.mkdir()
-    wrong = {"dense": [20, 22, 24], "recipe": [22, 26, 24], "layers3": [30, 28, 35]}
+    wrong = {"dense": [20, 22, 24], "recipe": [22, 26, 24], "layers3": [30, 28, 35], "skimstage": [23, 25, 27]}
     for i, seed in enumerate(compare.SEEDS):
         fake_recipe_run(runs, f"t20-seed{seed}", wrong_on(labels, wrong["recipe"][i], rng), 2.0 + 0.02 * i,
-                        dense_predictions=wrong_on(labels, wrong["dense"][i], rng))
+                        dense_predictions=wrong_on(labels, wrong["dense"][i], rng),
+                        skim_predictions=wrong_on(labels, wrong["skimstage"][i], rng))
         fake_recipe_run(runs, f"layers3-seed{seed}", wrong_on(labels, wrong["layers3"][i], rng), 1.0, over_checkpoint=2.0)
     fake_recipe_run(runs, "t30-seed42", wrong_on(labels, 40, rng), 2.8)               # 7% short of its target
     compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
@@ -88,12 +93,25 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
         assert out["rows"][key]["accuracy"] == pytest.approx(accs)
         assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" in text
     assert out["rows"]["layers3"]["flops_speedup"] == [2.0, 2.0, 2.0]
+    assert out["rows"]["skimstage"]["flops_speedup"] == [2.01] * 3 and out["rows"]["skimstage"]["measured_speedup"] == [None] * 3
     assert "target-speedup 1.5 | not run yet" in text and "recipe15" not in out["rows"]
     assert out["goals"] == {"recipe: dev speedup within 3% of 2.0": True,            # 2.00, 2.02, 2.04
                             "recipe30: dev speedup within 3% of 3.0": False,
                             "recipe: mean accuracy within 0.5 points of dense": False,  # 12% wrong against 11%
                             "recipe: mean accuracy above the 3-layer model's": True}
-    assert "recipe vs dense" in text and "recipe vs layers3" in text
+    assert "recipe vs dense" in text and "recipe vs layers3" in text and "recipe vs skimstage" in text
+
+
+def test_runs_whose_skim_stage_was_not_scored_at_the_target_leave_that_row_out(tmp_path):
+    labels = np.array([0, 1] * 10)
+    glue = write_dev(tmp_path / "glue", labels)
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    for seed in compare.SEEDS:
+        fake_recipe_run(runs, f"t20-seed{seed}", labels, 2.0, dense_predictions=labels,
+                        skim_predictions=labels if seed != 44 else None)
+    rows = compare.load_rows(runs, labels)
+    assert {"recipe", "dense"} <= set(rows) and "skimstage" not in rows
 
 
 def test_predictions_for_another_dev_set_are_an_error(tmp_path):

@@ -19,10 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import atomic_write  # noqa: E402
 from skim import KEEP_THRESHOLD  # noqa: E402
-from train import parse_args  # noqa: E402
+from train import LR, parse_args  # noqa: E402
 
 PRETRAINED = "all-MiniLM-L6-v2"  # what train.py fine-tunes unless --model names another
-TRAIN_DEFAULTS = vars(parse_args([]))  # a command names a recipe setting only where it is not train.py's default
+# a command names a recipe setting only where it is not train.py's default; these runs are one stage, which
+# trains at LR unless --lr says otherwise
+TRAIN_DEFAULTS = {**vars(parse_args([])), "lr": LR}
 RECIPE_FLAGS = {"lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed"}
 GOAL_SPEEDUP, GOAL_DROP = 2.0, 1.0  # the goal: >= 2x FLOPs (no padding), <= 1 point below the dense row
 MACHINE = "2 cores of an AMD EPYC CPU, 24 GiB, no GPU, torch 2.13.0 (CPU build)"

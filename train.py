@@ -10,13 +10,14 @@ Fine-tune and evaluate Transkimmer (skim.py) on a GLUE task.
     python train.py --resume out/sst2                 # go on with a run stopped by Ctrl-C
 
 Flags follow HF's run_glue.py. A run is a list of stages (--stages), each one the same loop: AdamW
-with linear warm-up and decay to its own peak lr, loss = task loss + lambda * skim loss (Eq. 7). A dense stage trains
-the BERT alone; a skim stage adds a predictor before every layer (Eq. 2, 9) and trains both; a frozen
-stage fixes the predictors' decisions and trains the encoder under them. With --target-speedup the
-skim stage steers lambda towards that FLOPs speedup (skim.SpeedupController) and the keep threshold is
-calibrated on whole training sentences (skim.calibrate_threshold). Each evaluation reports the task metric,
-the FLOPs speedup (flops.py; no padding and sequence padding), the measured CPU speedup of real
-pruning over the dense model on the dev set, and the fraction of tokens each layer keeps.
+with linear warm-up and decay to the stage's own peak lr, loss = task loss + lambda * skim loss
+(Eq. 7). A dense stage trains the BERT alone; a skim stage adds a predictor before every layer
+(Eq. 2, 9) and trains both; a frozen stage fixes the predictors' decisions and trains the encoder
+under them. With --target-speedup the skim stage steers lambda towards that FLOPs speedup
+(skim.SpeedupController) and the keep threshold is calibrated on whole training sentences
+(skim.calibrate_threshold). Each evaluation reports the task metric, the FLOPs speedup (flops.py; no
+padding and sequence padding), the measured CPU speedup of real pruning over the dense model on the
+dev set, and the fraction of tokens each layer keeps.
 --output-dir receives the model, metrics.json (every stage recorded) and two pictures, each file
 written atomically; while training, also resume.pt, the state --resume continues from.
 
@@ -427,9 +428,10 @@ def optimizer_for(model, args, lr):
     if isinstance(model, skim.Transkimmer):
         parts = [(model.bert, lr)] + ([] if model.predictors_frozen else [(model.predictors, args.predictor_lr or lr)])
     groups = []
-    for part, lr in parts:
-        groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay, "lr": lr},
-                   {"params": [p for p in part.parameters() if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
+    for part, part_lr in parts:
+        groups += [{"params": [p for p in part.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay,
+                    "lr": part_lr},
+                   {"params": [p for p in part.parameters() if p.dim() < 2], "weight_decay": 0.0, "lr": part_lr}]
     return torch.optim.AdamW(groups)
 
 

@@ -529,7 +529,8 @@ def enter_stage(model, kind, args, calibration, record, calibrated=None):
     if kind == "frozen":
         threshold = args.freeze_predictors or skim.KEEP_THRESHOLD
         if args.target_speedup and calibration is not None:
-            threshold = calibrated or skim.calibrate_threshold(model, calibration, args.target_speedup)
+            threshold = calibrated if calibrated is not None else \
+                skim.calibrate_threshold(model, calibration, args.target_speedup)
         model.freeze_predictors(threshold)
         record.setdefault("keep_threshold", threshold)
     return model

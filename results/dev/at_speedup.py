@@ -37,13 +37,14 @@ def main(argv=None):
     for folder in a.models:
         model = train.load_saved(folder)
         tok = train.dense_of(model).tokenizer
-        held_set = data.encode(tok, held_rows, args.max_seq_length)
-        calibration = train.calibration_batches(held_rows, held_set, args, context=train_rows + held_rows)
+        encoded = {"holdout": data.encode(tok, held_rows, args.max_seq_length),
+                   "dev": data.encode(tok, dev_rows, args.max_seq_length)}
+        calibration = train.calibration_batches(held_rows, encoded["holdout"], args, context=train_rows + held_rows)
         threshold = skim.calibrate_threshold(model, calibration, a.target)
         model.keep_threshold = threshold
         row = {"keep_threshold": threshold}
-        for name, rows in (("holdout", held_rows), ("dev", dev_rows)):
-            m = train.evaluate(model, data.encode(tok, rows, args.max_seq_length), task, args, timing=False)
+        for name, rows in encoded.items():
+            m = train.evaluate(model, rows, task, args, timing=False)
             row[name] = {"accuracy": m["accuracy"], "flops_speedup": m["flops"]["none"]["speedup"],
                          "kept_fraction": m["flops"]["kept_fraction"], "predictions": m["predictions"]}
         results[folder] = row

@@ -1,7 +1,8 @@
 """
 The verdict on the one-command recipe (results/run_recipe.sh's runs): each model's SST-2 dev accuracy over
 seeds (mean and standard deviation), its speedup, and a paired comparison, sentence by sentence, of the
-recipe at target 2 with the dense model and with the first 3 layers trained densely.
+recipe at target 2 with the dense model and with the first 3 layers trained densely (and, with one seed,
+the recipe at targets 1.5 and 3 with the first 4 and the first 2 layers: the same FLOPs, densely).
 
     GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
     ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
@@ -49,10 +50,13 @@ ROWS = [  # (key, what, run names, which predictions: the final model's, stage 0
      [f"t20-seed{s}" for s in SEEDS], "stage1"),
     ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", [f"layers3-seed{s}" for s in SEEDS], "final"),
     ("recipe15", "recipe at --target-speedup 1.5", ["t15-seed42"], "final"),
+    ("layers4", "first 4 layers, dense, 2 epochs (--keep-layers 4: 1.5x)", ["layers4-seed42"], "final"),
     ("recipe30", "recipe at --target-speedup 3", ["t30-seed42"], "final"),
+    ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", ["layers2-seed42"], "final"),
 ]
 TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
-PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage")]
+PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage"),
+         ("recipe15", "layers4"), ("recipe30", "layers2")]  # each pair: the same seeds, in the same order
 
 
 def mcnemar(a_right, b_right):
@@ -132,7 +136,7 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
     dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
     batches = list(data.batches(dev, batch_size))
     models = {}
-    for key in ("recipe", "layers3", "recipe15", "recipe30"):
+    for key in ("recipe", "layers3", "recipe15", "layers4", "recipe30", "layers2"):
         if key in rows:
             for name in rows[key]["names"]:
                 models[name] = train.load_saved(Path(folders) / f"sst2-recipe-{name}")

@@ -8,6 +8,8 @@
 #   - layers3-seedS: the first 3 of the 6 layers (exactly 2x FLOPs per token), dense, for the same two
 #     epochs of training, at the recipe's dense learning rate, 2e-4 (the one results/run_reference.sh chose
 #     on held-out sentences; nothing here looks at dev).
+#   - layers4-seed42, layers2-seed42: the same with the first 4 and the first 2 layers (1.5x and 3x FLOPs), the
+#     dense alternative to t15-seed42 and t30-seed42.
 #   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +21,10 @@ for seed in 42 43 44; do
 done
 RUNS[t15-seed42]="--target-speedup 1.5 --seed 42"
 RUNS[t30-seed42]="--target-speedup 3 --seed 42"
+RUNS[layers4-seed42]="--stages dense:2:2e-4 --keep-layers 4 --seed 42"
+RUNS[layers2-seed42]="--stages dense:2:2e-4 --keep-layers 2 --seed 42"
 mkdir -p results/recipe
-for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 layers3-seed44 t15-seed42 t30-seed42}; do
+for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 layers3-seed44 t15-seed42 t30-seed42 layers4-seed42 layers2-seed42}; do
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"

@@ -85,6 +85,7 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
                         skim_predictions=wrong_on(labels, wrong["skimstage"][i], rng))
         fake_recipe_run(runs, f"layers3-seed{seed}", wrong_on(labels, wrong["layers3"][i], rng), 1.0, over_checkpoint=2.0)
     fake_recipe_run(runs, "t30-seed42", wrong_on(labels, 40, rng), 2.8)               # 7% short of its target
+    fake_recipe_run(runs, "layers2-seed42", wrong_on(labels, 50, rng), 1.0, over_checkpoint=3.0)
     compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
     out = json.loads((tmp_path / "out.json").read_text())
     text = (tmp_path / "out.md").read_text()
@@ -100,6 +101,8 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
                             "recipe: mean accuracy within 0.5 points of dense": False,  # 12% wrong against 11%
                             "recipe: mean accuracy above the 3-layer model's": True}
     assert "recipe vs dense" in text and "recipe vs layers3" in text and "recipe vs skimstage" in text
+    assert out["rows"]["layers2"]["flops_speedup"] == [3.0] and "| recipe30 vs layers2 | +5.00, " in text
+    assert "recipe15 vs layers4" not in text                                         # neither was run
 
 
 def test_runs_whose_skim_stage_was_not_scored_at_the_target_leave_that_row_out(tmp_path):

@@ -5,6 +5,7 @@ recipe at target 2 with the dense model and with the first 3 layers trained dens
 the recipe at targets 1.5 and 3 with the first 4 and the first 2 layers: the same FLOPs, densely).
 
     GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
+                                       # writes OUT.md, OUT.json and OUT.png (accuracy against speedup)
     ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
     python results/compare.py --pair A/metrics.json B/metrics.json   # any two runs on SST-2 dev
 
@@ -55,6 +56,10 @@ ROWS = [  # (key, what, run names, which predictions: the final model's, stage 0
     ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", ["layers2-seed42"], "final"),
 ]
 TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
+CURVES = {  # the picture's two lines, each through its rows in order of speedup
+    "the recipe, at targets 1.5, 2 and 3": ("recipe15", "recipe", "recipe30"),
+    "dense, 6 layers, then the first 4, 3 and 2 layers": ("dense", "layers4", "layers3", "layers2"),
+}
 PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage"),
          ("recipe15", "layers4"), ("recipe30", "layers2")]  # each pair: the same seeds, in the same order
 
@@ -208,6 +213,39 @@ def report(rows, measured, command):
     return "\n".join(lines) + "\n", goals
 
 
+def curves(rows):
+    """{line: [(mean FLOPs speedup, mean accuracy, accuracy std, [accuracy per seed]), ...]} for the rows
+    of CURVES that have run, in order of speedup."""
+    out = {}
+    for line, keys in CURVES.items():
+        points = [(statistics.mean(rows[k]["flops"]), *mean_std(rows[k]["acc"]), rows[k]["acc"]) for k in keys if k in rows]
+        if points:
+            out[line] = sorted(points)
+    return out
+
+
+def picture(rows, path):
+    """Dev accuracy against FLOPs speedup: the recipe's line beside the smaller dense models' line, each
+    point a row's mean over its seeds (bar: one standard deviation; dots: the seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from model import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (line, points), colour in zip(curves(rows).items(), ("tab:green", "tab:grey")):
+        x, y, std, seeds = zip(*points)
+        ax.errorbar(x, y, yerr=std, color=colour, marker="o", capsize=3, label=line)
+        for xi, accs in zip(x, seeds):
+            ax.scatter([xi] * len(accs), accs, color=colour, s=10, alpha=0.5)
+    ax.set(xlabel="FLOPs speedup over the 6-layer model (no padding)", ylabel="SST-2 dev accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--runs", default=str(ROOT / "results" / "recipe"), help="folder of NAME.json (run_recipe.sh's)")
@@ -242,6 +280,7 @@ def main(argv=None):
     summary = {key: {"runs": r["names"], "accuracy": r["acc"], "flops_speedup": r["flops"],
                      "measured_speedup": measured_of(key, r["names"], measured)} for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
+    picture(rows, args.out + ".png")
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(
         json.dumps({"command": command, "rows": summary, "goals": goals}, indent=1) + "\n"))
     print(text)

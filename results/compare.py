@@ -56,9 +56,9 @@ ROWS = [  # (key, what, run names, which predictions: the final model's, stage 0
     ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", ["layers2-seed42"], "final"),
 ]
 TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
-CURVES = {  # the picture's two lines, each through its rows in order of speedup
-    "the recipe, at targets 1.5, 2 and 3": ("recipe15", "recipe", "recipe30"),
-    "dense, 6 layers, then the first 4, 3 and 2 layers": ("dense", "layers4", "layers3", "layers2"),
+CURVES = {  # the picture's two lines, each through its rows in order of speedup, and its colour
+    "the recipe, at targets 1.5, 2 and 3": (("recipe15", "recipe", "recipe30"), "tab:green"),
+    "dense, 6 layers, then the first 4, 3 and 2 layers": (("dense", "layers4", "layers3", "layers2"), "tab:grey"),
 }
 PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage"),
          ("recipe15", "layers4"), ("recipe30", "layers2")]  # each pair: the same seeds, in the same order
@@ -217,7 +217,7 @@ def curves(rows):
     """{line: [(mean FLOPs speedup, mean accuracy, accuracy std, [accuracy per seed]), ...]} for the rows
     of CURVES that have run, in order of speedup."""
     out = {}
-    for line, keys in CURVES.items():
+    for line, (keys, _) in CURVES.items():
         points = [(statistics.mean(rows[k]["flops"]), *mean_std(rows[k]["acc"]), rows[k]["acc"]) for k in keys if k in rows]
         if points:
             out[line] = sorted(points)
@@ -233,8 +233,9 @@ def picture(rows, path):
     from model import atomic_write
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (line, points), colour in zip(curves(rows).items(), ("tab:green", "tab:grey")):
+    for line, points in curves(rows).items():
         x, y, std, seeds = zip(*points)
+        colour = CURVES[line][1]
         ax.errorbar(x, y, yerr=std, color=colour, marker="o", capsize=3, label=line)
         for xi, accs in zip(x, seeds):
             ax.scatter([xi] * len(accs), accs, color=colour, s=10, alpha=0.5)

@@ -61,7 +61,12 @@ CURVES = {  # the picture's two lines, each through its rows in order of speedup
     "dense, 6 layers, then the first 4, 3 and 2 layers": (("dense", "layers4", "layers3", "layers2"), "tab:grey"),
 }
 PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage"),
-         ("recipe15", "layers4"), ("recipe30", "layers2")]  # each pair: the same seeds, in the same order
+         ("recipe15", "dense"), ("recipe15", "layers4"), ("recipe30", "dense"), ("recipe30", "layers2")]
+
+
+def seed_of(name):
+    """The seed in a run's name ("t20-seed43" -> 43): a pair compares the runs of the seeds both rows have."""
+    return int(name.rsplit("-seed", 1)[1])
 
 
 def mcnemar(a_right, b_right):
@@ -201,11 +206,14 @@ def report(rows, measured, command):
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
     for a, b in PAIRS:
         if a in rows and b in rows:
+            seeds = [s for s in map(seed_of, rows[a]["names"]) if s in map(seed_of, rows[b]["names"])]
+            a_right, b_right = ([r["right"][list(map(seed_of, r["names"])).index(s)] for s in seeds]
+                                for r in (rows[a], rows[b]))
             per_seed = []
-            for ra, rb in zip(rows[a]["right"], rows[b]["right"]):
+            for ra, rb in zip(a_right, b_right):
                 nb, nc, p = mcnemar(ra, rb)
                 per_seed.append(f"{100 * (ra.mean() - rb.mean()):+.2f}, {nb} : {nc}, p = {p:.2f}")
-            diff, low, high = paired_bootstrap(rows[a]["right"], rows[b]["right"])
+            diff, low, high = paired_bootstrap(a_right, b_right)
             lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
     lines += ["", "Goals:", ""]
     goals = verdict(rows)

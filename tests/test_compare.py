@@ -103,6 +103,9 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
     assert "recipe vs dense" in text and "recipe vs layers3" in text and "recipe vs skimstage" in text
     assert out["rows"]["layers2"]["flops_speedup"] == [3.0] and "| recipe30 vs layers2 | +5.00, " in text
     assert "recipe15 vs layers4" not in text                                         # neither was run
+    # t30-seed42 meets seed 42's dense stage alone: 40 wrong against 20 of 200 (dense, seed 42)
+    line = next(l for l in text.splitlines() if l.startswith("| recipe30 vs dense |"))
+    assert line.startswith("| recipe30 vs dense | -10.00, ") and ";" not in line      # one seed, not three
     lines = compare.curves(compare.load_rows(runs, labels))                          # the picture's points
     assert [x for x, *_ in lines["dense, 6 layers, then the first 4, 3 and 2 layers"]] == [1.0, 2.0, 3.0]
     assert [x for x, *_ in lines["the recipe, at targets 1.5, 2 and 3"]] == pytest.approx([2.02, 2.8])

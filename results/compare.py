@@ -146,8 +146,8 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
     dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
     batches = list(data.batches(dev, batch_size))
     models = {}
-    for key in ("recipe", "layers3", "recipe15", "layers4", "recipe30", "layers2"):
-        if key in rows:
+    for key, _, _, which in ROWS:
+        if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name in rows[key]["names"]:
                 models[name] = train.load_saved(Path(folders) / f"sst2-recipe-{name}")
     reference = next((train.dense_of(m) for m in models.values() if hasattr(m, "predictors")), None)
@@ -206,9 +206,8 @@ def report(rows, measured, command):
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
     for a, b in PAIRS:
         if a in rows and b in rows:
-            seeds = [s for s in map(seed_of, rows[a]["names"]) if s in map(seed_of, rows[b]["names"])]
-            a_right, b_right = ([r["right"][list(map(seed_of, r["names"])).index(s)] for s in seeds]
-                                for r in (rows[a], rows[b]))
+            by_seed = [dict(zip(map(seed_of, rows[k]["names"]), rows[k]["right"])) for k in (a, b)]
+            a_right, b_right = ([d[s] for s in by_seed[0] if s in by_seed[1]] for d in by_seed)
             per_seed = []
             for ra, rb in zip(a_right, b_right):
                 nb, nc, p = mcnemar(ra, rb)

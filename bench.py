@@ -1,11 +1,12 @@
 """
-CPU wall-clock of Transkimmer's real pruning (skim.py) against the dense BERT, beside the FLOPs
-speedup that flops.py predicts for the same runs (Guan et al., ACL 2022, Sec. 5: the paper reports
-FLOPs; this measures whether they turn into time).
+Wall-clock of Transkimmer's real pruning (skim.py) against the dense BERT, on the CPU or a CUDA GPU,
+beside the FLOPs speedup that flops.py predicts for the same runs (Guan et al., ACL 2022, Sec. 5: the
+paper reports FLOPs; this measures whether they turn into time).
 
     python bench.py                              # forced keep ratios 1.0, 0.5, 0.25, default checkpoint
     python bench.py --checkpoint out/sst2        # a trained Transkimmer: its predictors decide
     python bench.py --profile                    # + where the time goes, per layer
+    python bench.py --device cuda --batch-sizes 1 32 256     # on a GPU (writes results/bench_cuda.json)
 
 Two pruned paths, each against the dense model run the same way, each with its FLOPs convention:
     prune   Transkimmer(..., prune=True) against model.Bert's forward: every layer computes every
@@ -25,6 +26,9 @@ in machine load hits them alike. The median pass is reported (the fastest too, i
 thread count is left at its default unless --threads is given (torch.get_num_threads() is recorded).
 On a machine shared with other jobs the timings are noisy, and with more busy threads than cores each
 parallel op can wait for a descheduled thread, so the load average before and after is recorded too.
+On cuda the model and the batches sit on the GPU beforehand, in float32 (TF32 as torch's default leaves
+it: off for matrix products), and each timed batch waits for the GPU to finish (torch.cuda.synchronize)
+before its clock stops, so a time is the latency of that batch; --profile synchronizes around each part.
 Batch 1 takes most of the time of a run; --paths and --batch-sizes shorten it.
 
 Forced keep ratios (no --checkpoint): at layer 0 each example keeps its first ceil(r * n) real tokens
@@ -88,8 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
     p.add_argument("--profile", action="store_true", help="also print where the time goes, per layer")
-    p.add_argument("--out", default="results/bench_cpu.json")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default=None, help="JSON file to write (default: results/bench_DEVICE.json)")
     args = p.parse_args(argv)
+    args.out = args.out or f"results/bench_{args.device}.json"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available here")
     if min([args.repeats, *args.batch_sizes]) < 1 or any(v is not None and v < 1 for v in (args.limit, args.threads)):
         p.error("--repeats, --batch-sizes, --limit and --threads must be >= 1")
     if not all(0 < r <= 1 for r in args.keep_ratios):
@@ -128,28 +136,36 @@ def label(name):
     return f"{path} " + ("predicted" if ratio is None else f"keep {ratio}")
 
 
+def synchronize(device):
+    """Wait for the GPU's queued work (on cuda; nothing to wait for on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def one_pass(run, batches, device="cpu"):
     """Seconds to run every batch once (waiting for the GPU to finish, on cuda)."""
+    synchronize(device)
     start = time.perf_counter()
     for b in batches:
         run(b)
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def interleaved_pass(passes):
+def interleaved_pass(passes, device="cpu"):
     """{name: (run, batches)} -> {name: seconds}: one pass of each, taking turns batch by batch."""
     seconds = dict.fromkeys(passes, 0.0)
     for i in range(len(next(iter(passes.values()))[1])):
         for name, (run, batches) in passes.items():
+            synchronize(device)
             start = time.perf_counter()
             run(batches[i])
+            synchronize(device)
             seconds[name] += time.perf_counter() - start
     return seconds
 
 
-def module_times(model, run, batches):
+def module_times(model, run, batches, device="cpu"):
     """Seconds spent inside the embeddings, each encoder layer, the predictors and the head during one
     pass; "other" is the rest: padding bias, and in pruned runs the gather/scatter and mask
     bookkeeping of skim.py. Each part's forward and infer (the fast paths call Layer.infer, which
@@ -161,8 +177,10 @@ def module_times(model, run, batches):
 
     def timed(method, name):
         def wrapper(*args, **kwargs):
+            synchronize(device)
             start = time.perf_counter()
             out = method(*args, **kwargs)
+            synchronize(device)
             spent[name] += time.perf_counter() - start
             return out
         return wrapper
@@ -174,7 +192,7 @@ def module_times(model, run, batches):
                     setattr(m, method, timed(getattr(m, method), name))  # an instance attribute, over the class's
                     wrapped.append((m, method))
     try:
-        total = one_pass(run, batches)
+        total = one_pass(run, batches, device)
     finally:
         for m, method in wrapped:
             delattr(m, method)
@@ -188,9 +206,11 @@ def cpu_name():
         return platform.processor() or "unknown"
 
 
-def machine():
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
+def machine(device="cpu"):
+    gpu = ({"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32} if device == "cuda" else {})
+    return {"torch": torch.__version__, "device": device, **gpu, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "loadavg_before": os.getloadavg()}
 
@@ -200,13 +220,13 @@ def count_flops(run, batches, config, seq_len, predictors, last_layer):
     defines them (each example at its real length), and as executed (re-padded; see the docstring)."""
     real, executed = (flops.FlopsCounter(config, seq_len, predictors, last_layer) for _ in range(2))
     for b in batches:
-        masks = run(b).masks
-        real.add(masks, b["attention_mask"])
-        executed.add(*flops.padded_like_pruning(masks, b["attention_mask"]))
+        masks, attention_mask = [m.cpu() for m in run(b).masks], b["attention_mask"].cpu()
+        real.add(masks, attention_mask)
+        executed.add(*flops.padded_like_pruning(masks, attention_mask))
     return real.summary(), executed.summary()
 
 
-def hf_eager(bert, batch):
+def hf_eager(bert, batch, device="cpu"):
     """(run one batch, transformers version, max |logit difference| to ours on `batch`) for HF's eager
     BertForSequenceClassification holding `bert`'s weights, or None if transformers is not installed."""
     try:
@@ -217,7 +237,8 @@ def hf_eager(bert, batch):
     transformers.logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as folder:
         bert.save_pretrained(folder)
-        hf = transformers.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+        hf = transformers.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
+    hf = hf.to(device).eval()
 
     def run(b):
         return hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -231,8 +252,8 @@ def hf_eager(bert, batch):
 def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine()
-    model = Transkimmer.from_pretrained(args.checkpoint).eval()
+    info = machine(args.device)
+    model = Transkimmer.from_pretrained(args.checkpoint).to(args.device).eval()
     if model.tokenizer is None:
         raise ModelError(f"{args.checkpoint}: the checkpoint has no tokenizer.json or vocab.txt")
     task = data.get_task(args.task)
@@ -251,37 +272,42 @@ def bench(args):
         "infer": lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                                        decisions=b["decisions"]),
     }
-    hf = hf_eager(model.bert, next(data.batches(encoded, 8)))
+    def on_device(batch):
+        return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device) for d in v] if v else v)
+                for k, v in batch.items()}
+
+    hf = hf_eager(model.bert, on_device(next(data.batches(encoded, 8))), args.device)
     if hf is not None:
         runs["HF eager"] = hf[0]
     dense_names = [name for name in DENSE if name in runs]
 
     dense_results, results, profiles = [], [], {}
     for bs in args.batch_sizes:
-        batches = list(data.batches(encoded, bs))
+        cpu_batches = list(data.batches(encoded, bs))
+        batches = [on_device(b) for b in cpu_batches]
         passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
         for r in ratios:
-            decided = [dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None)
-                       for b in batches]
+            decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None))
+                       for b in cpu_batches]
             passes.update({(path, r): (runs[path], decided) for path in args.paths})
             if forced and r < 1:
-                cut = [cut_to_kept(b, r) for b in batches]
+                cut = [on_device(cut_to_kept(b, r)) for b in cpu_batches]
                 passes.update({("cut", path, r): (runs[PATHS[path][1]], cut) for path in args.paths})
         times = {name: [] for name in passes}
         with torch.inference_mode():
             for name in dense_names:
-                one_pass(runs[name], batches)  # warm-up
+                one_pass(runs[name], batches, args.device)  # warm-up
             counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
                                              PATHS[path][0])
                       for path in args.paths for r in ratios}
             for rep in range(args.repeats):
-                for name, t in interleaved_pass(passes).items():
+                for name, t in interleaved_pass(passes, args.device).items():
                     times[name].append(t)
                 print(f"batch {bs}, pass {rep + 1}/{args.repeats}: "
                       + ", ".join(f"{label(name)} {ts[-1]:.2f}s" for name, ts in times.items()),
                       file=sys.stderr, flush=True)
             if args.profile:
-                profiles[bs] = {label(name): module_times(model, run, its_batches)
+                profiles[bs] = {label(name): module_times(model, run, its_batches, args.device)
                                 for name, (run, its_batches) in passes.items() if name != "HF eager"}
         median = {name: statistics.median(ts) for name, ts in times.items()}
         dense_results.append({
@@ -323,7 +349,8 @@ def bench(args):
 
 def print_report(report):
     m = report["machine"]
-    print(f"{report['examples']} {report['task']} {report['split']} examples, {m['cpu']}, {m['threads']} threads, "
+    where = f"{m['gpu']} (cuda {m['cuda']})" if m.get("device") == "cuda" else f"{m['cpu']}, {m['threads']} threads"
+    print(f"{report['examples']} {report['task']} {report['split']} examples, {where}, "
           f"torch {m['torch']}, load {m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f}, "
           f"median of {report['repeats']}; predictors: {report['predictor_cost']}")
     hf = report["hf_eager"]

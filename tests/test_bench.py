@@ -48,3 +48,13 @@ def test_a_run_reports_the_ceiling_and_the_overhead_of_each_forced_pass(tmp_path
         assert r["no_overhead_speedup"] == pytest.approx(r["dense_seconds"] / r["cut_seconds"])
         assert r["overhead"] == pytest.approx(r["pruned_seconds"] / r["cut_seconds"])
     assert all("overhead" not in r for r in report["results"] if r["keep_ratio"] == 1)
+
+
+def test_the_device_sets_the_default_output_and_a_missing_gpu_is_one_clear_error(capsys):
+    assert bench.parse_args([]).out == "results/bench_cpu.json"
+    if torch.cuda.is_available():
+        assert bench.parse_args(["--device", "cuda"]).out == "results/bench_cuda.json"
+        return
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cuda"])
+    assert "--device cuda: no CUDA device is available here" in capsys.readouterr().err

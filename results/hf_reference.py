@@ -11,7 +11,8 @@ Recipe (one epoch of SST-2 on the embedded all-MiniLM-L6-v2): the train examples
 random.seed(0), whatever --seed; batches of 32 in that order (the last, partial one dropped), each
 padded to its longest sentence, max length 64; AdamW(lr, weight decay 0.01 on every parameter); the
 learning rate lr * min(1, (s + 1) / (0.06 S)) * (S - s) / S at step s of S; no gradient clipping;
-dropout as in the checkpoint's config; --seed seeds torch (the new classifier and dropout). It writes
+dropout as in the checkpoint's config; --seed seeds torch (the new classifier and dropout); --device cuda
+trains on a GPU. It writes
 the dev accuracy, each dev prediction (for paired comparisons) and, with --holdout, the held-out accuracy.
 """
 
@@ -35,8 +36,11 @@ p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--seed", type=int, default=42)
 p.add_argument("--holdout", type=int, default=None, help="hold out N train examples, as train.py --holdout N")
 p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N (shuffled) examples only")
+p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 p.add_argument("--out", required=True, help="JSON file to write")
 args = p.parse_args()
+if args.device == "cuda" and not torch.cuda.is_available():
+    p.error("--device cuda: no CUDA device is available here")
 
 task = data.get_task("sst2")
 folder = default_checkpoint_dir()
@@ -59,7 +63,7 @@ def batch(rows):
     for i, (x, _) in enumerate(rows):
         ids[i, :len(x)] = torch.tensor(x)
         mask[i, :len(x)] = 1
-    return ids, mask, torch.tensor([label for _, label in rows])
+    return ids.to(args.device), mask.to(args.device), torch.tensor([label for _, label in rows], device=args.device)
 
 
 tok.enable_truncation(64)
@@ -69,7 +73,7 @@ random.shuffle(train)
 train = train[:args.max_train_samples]
 
 torch.manual_seed(args.seed)
-m = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
+m = BertForSequenceClassification.from_pretrained(folder, num_labels=2).to(args.device)
 opt = torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.01)
 B = 32
 steps = len(train) // B
@@ -101,7 +105,8 @@ for s in range(steps):
 seconds = time.time() - t0
 dev = encode(data.read_split(task, "dev", data_dir))
 preds = predict(dev)
-result = {"command": "python " + shlex.join(sys.argv), "lr": args.lr, "seed": args.seed, "train_steps": steps,
+result = {"command": "python " + shlex.join(sys.argv), "device": args.device, "lr": args.lr, "seed": args.seed,
+          "train_steps": steps,
           "train_seconds": round(seconds, 1), "accuracy": data.accuracy(preds, [y for _, y in dev]),
           "predictions": preds}
 if held_examples:

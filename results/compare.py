@@ -8,6 +8,8 @@ the recipe at targets 1.5 and 3 with the first 4 and the first 2 layers: the sam
                                        # writes OUT.md, OUT.json and OUT.png (accuracy against speedup)
     ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
     python results/compare.py --pair A/metrics.json B/metrics.json   # any two runs on SST-2 dev
+    python results/compare.py --paired results/reference/hf-full results/reference/ours-full
+                           # two models over seeds: A-seedS.json against B-seedS.json, for each seed both have
 
 Every model is trained and scored on the same 872 dev sentences, so two models are compared on the
 sentences where one is right and the other wrong:
@@ -43,17 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 
-SEEDS = (42, 43, 44)
-ROWS = [  # (key, what, run names, which predictions: the final model's, stage 0's, or stage 1's at the target)
-    ("dense", "dense, 6 layers, 1 epoch (each recipe run's first stage)", [f"t20-seed{s}" for s in SEEDS], "stage0"),
-    ("recipe", "recipe at --target-speedup 2 (the default command)", [f"t20-seed{s}" for s in SEEDS], "final"),
-    ("skimstage", "the same runs' skim stage, at the threshold calibrated to 2 (no frozen stage)",
-     [f"t20-seed{s}" for s in SEEDS], "stage1"),
-    ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", [f"layers3-seed{s}" for s in SEEDS], "final"),
-    ("recipe15", "recipe at --target-speedup 1.5", ["t15-seed42"], "final"),
-    ("layers4", "first 4 layers, dense, 2 epochs (--keep-layers 4: 1.5x)", ["layers4-seed42"], "final"),
-    ("recipe30", "recipe at --target-speedup 3", ["t30-seed42"], "final"),
-    ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", ["layers2-seed42"], "final"),
+ROWS = [  # (key, what, runs: every PREFIX-seedS.json there is, which predictions: the final model's, stage 0's,
+          #  or stage 1's at the target)
+    ("dense", "dense, 6 layers, 1 epoch (each recipe run's first stage)", "t20", "stage0"),
+    ("recipe", "recipe at --target-speedup 2 (the default command)", "t20", "final"),
+    ("skimstage", "the same runs' skim stage, at the threshold calibrated to 2 (no frozen stage)", "t20", "stage1"),
+    ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", "layers3", "final"),
+    ("recipe15", "recipe at --target-speedup 1.5", "t15", "final"),
+    ("layers4", "first 4 layers, dense, 2 epochs (--keep-layers 4: 1.5x)", "layers4", "final"),
+    ("recipe30", "recipe at --target-speedup 3", "t30", "final"),
+    ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", "layers2", "final"),
 ]
 TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
 CURVES = {  # the picture's two lines, each through its rows in order of speedup, and its colour
@@ -104,15 +105,21 @@ def stage_dev(m, which):
     return m["stages"][1].get("dev_at_target") if len(m["stages"]) > 1 else None
 
 
+def run_names(runs_dir, prefix):
+    """The runs of a row: every PREFIX-seedS.json in runs_dir, as names in order of seed."""
+    return sorted((p.stem for p in Path(runs_dir).glob(f"{prefix}-seed*.json")), key=seed_of)
+
+
 def load_rows(runs_dir, labels):
-    """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...]}} for
-    every row whose runs are all there (and hold the stage the row reads); other rows are left out."""
+    """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...], "devices": [...]}}
+    for every row that has runs (all of them holding the stage the row reads); other rows are left out."""
     rows = {}
-    for key, what, names, which in ROWS:
+    for key, what, prefix, which in ROWS:
+        names = run_names(runs_dir, prefix)
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
-        if not all(p.exists() for p in paths):
+        if not paths:
             continue
-        right, accs, speedups = [], [], []
+        right, accs, speedups, devices = [], [], [], []
         for p in paths:
             m = json.loads(p.read_text())
             if which in ("stage0", "stage1"):
@@ -128,8 +135,10 @@ def load_rows(runs_dir, labels):
             right.append(np.asarray(preds) == labels)
             accs.append(float(100 * right[-1].mean()))
             speedups.append(speedup)
+            devices.append(m.get("args", {}).get("device", "cpu"))
         else:
-            rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups}
+            rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups,
+                         "devices": devices}
     return rows
 
 
@@ -146,7 +155,7 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
     dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
     batches = list(data.batches(dev, batch_size))
     models = {}
-    for key, _, _, which in ROWS:
+    for key, *_, which in ROWS:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name in rows[key]["names"]:
                 models[name] = train.load_saved(Path(folders) / f"sst2-recipe-{name}")
@@ -191,16 +200,19 @@ def measured_of(key, names, measured):
 
 def report(rows, measured, command):
     lines = [f"# SST-2: the recipe against its baselines\n", f"Made by `{command}` from `results/recipe/*.json`.\n",
-             "| model | runs | dev acc, mean ± std | per seed | FLOPs speedup | measured CPU speedup |",
+             "| model | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | measured CPU speedup |",
              "|---|---|---|---|---|---|"]
-    for key, what, names, _ in ROWS:
+    for key, what, *_ in ROWS:
         if key not in rows:
             lines.append(f"| {what} | not run yet | | | | |")
             continue
         r = rows[key]
+        names = r["names"]
         mean, std = mean_std(r["acc"])
         shown = ", ".join(f"{t:.2f}x" for t in measured_of(key, names, measured) if t) or "not timed"
-        lines.append(f"| {what} | {len(names)} | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+        seeds = ", ".join(str(seed_of(n)) for n in names)
+        where = ", ".join(f"{r['devices'].count(d)} {d}" for d in sorted(set(r["devices"])))
+        lines.append(f"| {what} | {seeds} ({where}) | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
                      f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {shown} |")
     lines += ["", "Paired on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only B):", "",
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
@@ -218,6 +230,31 @@ def report(rows, measured, command):
     goals = verdict(rows)
     lines += [f"- {name}: {'met' if ok else 'MISSED'}" for name, ok in goals.items()] or ["- no runs yet"]
     return "\n".join(lines) + "\n", goals
+
+
+def paired_over_seeds(a_prefix, b_prefix, labels):
+    """The report of --paired: A-seedS.json against B-seedS.json (final dev predictions), seed by seed
+    (McNemar) and over the seeds (mean ± std of each, and the paired bootstrap of the difference)."""
+    right = []
+    for prefix in (a_prefix, b_prefix):
+        folder, stem = Path(prefix).parent, Path(prefix).name
+        right.append({seed_of(n): np.asarray(json.loads((folder / f"{n}.json").read_text())["predictions"]) == labels
+                      for n in run_names(folder, stem)})
+    seeds = sorted(set(right[0]) & set(right[1]))
+    if not seeds:
+        raise SystemExit(f"error: no seed has both a {a_prefix}-seedS.json and a {b_prefix}-seedS.json")
+    a_right, b_right = ([r[s] for s in seeds] for r in right)
+    lines = [f"A = {a_prefix}, B = {b_prefix}, seeds {', '.join(map(str, seeds))}; A - B in points, "
+             "b : c = sentences only A : only B gets right", ""]
+    for seed, ra, rb in zip(seeds, a_right, b_right):
+        nb, nc, p = mcnemar(ra, rb)
+        lines.append(f"seed {seed}: A {100 * ra.mean():.2f}, B {100 * rb.mean():.2f}, A - B {100 * (ra.mean() - rb.mean()):+.2f}, "
+                     f"{nb} : {nc}, McNemar p = {p:.2f}")
+    (ma, sa), (mb, sb) = (mean_std([100 * r.mean() for r in rs]) for rs in (a_right, b_right))
+    diff, low, high = paired_bootstrap(a_right, b_right)
+    lines.append(f"A {ma:.2f} ± {sa:.2f}, B {mb:.2f} ± {sb:.2f}; A - B = {diff:+.2f}, 95% paired bootstrap "
+                 f"[{low:+.2f}, {high:+.2f}]")
+    return "\n".join(lines)
 
 
 def curves(rows):
@@ -264,6 +301,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="only compare two metrics.json files' final "
                                                                   "dev predictions, and print the result")
+    p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="only compare the runs A-seedS.json with "
+                                                                    "B-seedS.json over the seeds both have, and print it")
     args = p.parse_args(argv)
     from model import atomic_write
 
@@ -281,11 +320,14 @@ def main(argv=None):
               f"only B on {only_b}, McNemar p = {p_value:.2f}; A - B = {diff:+.2f} points, 95% paired bootstrap "
               f"[{low:+.2f}, {high:+.2f}]")
         return
+    if args.paired:
+        print(paired_over_seeds(*args.paired, labels))
+        return
     rows = load_rows(args.runs, labels)
     measured = time_models(rows, args.time, data_dir, args.batch_size, args.repeats) if args.time else {}
     command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")
     text, goals = report(rows, measured, command)
-    summary = {key: {"runs": r["names"], "accuracy": r["acc"], "flops_speedup": r["flops"],
+    summary = {key: {"runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"], "flops_speedup": r["flops"],
                      "measured_speedup": measured_of(key, r["names"], measured)} for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     picture(rows, args.out + ".png")

@@ -14,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+DEVICE=${DEVICE:-cpu}  # where a new run trains: DEVICE=cuda bash results/run_recipe.sh NAME (train.py --device)
 declare -A RUNS
-for seed in 42 43 44; do
+for seed in 42 43 44 45 46 47 48; do
   RUNS[t20-seed$seed]="--target-speedup 2 --seed $seed"
   RUNS[layers3-seed$seed]="--stages dense:2:2e-4 --keep-layers 3 --seed $seed"
 done
@@ -28,7 +29,7 @@ for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"
-  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 ${RUNS[$name]} --output-dir "$out"); fi
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 ${RUNS[$name]} --device "$DEVICE" --output-dir "$out"); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/recipe/$name.json"

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "results"))
 import compare  # noqa: E402  (results/ is a folder of scripts, not a package)
 
+SEEDS = (42, 43, 44)
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mcnemar_is_the_exact_binomial_test_on_the_sentences_the_two_disagree_on(seed):
@@ -51,9 +53,11 @@ def write_dev(root, labels):
 
 
 def fake_recipe_run(runs, name, predictions, speedup, dense_predictions=None, over_checkpoint=None,
-                    skim_predictions=None):
+                    skim_predictions=None, device=None):
     """The fields of a train.py metrics.json that compare.py reads."""
     m = {"predictions": list(map(int, predictions)), "flops": {"none": {"speedup": speedup}}, "stages": []}
+    if device:
+        m["args"] = {"device": device}
     if dense_predictions is not None:
         m["stages"] = [{"stage": "dense", "dev": {"predictions": list(map(int, dense_predictions)), "flops_speedup": 1.0}},
                        {"stage": "skim", "dev": {"predictions": [], "flops_speedup": 2.3}}]
@@ -79,7 +83,7 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
     runs = tmp_path / "recipe"
     runs.mkdir()
     wrong = {"dense": [20, 22, 24], "recipe": [22, 26, 24], "layers3": [30, 28, 35], "skimstage": [23, 25, 27]}
-    for i, seed in enumerate(compare.SEEDS):
+    for i, seed in enumerate(SEEDS):
         fake_recipe_run(runs, f"t20-seed{seed}", wrong_on(labels, wrong["recipe"][i], rng), 2.0 + 0.02 * i,
                         dense_predictions=wrong_on(labels, wrong["dense"][i], rng),
                         skim_predictions=wrong_on(labels, wrong["skimstage"][i], rng))
@@ -113,12 +117,27 @@ def test_the_report_summarises_each_row_over_its_seeds_and_checks_every_goal(tmp
     assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_row_holds_every_seed_of_its_runs_and_says_where_each_was_trained(tmp_path):
+    labels = np.array([0, 1] * 10)
+    glue = write_dev(tmp_path / "glue", labels)
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    for seed, device in [(50, "cuda"), (42, None), (9, "cpu")]:
+        fake_recipe_run(runs, f"layers3-seed{seed}", labels, 1.0, over_checkpoint=2.0, device=device)
+    fake_recipe_run(runs, "layers2-seed42", labels, 1.0, over_checkpoint=3.0)
+    rows = compare.load_rows(runs, labels)
+    assert rows["layers3"]["names"] == ["layers3-seed9", "layers3-seed42", "layers3-seed50"]   # by seed, not by name
+    assert rows["layers3"]["devices"] == ["cpu", "cpu", "cuda"]                                 # no device: an older run, cpu
+    compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
+    assert "| 9, 42, 50 (2 cpu, 1 cuda) | 100.00 ± 0.00 |" in (tmp_path / "out.md").read_text()
+
+
 def test_runs_whose_skim_stage_was_not_scored_at_the_target_leave_that_row_out(tmp_path):
     labels = np.array([0, 1] * 10)
     glue = write_dev(tmp_path / "glue", labels)
     runs = tmp_path / "recipe"
     runs.mkdir()
-    for seed in compare.SEEDS:
+    for seed in SEEDS:
         fake_recipe_run(runs, f"t20-seed{seed}", labels, 2.0, dense_predictions=labels,
                         skim_predictions=labels if seed != 44 else None)
     rows = compare.load_rows(runs, labels)
@@ -129,7 +148,7 @@ def test_predictions_for_another_dev_set_are_an_error(tmp_path):
     glue = write_dev(tmp_path / "glue", [0, 1, 1])
     runs = tmp_path / "recipe"
     runs.mkdir()
-    for seed in compare.SEEDS:
+    for seed in SEEDS:
         fake_recipe_run(runs, f"t20-seed{seed}", [0, 1], 2.0, dense_predictions=[0, 1])
     with pytest.raises(SystemExit, match="2 predictions, but the dev set has 3"):
         compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
@@ -192,3 +211,21 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
         assert torch.allclose(first["dense"], saved.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
                               atol=1e-5)
     assert first["t20-seed42"].masks[-1].sum() < b["attention_mask"].sum()     # and the recipe model skims
+
+
+def test_paired_meets_two_models_on_the_seeds_both_have(tmp_path, capsys):
+    labels = np.array([0, 1] * 50)
+    glue = write_dev(tmp_path / "glue", labels)
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    rng = np.random.default_rng(1)
+    for seed, wrong in [(42, 5), (43, 10)]:
+        fake_recipe_run(ref, f"hf-seed{seed}", wrong_on(labels, wrong, rng), 1.0)
+    for seed, wrong in [(43, 20), (44, 0)]:
+        fake_recipe_run(ref, f"ours-seed{seed}", wrong_on(labels, wrong, rng), 1.0)
+    compare.main(["--data-dir", str(glue), "--paired", str(ref / "hf"), str(ref / "ours")])
+    out = capsys.readouterr().out
+    assert "seeds 43;" in out and "seed 43: A 90.00, B 80.00, A - B +10.00" in out and "seed 42" not in out
+    fake_recipe_run(ref, "other-seed7", labels, 1.0)
+    with pytest.raises(SystemExit, match="no seed has both"):
+        compare.main(["--data-dir", str(glue), "--paired", str(ref / "hf"), str(ref / "other")])

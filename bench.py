@@ -272,7 +272,9 @@ def bench(args):
         "infer": lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                                        decisions=b["decisions"]),
     }
+
     def on_device(batch):
+        """The batch's tensors (and forced decisions, a list of them) on args.device."""
         return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device) for d in v] if v else v)
                 for k, v in batch.items()}
 

@@ -12,8 +12,8 @@ random.seed(0), whatever --seed; batches of 32 in that order (the last, partial 
 padded to its longest sentence, max length 64; AdamW(lr, weight decay 0.01 on every parameter); the
 learning rate lr * min(1, (s + 1) / (0.06 S)) * (S - s) / S at step s of S; no gradient clipping;
 dropout as in the checkpoint's config; --seed seeds torch (the new classifier and dropout); --device cuda
-trains on a GPU. It writes
-the dev accuracy, each dev prediction (for paired comparisons) and, with --holdout, the held-out accuracy.
+trains on a GPU. It writes the dev accuracy, each dev prediction (for paired comparisons) and, with
+--holdout, the held-out accuracy.
 """
 
 import argparse

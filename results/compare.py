@@ -143,7 +143,8 @@ def load_rows(runs_dir, labels):
 
 
 def time_models(rows, folders, data_dir, batch_size, repeats):
-    """Measured speedup of each row's saved models over the 6-layer dense model, compact inference path."""
+    """Measured speedup of each row's saved models over the 6-layer dense model, compact inference path:
+    {run name: speedup} for the runs whose model is saved under `folders` (the others are not timed)."""
     import torch
 
     import bench
@@ -158,7 +159,9 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
     for key, *_, which in ROWS:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name in rows[key]["names"]:
-                models[name] = train.load_saved(Path(folders) / f"sst2-recipe-{name}")
+                folder = Path(folders) / f"sst2-recipe-{name}"
+                if (folder / "model.safetensors").exists():  # runs trained elsewhere are left untimed
+                    models[name] = train.load_saved(folder)
     reference = next((train.dense_of(m) for m in models.values() if hasattr(m, "predictors")), None)
     if reference is None:
         return {}

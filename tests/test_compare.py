@@ -196,10 +196,10 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
         calls[-1]["seconds"] = seconds
         return seconds
     monkeypatch.setattr(bench, "interleaved_pass", spy)
-    rows = {"recipe": {"names": ["t20-seed42"]}, "layers3": {"names": ["layers3-seed42"]}}
+    rows = {"recipe": {"names": ["t20-seed42", "t20-seed45"]}, "layers3": {"names": ["layers3-seed42"]}}
     measured = compare.time_models(rows, runs, glue, batch_size=4, repeats=3)
 
-    assert set(measured) == {"t20-seed42", "layers3-seed42"}
+    assert set(measured) == {"t20-seed42", "layers3-seed42"}           # t20-seed45 has no saved model here
     assert len(calls) == 1 + 3                                         # a warm-up pass, then the repeats
     timed = [c["seconds"] for c in calls[1:]]
     for name, speedup in measured.items():

@@ -235,14 +235,21 @@ def report(rows, measured, command):
     return "\n".join(lines) + "\n", goals
 
 
+def correct(path, labels):
+    """(examples,) bool: which dev sentences the run saved at `path` (a metrics.json) gets right."""
+    preds = json.loads(Path(path).read_text())["predictions"]
+    if len(preds) != len(labels):
+        raise SystemExit(f"{path}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
+    return np.asarray(preds) == labels
+
+
 def paired_over_seeds(a_prefix, b_prefix, labels):
     """The report of --paired: A-seedS.json against B-seedS.json (final dev predictions), seed by seed
     (McNemar) and over the seeds (mean ± std of each, and the paired bootstrap of the difference)."""
     right = []
     for prefix in (a_prefix, b_prefix):
         folder, stem = Path(prefix).parent, Path(prefix).name
-        right.append({seed_of(n): np.asarray(json.loads((folder / f"{n}.json").read_text())["predictions"]) == labels
-                      for n in run_names(folder, stem)})
+        right.append({seed_of(n): correct(folder / f"{n}.json", labels) for n in run_names(folder, stem)})
     seeds = sorted(set(right[0]) & set(right[1]))
     if not seeds:
         raise SystemExit(f"error: no seed has both a {a_prefix}-seedS.json and a {b_prefix}-seedS.json")
@@ -316,7 +323,7 @@ def main(argv=None):
     except data.DataError as e:
         raise SystemExit(f"error: {e}")
     if args.pair:
-        a, b = (np.asarray(json.loads(Path(f).read_text())["predictions"]) == labels for f in args.pair)
+        a, b = (correct(f, labels) for f in args.pair)
         only_a, only_b, p_value = mcnemar(a, b)
         diff, low, high = paired_bootstrap(a, b)
         print(f"{args.pair[0]} {100 * a.mean():.2f} vs {args.pair[1]} {100 * b.mean():.2f}: only A right on {only_a}, "

@@ -229,3 +229,13 @@ def test_paired_meets_two_models_on_the_seeds_both_have(tmp_path, capsys):
     fake_recipe_run(ref, "other-seed7", labels, 1.0)
     with pytest.raises(SystemExit, match="no seed has both"):
         compare.main(["--data-dir", str(glue), "--paired", str(ref / "hf"), str(ref / "other")])
+
+
+def test_paired_runs_for_another_dev_set_are_one_clear_error(tmp_path):
+    glue = write_dev(tmp_path / "glue", [0, 1, 1])
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    fake_recipe_run(ref, "hf-seed42", [0, 1, 1], 1.0)
+    fake_recipe_run(ref, "ours-seed42", [0, 1], 1.0)
+    with pytest.raises(SystemExit, match="ours-seed42.json: 2 predictions, but the dev set has 3"):
+        compare.main(["--data-dir", str(glue), "--paired", str(ref / "hf"), str(ref / "ours")])

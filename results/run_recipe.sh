@@ -11,7 +11,9 @@
 #   - layers4-seed42, layers2-seed42: the same with the first 4 and the first 2 layers (1.5x and 3x FLOPs), the
 #     dense alternative to t15-seed42 and t30-seed42.
 #   - seeds 45 to 48 of t20 and layers3 were added when a GPU was lent for one session; they, t30-seed42 and
-#     layers4-seed42 were trained there (DEVICE=cuda), the rest on the CPU.
+#     layers4-seed42 were trained there (DEVICE=cuda), the rest on the CPU. Seeds 43 and 44 at targets 1.5
+#     and 3 and of layers4 and layers2 were added after that session's verdict, so that those targets too
+#     rest on three seeds (each JSON records the device it trained on).
 #   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +24,16 @@ for seed in 42 43 44 45 46 47 48; do
   RUNS[t20-seed$seed]="--target-speedup 2 --seed $seed"
   RUNS[layers3-seed$seed]="--stages dense:2:2e-4 --keep-layers 3 --seed $seed"
 done
-RUNS[t15-seed42]="--target-speedup 1.5 --seed 42"
-RUNS[t30-seed42]="--target-speedup 3 --seed 42"
-RUNS[layers4-seed42]="--stages dense:2:2e-4 --keep-layers 4 --seed 42"
-RUNS[layers2-seed42]="--stages dense:2:2e-4 --keep-layers 2 --seed 42"
+for seed in 42 43 44; do
+  RUNS[t15-seed$seed]="--target-speedup 1.5 --seed $seed"
+  RUNS[t30-seed$seed]="--target-speedup 3 --seed $seed"
+  RUNS[layers4-seed$seed]="--stages dense:2:2e-4 --keep-layers 4 --seed $seed"
+  RUNS[layers2-seed$seed]="--stages dense:2:2e-4 --keep-layers 2 --seed $seed"
+done
 mkdir -p results/recipe
 for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 layers3-seed44 t15-seed42 t30-seed42 layers4-seed42 layers2-seed42
-                  t20-seed45 layers3-seed45 t20-seed46 layers3-seed46 t20-seed47 layers3-seed47 t20-seed48 layers3-seed48}; do
+                  t20-seed45 layers3-seed45 t20-seed46 layers3-seed46 t20-seed47 layers3-seed47 t20-seed48 layers3-seed48
+                  t15-seed43 layers4-seed43 t30-seed43 layers2-seed43 t15-seed44 layers4-seed44 t30-seed44 layers2-seed44}; do
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"

@@ -105,6 +105,24 @@ def stage_dev(m, which):
     return m["stages"][1].get("dev_at_target") if len(m["stages"]) > 1 else None
 
 
+def correct(preds, labels, where):
+    """(examples,) bool: which dev sentences `preds` (read from the file `where`) gets right."""
+    if len(preds) != len(labels):
+        raise SystemExit(f"{where}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
+    return np.asarray(preds) == labels
+
+
+def final_correct(path, labels):
+    """correct() of the final dev predictions in the metrics.json at `path`."""
+    return correct(json.loads(Path(path).read_text())["predictions"], labels, path)
+
+
+def common_seeds(a_by_seed, b_by_seed):
+    """Two {seed: correctness} dicts -> (the seeds both have, in order, A's and B's correctness on them)."""
+    seeds = sorted(set(a_by_seed) & set(b_by_seed))
+    return seeds, [a_by_seed[s] for s in seeds], [b_by_seed[s] for s in seeds]
+
+
 def run_names(runs_dir, prefix):
     """The runs of a row: every PREFIX-seedS.json in runs_dir, as names in order of seed."""
     return sorted((p.stem for p in Path(runs_dir).glob(f"{prefix}-seed*.json")), key=seed_of)
@@ -130,9 +148,7 @@ def load_rows(runs_dir, labels):
             else:
                 preds = m["predictions"]
                 speedup = m.get("flops_speedup_over_checkpoint") or m["flops"]["none"]["speedup"]
-            if len(preds) != len(labels):
-                raise SystemExit(f"{p}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
-            right.append(np.asarray(preds) == labels)
+            right.append(correct(preds, labels, p))
             accs.append(float(100 * right[-1].mean()))
             speedups.append(speedup)
             devices.append(m.get("args", {}).get("device", "cpu"))
@@ -221,8 +237,8 @@ def report(rows, measured, command):
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
     for a, b in PAIRS:
         if a in rows and b in rows:
-            by_seed = [dict(zip(map(seed_of, rows[k]["names"]), rows[k]["right"])) for k in (a, b)]
-            a_right, b_right = ([d[s] for s in by_seed[0] if s in by_seed[1]] for d in by_seed)
+            _, a_right, b_right = common_seeds(*(dict(zip(map(seed_of, rows[k]["names"]), rows[k]["right"]))
+                                                  for k in (a, b)))
             per_seed = []
             for ra, rb in zip(a_right, b_right):
                 nb, nc, p = mcnemar(ra, rb)
@@ -235,25 +251,16 @@ def report(rows, measured, command):
     return "\n".join(lines) + "\n", goals
 
 
-def correct(path, labels):
-    """(examples,) bool: which dev sentences the run saved at `path` (a metrics.json) gets right."""
-    preds = json.loads(Path(path).read_text())["predictions"]
-    if len(preds) != len(labels):
-        raise SystemExit(f"{path}: {len(preds)} predictions, but the dev set has {len(labels)} examples")
-    return np.asarray(preds) == labels
-
-
 def paired_over_seeds(a_prefix, b_prefix, labels):
     """The report of --paired: A-seedS.json against B-seedS.json (final dev predictions), seed by seed
     (McNemar) and over the seeds (mean ± std of each, and the paired bootstrap of the difference)."""
-    right = []
+    by_seed = []
     for prefix in (a_prefix, b_prefix):
         folder, stem = Path(prefix).parent, Path(prefix).name
-        right.append({seed_of(n): correct(folder / f"{n}.json", labels) for n in run_names(folder, stem)})
-    seeds = sorted(set(right[0]) & set(right[1]))
+        by_seed.append({seed_of(n): final_correct(folder / f"{n}.json", labels) for n in run_names(folder, stem)})
+    seeds, a_right, b_right = common_seeds(*by_seed)
     if not seeds:
         raise SystemExit(f"error: no seed has both a {a_prefix}-seedS.json and a {b_prefix}-seedS.json")
-    a_right, b_right = ([r[s] for s in seeds] for r in right)
     lines = [f"A = {a_prefix}, B = {b_prefix}, seeds {', '.join(map(str, seeds))}; A - B in points, "
              "b : c = sentences only A : only B gets right", ""]
     for seed, ra, rb in zip(seeds, a_right, b_right):
@@ -323,7 +330,7 @@ def main(argv=None):
     except data.DataError as e:
         raise SystemExit(f"error: {e}")
     if args.pair:
-        a, b = (correct(f, labels) for f in args.pair)
+        a, b = (final_correct(f, labels) for f in args.pair)
         only_a, only_b, p_value = mcnemar(a, b)
         diff, low, high = paired_bootstrap(a, b)
         print(f"{args.pair[0]} {100 * a.mean():.2f} vs {args.pair[1]} {100 * b.mean():.2f}: only A right on {only_a}, "

@@ -357,13 +357,20 @@ class SpeedupController:
     `ramp` of the steps, so the predictors start skimming gradually, as the target sparsity of
     constrained structured pruning does (CoFi, Xia et al. 2022), then holds.
     Why not a fixed lambda: the speedup a lambda buys changes with the task, the init and the estimator's
-    settings (every such change needed a new search here), while a speedup is what a user wants to ask for."""
+    settings (every such change needed a new search here), while a speedup is what a user wants to ask for.
+
+    What is steered can be other inputs than the training batches: `rescale(other, batches)` gives the
+    ratio of the FLOPs fraction measured on those inputs (train.py: whole training sentences, at the
+    evaluation's threshold) to the batches' over the same steps, and from then on the controller steers
+    batch fraction * ratio, its estimate of theirs. SST-2 trains on phrases and is used on sentences, and
+    a model skims a long sentence more than a short phrase: steered on its batches alone, it ends past
+    the target on sentences."""
 
     def __init__(self, target_speedup, total_steps, ramp=0.5, kp=1.0, ki=0.02):
         if not target_speedup >= 1:
             raise ValueError(f"a target speedup is at least 1, got {target_speedup}")
         self.target_speedup, self.total_steps, self.ramp, self.kp, self.ki = target_speedup, total_steps, ramp, kp, ki
-        self.step, self.integral, self.coef = 0, 0.0, 0.0
+        self.step, self.integral, self.coef, self.scale = 0, 0.0, 0.0, 1.0
 
     def target(self):
         """The FLOPs fraction aimed at now: 1 -> 1/S linearly over the first `ramp` of the steps."""
@@ -372,17 +379,23 @@ class SpeedupController:
 
     def update(self, fraction):
         """After a training step whose batch had this FLOPs fraction: the lambda for the next step."""
-        error = fraction - self.target()
+        error = fraction * self.scale - self.target()
         self.integral += self.ki * error
         self.coef = self.integral + self.kp * error
         self.step += 1
         return self.coef
 
+    def rescale(self, other_fraction, batch_fraction):
+        """Steer the inputs whose FLOPs fraction is `other_fraction` where the training batches' is
+        `batch_fraction` (the same model, the same moment): see the class docstring."""
+        self.scale = other_fraction / batch_fraction
+
     def state_dict(self):
-        return {"step": self.step, "integral": self.integral, "coef": self.coef}
+        return {"step": self.step, "integral": self.integral, "coef": self.coef, "scale": self.scale}
 
     def load_state_dict(self, state):
         self.step, self.integral, self.coef = state["step"], state["integral"], state["coef"]
+        self.scale = state.get("scale", 1.0)  # a state saved before rescale existed steered its batches
 
 
 @torch.no_grad()

@@ -102,6 +102,10 @@ def parse_args(argv=None):
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
                         f"(skim.SpeedupController) and the keep threshold calibrated on training sentences "
                         f"(default {TARGET_SPEEDUP} unless --skim-coef)")
+    g.add_argument("--steer-every", type=int, default=0, metavar="N",
+                   help="with --target-speedup: every N steps of a skim stage, score the calibration sentences at "
+                        "the keep threshold and steer lambda on them, not on the training batches alone (SST-2's "
+                        "are short phrases, skimmed less than its sentences); 0 (default): steer on the batches")
     g.add_argument("--stages", default=None, metavar="SPEC",
                    help=f"the stages, in order, as KIND:EPOCHS[:LR], KIND one of dense, skim, frozen, LR the "
                         f"stage's own peak learning rate (default {DEFAULT_STAGES}): dense fine-tuning, then "
@@ -229,6 +233,10 @@ def check_args(args):
         raise UsageError("--target-speedup needs a skim or frozen stage; a dense model processes every token")
     if args.keep_threshold is not None and kinds and not {"skim", "frozen"} & set(kinds):
         raise UsageError("--keep-threshold sets where skim predictors keep tokens; these stages train a dense model")
+    if args.steer_every < 0:
+        raise UsageError(f"--steer-every N: N is a number of steps, at least 0, got {args.steer_every}")
+    if args.steer_every and (args.target_speedup is None or "skim" not in kinds):
+        raise UsageError("--steer-every steers a skim stage towards --target-speedup; this run has no such stage")
     if args.skim_coef is not None and "skim" not in kinds:
         raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
     args.keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None
@@ -554,7 +562,7 @@ def run_stages(model, train_set, task, args, teacher, calibration, dev_set, stat
         resumed = state if state and i == state["stage"] else None
         record = resumed["record"] if resumed else {"stage": kind, "epochs": epochs}
         model = enter_stage(model, kind, args, None if resumed else calibration, record, calibrated)
-        train_stage(model, i, train_set, task, args, teacher, records, record, resumed)
+        train_stage(model, i, train_set, task, args, teacher, records, record, resumed, calibration)
         if i < len(args.stages) - 1:
             record["dev"] = stage_evaluation(model, dev_set, task, args)
             if kind == "skim" and args.target_speedup:
@@ -579,11 +587,12 @@ def stage_evaluation(model, dev_set, task, args):
         "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
 
 
-def train_stage(model, index, train_set, task, args, teacher, records, record, resumed=None):
+def train_stage(model, index, train_set, task, args, teacher, records, record, resumed=None, calibration=None):
     """One stage: AdamW with its own linear warm-up and decay, loss = task loss + lambda * skim loss (Eq. 7).
     lambda is --skim-coef, or steered by skim.SpeedupController in a skim stage with --target-speedup, or 0
-    (dense and frozen stages: no skim loss to weigh). Saves a resumable state every --save-every minutes
-    and on Ctrl-C (then raises Interrupted)."""
+    (dense and frozen stages: no skim loss to weigh). With --steer-every N the controller is rescaled every
+    N steps to the FLOPs fraction of the `calibration` sentences over that of the last N batches. Saves a
+    resumable state every --save-every minutes and on Ctrl-C (then raises Interrupted)."""
     from tqdm import tqdm
 
     kind, epochs, lr = args.stages[index]
@@ -645,6 +654,14 @@ def train_stage(model, index, train_set, task, args, teacher, records, record, r
                     trace["skim_coef"].append(round(coef, 4))
                     shown.update(speedup=f"{1 / fraction:.2f}x", target=f"{1 / controller.target():.2f}x",
                                  **{"lambda": f"{controller.update(fraction):.2f}"})
+                    steer_every = getattr(args, "steer_every", 0)  # a state saved before the flag existed has none
+                    if steer_every and step % steer_every == 0 and step < total_steps:
+                        sentences = 1 / skim.speedup_at(model, calibration, model.keep_threshold)
+                        model.train()  # speedup_at evaluates
+                        controller.rescale(sentences, np.mean(trace["flops_fraction"][-steer_every:]))
+                        trace.setdefault("sentence_fraction", []).append(round(sentences, 4))
+                    if steer_every:
+                        shown["sentences"] = f"{1 / (fraction * controller.scale):.2f}x"
                 bar.set_postfix(shown)
                 bar.update()
                 if ctrl_c.requested or (args.save_every and time.time() - saved_at > 60 * args.save_every):

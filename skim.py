@@ -388,7 +388,7 @@ class SpeedupController:
     def rescale(self, other_fraction, batch_fraction):
         """Steer the inputs whose FLOPs fraction is `other_fraction` where the training batches' is
         `batch_fraction` (the same model, the same moment): see the class docstring."""
-        self.scale = other_fraction / batch_fraction
+        self.scale = float(other_fraction / batch_fraction)  # a plain float: resumable states load weights only
 
     def state_dict(self):
         return {"step": self.step, "integral": self.integral, "coef": self.coef, "scale": self.scale}

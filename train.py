@@ -658,7 +658,7 @@ def train_stage(model, index, train_set, task, args, teacher, records, record, r
                     if steer_every and step % steer_every == 0 and step < total_steps:
                         sentences = 1 / skim.speedup_at(model, calibration, model.keep_threshold)
                         model.train()  # speedup_at evaluates
-                        controller.rescale(sentences, np.mean(trace["flops_fraction"][-steer_every:]))
+                        controller.rescale(sentences, statistics.fmean(trace["flops_fraction"][-steer_every:]))
                         trace.setdefault("sentence_fraction", []).append(round(sentences, 4))
                     if steer_every:
                         shown["sentences"] = f"{1 / (fraction * controller.scale):.2f}x"

@@ -465,3 +465,19 @@ def test_the_controller_raises_lambda_while_too_slow_lowers_it_when_too_fast_and
     twin = skim.SpeedupController(target_speedup=2.0, total_steps=100, ramp=0.5, kp=1.0, ki=0.1)
     twin.load_state_dict(state)
     assert twin.update(0.6) == c.update(0.6) and twin.target() == c.target()
+
+
+def test_a_rescaled_controller_steers_the_other_inputs_estimated_fraction():
+    new = lambda: skim.SpeedupController(target_speedup=2.0, total_steps=10, ramp=0.1, kp=1.0, ki=0.1)  # noqa: E731
+    c, twin = new(), new()                       # the target: 1 at step 0, then 1/S = 0.5
+    c.rescale(0.4, 0.5)                          # the other inputs run at 0.8 times the batches' fraction
+    assert c.update(1.25) == pytest.approx(0) == twin.update(1.0)  # 1.25 * 0.8 = 1: on target, lambda stays 0
+    coef = c.update(0.5)                                            # batches at 1/S: too fast for the others
+    assert coef < 0 and coef == pytest.approx(twin.update(0.4))
+    state = c.state_dict()
+    twin = new()
+    twin.load_state_dict(state)
+    assert twin.update(0.7) == c.update(0.7)     # the ratio is part of the state
+    del state["scale"]
+    twin.load_state_dict(state)                  # a state saved before rescale existed steered its batches
+    assert twin.scale == 1.0

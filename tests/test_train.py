@@ -368,6 +368,9 @@ def test_teacher_for_another_number_of_labels(glue, tiny, tmp_path):
                                          (["--skim-coef", "0.3", "--target-speedup", "2"], "give one of them"),
                                          (["--target-speedup", "1"], "above 1"),
                                          (["--no-skim", "--target-speedup", "2"], "needs a skim or frozen stage"),
+                                         (["--steer-every", "-1"], "at least 0"),
+                                         (["--skim-coef", "0.3", "--steer-every", "50"], "has no such stage"),
+                                         (["--stages", "dense:1,frozen:1", "--steer-every", "50"], "no such stage"),
                                          (["--freeze-predictors", "--target-speedup", "2"], "give one of them"),
                                          (["--freeze-predictors", "--stages", "frozen:1"], "is a one-stage run"),
                                          (["--save-every", "-1"], "--save-every"),
@@ -434,6 +437,36 @@ def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(syn
     assert m["stages"][0]["calibrated_speedup"] == pytest.approx(2.0, abs=0.02)     # then lands on it
 
 
+def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batches(synthetic, tiny, tmp_path,
+                                                                                    monkeypatch):
+    """SST-2's sentences are skimmed more than its training phrases at the same lambda. Here the sentences'
+    measurement (skim.speedup_at on the calibration batches) is replaced by a stand-in that behaves so: the
+    model's own FLOPs fraction f on them, sampled as in training, squared (1 when nothing is skimmed, 0.5
+    where the batches run at 0.71). A tiny random model's real measurement is too coarse to steer a test
+    by: its predictors, thresholded, decide nearly alike for every token, so it jumps between all kept and
+    almost nothing. Steered on the batches alone, the batches would end at 1/S and the stand-in at 1/S^2."""
+    import flops
+    import skim
+
+    def sentences(model, batches, keep_threshold):
+        rng = torch.get_rng_state()                                   # the run's random draws stay the run's
+        with torch.no_grad():
+            model.train()
+            f = np.mean([flops.fraction(train.run(model, b)[1], b["attention_mask"], model.config) for b in batches])
+        torch.set_rng_state(rng)
+        return 1 / f ** 2
+    monkeypatch.setattr(skim, "speedup_at", sentences)
+    m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:8", "--target-speedup", 2,
+             "--steer-every", 10, "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0,
+             "--output-dir", tmp_path / "o")
+    trace = m["stages"][0]["trace"]
+    assert len(trace["sentence_fraction"]) == 19                                    # every 10 of 200 steps
+    # the tiny model answers lambda late, so the stand-in swings about 1/S (here 0.39 to 0.56 after the ramp);
+    # steered on the batches it would end near 0.25
+    assert abs(np.mean(trace["sentence_fraction"][-5:]) - 0.5) < 0.1                # the sentences near 1/S ...
+    assert np.mean(trace["flops_fraction"][-50:]) > 0.6                             # ... the batches well above it
+
+
 def test_the_threshold_is_calibrated_on_whole_sentences_not_on_their_phrases():
     sentences = [f"sentence {i} is a whole one ." for i in range(6)]
     texts = sentences + [s.split(" is")[0] for s in sentences] + ["a whole one", "is a whole"]
@@ -497,7 +530,7 @@ def interrupt_at(monkeypatch, step):
 def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(glue, tiny, tmp_path,
                                                                                        monkeypatch, step):
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--lr", "1e-3",
-            "--stages", "dense:1,skim:1,frozen:1", "--timing-repeats", 0]
+            "--stages", "dense:1,skim:1,frozen:1", "--steer-every", 2, "--timing-repeats", 0]
     whole = main(*args, "--output-dir", tmp_path / "whole")
     with monkeypatch.context() as patch:
         interrupt_at(patch, step)

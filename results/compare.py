@@ -1,8 +1,9 @@
 """
 The verdict on the one-command recipe (results/run_recipe.sh's runs): each model's SST-2 dev accuracy over
 seeds (mean and standard deviation), its speedup, and a paired comparison, sentence by sentence, of the
-recipe at target 2 with the dense model and with the first 3 layers trained densely (and, with one seed,
-the recipe at targets 1.5 and 3 with the first 4 and the first 2 layers: the same FLOPs, densely).
+recipe at target 2 with the dense model and with the first 3 layers trained densely; the recipe at targets
+1.5 and 3 with the first 4 and the first 2 layers (the same FLOPs, densely); and the recipe whose skim
+stage is steered on whole sentences (train.py --steer-every) with the recipe of the same seed.
 
     GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
                                        # writes OUT.md, OUT.json and OUT.png (accuracy against speedup)
@@ -51,17 +52,19 @@ ROWS = [  # (key, what, runs: every PREFIX-seedS.json there is, which prediction
     ("recipe", "recipe at --target-speedup 2 (the default command)", "t20", "final"),
     ("skimstage", "the same runs' skim stage, at the threshold calibrated to 2 (no frozen stage)", "t20", "stage1"),
     ("layers3", "first 3 layers, dense, 2 epochs (--keep-layers 3)", "layers3", "final"),
+    ("steered", "recipe at target 2, its skim stage steered on whole sentences (--steer-every 50)", "t20s", "final"),
     ("recipe15", "recipe at --target-speedup 1.5", "t15", "final"),
     ("layers4", "first 4 layers, dense, 2 epochs (--keep-layers 4: 1.5x)", "layers4", "final"),
     ("recipe30", "recipe at --target-speedup 3", "t30", "final"),
     ("layers2", "first 2 layers, dense, 2 epochs (--keep-layers 2: 3x)", "layers2", "final"),
 ]
-TARGETS = {"recipe": 2.0, "recipe15": 1.5, "recipe30": 3.0}
+TARGETS = {"recipe": 2.0, "steered": 2.0, "recipe15": 1.5, "recipe30": 3.0}
 CURVES = {  # the picture's two lines, each through its rows in order of speedup, and its colour
     "the recipe, at targets 1.5, 2 and 3": (("recipe15", "recipe", "recipe30"), "tab:green"),
     "dense, 6 layers, then the first 4, 3 and 2 layers": (("dense", "layers4", "layers3", "layers2"), "tab:grey"),
 }
 PAIRS = [("recipe", "dense"), ("recipe", "layers3"), ("layers3", "dense"), ("recipe", "skimstage"),
+         ("steered", "recipe"), ("steered", "layers3"),
          ("recipe15", "dense"), ("recipe15", "layers4"), ("recipe30", "dense"), ("recipe30", "layers2")]
 
 

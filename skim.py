@@ -402,15 +402,18 @@ class SpeedupController:
 def speedup_at(model, batches, keep_threshold):
     """The FLOPs speedup (no padding, predictors counted) of `model`'s decisions at `keep_threshold`
     over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning (`infer`:
-    the masks of forward(), sooner)."""
+    the masks of forward(), sooner). The model is left as it was found: its threshold, and its mode (a
+    training run measures its sentences between steps)."""
     from flops import FlopsCounter
 
+    training = model.training
     model.eval()
     saved, model.keep_threshold = model.keep_threshold, keep_threshold
     counter = FlopsCounter(model.config)
     for b in batches:
         counter.add(model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks, b["attention_mask"])
     model.keep_threshold = saved
+    model.train(training)
     return counter.summary()["none"]["speedup"]
 
 

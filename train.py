@@ -604,6 +604,7 @@ def train_stage(model, index, train_set, task, args, teacher, records, record, r
     controller = skim.SpeedupController(args.target_speedup, total_steps) if kind == "skim" and args.target_speedup \
         else None
     coef = args.skim_coef if kind == "skim" and args.skim_coef is not None else 0.0
+    steer_every = getattr(args, "steer_every", 0)  # a state saved before the flag existed has none
     step = 0
     if resumed:
         model.load_state_dict(resumed["model"])
@@ -654,10 +655,8 @@ def train_stage(model, index, train_set, task, args, teacher, records, record, r
                     trace["skim_coef"].append(round(coef, 4))
                     shown.update(speedup=f"{1 / fraction:.2f}x", target=f"{1 / controller.target():.2f}x",
                                  **{"lambda": f"{controller.update(fraction):.2f}"})
-                    steer_every = getattr(args, "steer_every", 0)  # a state saved before the flag existed has none
                     if steer_every and step % steer_every == 0 and step < total_steps:
                         sentences = 1 / skim.speedup_at(model, calibration, model.keep_threshold)
-                        model.train()  # speedup_at evaluates
                         controller.rescale(sentences, statistics.fmean(trace["flops_fraction"][-steer_every:]))
                         trace.setdefault("sentence_fraction", []).append(round(sentences, 4))
                     if steer_every:

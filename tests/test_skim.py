@@ -451,6 +451,9 @@ def test_calibration_finds_the_lowest_threshold_that_reaches_the_target(random_s
         below = 1 / (1 + torch.exp(torch.tensor(-(z - 32 / 2 ** 16), dtype=torch.float64)).item())  # one bisection step lower
         assert skim.speedup_at(random_skimmer, batches, t) >= target > skim.speedup_at(random_skimmer, batches, below)
         assert random_skimmer.keep_threshold == skim.KEEP_THRESHOLD  # the model's own threshold is left as it was
+    random_skimmer.train()
+    skim.speedup_at(random_skimmer, batches, 0.5)
+    assert random_skimmer.training                                # and its mode: training measures between steps
 
 
 def test_the_controller_raises_lambda_while_too_slow_lowers_it_when_too_fast_and_ramps_the_target():

@@ -13,6 +13,8 @@ Two pruned paths, each against the dense model run the same way, each with its F
             kept token's output, skimmed tokens' states are written back (Eq. 3). flops.py's "all".
     infer   Transkimmer.infer against BertForSequenceClassification.infer: the compact path, and
             the last layer computes [CLS]'s output alone, in both. flops.py's "cls".
+With --checkpoint, each batch size also gets "measured": timing.measure_speedup, the one function behind
+the "measured" figure train.py prints, on the same batches (the infer path against the dense infer).
 The dense model is also timed as Hugging Face transformers' eager BertForSequenceClassification,
 the model users run today, with our weights (saved and loaded the HF way) on the same inputs, when
 `transformers` is installed (the test extras). This is the one import of transformers outside
@@ -67,8 +69,10 @@ import torch
 
 import data
 import flops
-from model import ModelError, atomic_write
+import timing
+from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint
 from skim import Transkimmer
+from timing import interleaved_pass, one_pass, synchronize
 
 
 # the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
@@ -93,9 +97,10 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
     p.add_argument("--profile", action="store_true", help="also print where the time goes, per layer")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--out", default=None, help="JSON file to write (default: results/bench_DEVICE.json)")
+    p.add_argument("--out", default=None, help="JSON file to write (default: out/bench_DEVICE.json; the committed "
+                                               "results/bench_*.json were written with --out)")
     args = p.parse_args(argv)
-    args.out = args.out or f"results/bench_{args.device}.json"
+    args.out = args.out or f"out/bench_{args.device}.json"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available here")
     if min([args.repeats, *args.batch_sizes]) < 1 or any(v is not None and v < 1 for v in (args.limit, args.threads)):
@@ -134,35 +139,6 @@ def label(name):
         return f"cut {name[1]} keep {name[2]}"
     path, ratio = name
     return f"{path} " + ("predicted" if ratio is None else f"keep {ratio}")
-
-
-def synchronize(device):
-    """Wait for the GPU's queued work (on cuda; nothing to wait for on the CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def one_pass(run, batches, device="cpu"):
-    """Seconds to run every batch once (waiting for the GPU to finish, on cuda)."""
-    synchronize(device)
-    start = time.perf_counter()
-    for b in batches:
-        run(b)
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def interleaved_pass(passes, device="cpu"):
-    """{name: (run, batches)} -> {name: seconds}: one pass of each, taking turns batch by batch."""
-    seconds = dict.fromkeys(passes, 0.0)
-    for i in range(len(next(iter(passes.values()))[1])):
-        for name, (run, batches) in passes.items():
-            synchronize(device)
-            start = time.perf_counter()
-            run(batches[i])
-            synchronize(device)
-            seconds[name] += time.perf_counter() - start
-    return seconds
 
 
 def module_times(model, run, batches, device="cpu"):
@@ -253,6 +229,9 @@ def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine(args.device)
+    if args.checkpoint is not None and Transkimmer.config_key not in read_config(resolve_checkpoint(args.checkpoint)):
+        raise ModelError(f"--checkpoint {args.checkpoint} is a dense model: it has no skim predictors, so there is "
+                         "nothing to prune (leave --checkpoint out to time forced keep ratios)")
     model = Transkimmer.from_pretrained(args.checkpoint).to(args.device).eval()
     if model.tokenizer is None:
         raise ModelError(f"{args.checkpoint}: the checkpoint has no tokenizer.json or vocab.txt")
@@ -283,7 +262,7 @@ def bench(args):
         runs["HF eager"] = hf[0]
     dense_names = [name for name in DENSE if name in runs]
 
-    dense_results, results, profiles = [], [], {}
+    dense_results, results, profiles, measured = [], [], {}, []
     for bs in args.batch_sizes:
         cpu_batches = list(data.batches(encoded, bs))
         batches = [on_device(b) for b in cpu_batches]
@@ -311,6 +290,8 @@ def bench(args):
             if args.profile:
                 profiles[bs] = {label(name): module_times(model, run, its_batches, args.device)
                                 for name, (run, its_batches) in passes.items() if name != "HF eager"}
+            if not forced:  # the figure train.py prints for this model: the one timing function, on these batches
+                measured.append({"batch_size": bs, **timing.measure_speedup(model, batches, args.repeats, args.device)})
         median = {name: statistics.median(ts) for name, ts in times.items()}
         dense_results.append({
             "batch_size": bs, **{f"{DENSE[name]}_seconds": median[name] for name in dense_names},
@@ -346,7 +327,8 @@ def bench(args):
             "max_seq_length": task.max_seq_length, "repeats": args.repeats,
             "predictor_cost": "not run, not counted (forced decisions)" if forced else "timed and counted",
             "hf_eager": {"transformers": hf[1], "max_abs_logit_diff": hf[2]} if hf else "transformers not installed",
-            "dense": dense_results, "results": results, **({"profile": profiles} if args.profile else {})}
+            "dense": dense_results, "results": results, **({"measured": measured} if measured else {}),
+            **({"profile": profiles} if args.profile else {})}
 
 
 def print_report(report):
@@ -373,6 +355,8 @@ def print_report(report):
         print(f"{r['batch_size']:>5} {keep:>6} {r['path']:>6} {r['dense_seconds']:>8.3f} {r['pruned_seconds']:>9.3f} "
               f"{r['measured_speedup']:>8.2f}x {r['flops_speedup']:>6.2f}x {r['flops_speedup_executed']:>8.2f}x "
               f"{r['measured_over_flops']:>11.2f} {cut}")
+    for m in report.get("measured", []):
+        print(f"batch {m['batch_size']}: measured {m['measured_speedup']:.2f}x ({m['timing']}), as train.py measures it")
     for bs, runs in report.get("profile", {}).items():
         print(f"\nwhere the time goes, batch {bs} (seconds per pass, one pass, each part timed):")
         print(f"{'':>12}" + "".join(f"{name:>17}" for name in runs))

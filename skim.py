@@ -31,7 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import BertForSequenceClassification, ModelError, build_from_checkpoint, padding_bias, read_checkpoint
+import flops
+from checkpoint import ModelError, read_checkpoint
+from model import BertForSequenceClassification, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
 MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
@@ -138,9 +140,14 @@ def scatter_kept(x, idx, real, ys):
 
 @dataclass
 class SkimOutput:
+    """Transkimmer.forward's output, read as methods.py's Output (aux_loss is the skim loss)."""
     logits: torch.Tensor        # (B, num_labels)
     masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
     skim_loss: torch.Tensor     # scalar, Eq. 6
+
+    @property
+    def aux_loss(self):
+        return self.skim_loss
 
 
 @dataclass
@@ -161,9 +168,16 @@ class CompactOutput:
     def skim_loss(self):
         return skim_loss(self.masks, self.attention_mask)
 
+    @property
+    def aux_loss(self):
+        return self.skim_loss
+
 
 class Transkimmer(nn.Module):
-    """A BertForSequenceClassification with a skim predictor before each of its L layers."""
+    """A BertForSequenceClassification with a skim predictor before each of its L layers; a method behind
+    the interface of methods.py (forward, infer, flops_counter, added_parameters, wrap, freeze)."""
+
+    config_key = "skim"  # config.json keeps the skim settings under this key: a saved Transkimmer is known by it
 
     def __init__(self, bert, tau=TAU, mu0=MU0):
         super().__init__()
@@ -182,6 +196,20 @@ class Transkimmer(nn.Module):
         # Not in the paper: set by freeze_predictors, after which training takes the decisions as
         # evaluation does, so the encoder alone learns, on the inputs it will meet at evaluation.
         self.predictors_frozen = False
+
+    @classmethod
+    def wrap(cls, bert, settings):
+        """The method interface's constructor: new predictors (Eq. 9) before the layers of a dense model."""
+        model = cls(bert, tau=settings.tau, mu0=settings.mu0)
+        model.predictor_grad = settings.predictor_grad
+        return model
+
+    def added_parameters(self):
+        return list(self.predictors.parameters())
+
+    def flops_counter(self, seq_len=None, last_layer="all"):
+        """flops.py's count of this method: the layers on the tokens they keep, and the predictors."""
+        return flops.FlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
 
     @property
     def config(self):
@@ -206,6 +234,10 @@ class Transkimmer(nn.Module):
         margin = logits[..., 1] - logits[..., 0]                                   # (B, n)
         t = self.keep_threshold
         return (margin > math.log(t / (1 - t))).to(x.dtype)
+
+    def freeze(self, keep_threshold):
+        """The method interface's name for freeze_predictors (recipe.py's frozen stage)."""
+        self.freeze_predictors(keep_threshold)
 
     @torch.no_grad()
     def fold_threshold(self, keep_threshold):
@@ -314,13 +346,12 @@ class Transkimmer(nn.Module):
         Transkimmer gets its own back. num_labels/tau/mu0 default to the checkpoint's settings, else
         2 labels and the paper's tau = 0.1, mu0 = 5."""
         folder, config, tensors = read_checkpoint(name_or_path)
-        saved = config.get("skim", {})
+        saved = config.get(cls.config_key, {})
         if num_labels is not None:
             config["num_labels"] = num_labels
         skim_tensors = {k[len(SKIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(SKIM_PREFIX)}
         bert_tensors = {k: v for k, v in tensors.items() if not k.startswith(SKIM_PREFIX)}
-        bert = build_from_checkpoint(BertForSequenceClassification, folder, config, bert_tensors,
-                                     source=str(name_or_path or folder))
+        bert = BertForSequenceClassification.from_tensors(folder, config, bert_tensors, source=str(name_or_path or folder))
         model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
                     mu0=mu0 if mu0 is not None else saved.get("mu0", MU0))
         if skim_tensors:  # strict: every name and shape must match
@@ -333,7 +364,7 @@ class Transkimmer(nn.Module):
 
     def save_pretrained(self, directory, tokenizer=None):
         tensors = {SKIM_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.predictors.state_dict().items()}
-        self.bert.save_pretrained(directory, tokenizer, extra_config={"skim": {"tau": self.tau, "mu0": self.mu0}},
+        self.bert.save_pretrained(directory, tokenizer, extra_config={self.config_key: {"tau": self.tau, "mu0": self.mu0}},
                                   extra_tensors=tensors)
 
 
@@ -404,12 +435,10 @@ def speedup_at(model, batches, keep_threshold):
     over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning (`infer`:
     the masks of forward(), sooner). The model is left as it was found: its threshold, and its mode (a
     training run measures its sentences between steps)."""
-    from flops import FlopsCounter
-
     training = model.training
     model.eval()
     saved, model.keep_threshold = model.keep_threshold, keep_threshold
-    counter = FlopsCounter(model.config)
+    counter = model.flops_counter()
     for b in batches:
         counter.add(model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks, b["attention_mask"])
     model.keep_threshold = saved

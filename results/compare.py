@@ -26,9 +26,10 @@ stages started from. Likewise the skim stage of each run, scored at the threshol
 target before the frozen stage began: recipe vs skimstage is what the frozen stage adds, per seed.
 
 Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its FLOPs against the
-6-layer checkpoint's). "measured" needs --time: each saved model's compact inference path (model.infer:
-[CLS] alone in the last layer, flops.py's "cls" convention) against the 6-layer dense model's, over the
-dev set at --batch-size, under torch.inference_mode, the median of --repeats passes taken in turns.
+6-layer checkpoint's). "measured" needs --time: timing.measure_speedup, the function behind train.py's
+"measured" too: each saved model's compact inference path (model.infer: [CLS] alone in the last layer,
+flops.py's "cls" convention) against the 6-layer dense model's, over the dev set at --batch-size, the
+median of --repeats passes taken in turns with it.
 Goals (results/README.md): at target 2 the dev speedup within 3% of 2 and the mean accuracy within 0.5
 points of the dense mean and above the 3-layer model's mean; at 1.5 and 3, the speedup within 3%.
 """
@@ -164,11 +165,9 @@ def load_rows(runs_dir, labels):
 def time_models(rows, folders, data_dir, batch_size, repeats):
     """Measured speedup of each row's saved models over the 6-layer dense model, compact inference path:
     {run name: speedup} for the runs whose model is saved under `folders` (the others are not timed)."""
-    import torch
-
-    import bench
-    import train
-    from model import load_tokenizer
+    import methods
+    import timing
+    from checkpoint import load_tokenizer
 
     task = data.get_task("sst2")
     tok = load_tokenizer(None)
@@ -180,20 +179,12 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
             for name in rows[key]["names"]:
                 folder = Path(folders) / f"sst2-recipe-{name}"
                 if (folder / "model.safetensors").exists():  # runs trained elsewhere are left untimed
-                    models[name] = train.load_saved(folder)
-    reference = next((train.dense_of(m) for m in models.values() if hasattr(m, "predictors")), None)
+                    models[name] = methods.load_saved(folder)
+    reference = next((m.bert for m in models.values() if not isinstance(m, methods.Dense)), None)
     if reference is None:
         return {}
-    models["dense"] = reference
-
-    def call(model):
-        return lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"])
-    passes = {name: (call(m), batches) for name, m in models.items()}
-    with torch.inference_mode():
-        bench.interleaved_pass(passes)                                                # warm-up
-        seconds = [bench.interleaved_pass(passes) for _ in range(repeats)]
-    median = {name: statistics.median(s[name] for s in seconds) for name in models}
-    return {name: median["dense"] / median[name] for name in models if name != "dense"}
+    return {name: timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
+            for name, m in models.items()}
 
 
 def verdict(rows):
@@ -294,7 +285,7 @@ def picture(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from model import atomic_write
+    from checkpoint import atomic_write
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for line, points in curves(rows).items():
@@ -324,7 +315,7 @@ def main(argv=None):
     p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="only compare the runs A-seedS.json with "
                                                                     "B-seedS.json over the seeds both have, and print it")
     args = p.parse_args(argv)
-    from model import atomic_write
+    from checkpoint import atomic_write
 
     task = data.get_task("sst2")
     try:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import skim  # noqa: E402
-from model import ModelError, atomic_write  # noqa: E402
+from checkpoint import ModelError, atomic_write  # noqa: E402
 
 
 def norm(params):

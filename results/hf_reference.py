@@ -29,7 +29,7 @@ from transformers import BertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
-from model import atomic_write, default_checkpoint_dir, load_tokenizer  # noqa: E402
+from checkpoint import atomic_write, default_checkpoint_dir, load_tokenizer  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip())
 p.add_argument("--lr", type=float, default=1e-4)

@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench  # noqa: E402
-from model import BertForSequenceClassification, atomic_write  # noqa: E402
+from checkpoint import atomic_write  # noqa: E402
+from model import BertForSequenceClassification  # noqa: E402
 
 
 def seconds_per_call(fn, calls, repeats):

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test files."""
+"""Fixtures and helpers shared by the test files."""
 
 import pytest
 import torch
@@ -9,12 +9,41 @@ def tiny(tmp_path_factory):
     """A small random BERT (3 layers, d = 32) with the default checkpoint's tokenizer, saved as any checkpoint
     is: the command-line tests train and evaluate it in a fraction of the time the 6-layer default takes.
     What they check (files, flags, errors, resuming, the controller) does not depend on the model's size."""
+    import checkpoint
     import model
 
-    tokenizer = model.load_tokenizer()
+    tokenizer = checkpoint.load_tokenizer()
     config = model.BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=3,
                               num_attention_heads=4, intermediate_size=64)
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny")
     model.Bert(config).save_pretrained(folder, tokenizer)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+    """A tiny random BertForSequenceClassification created and saved by HF itself."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                     intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
+                                     num_labels=3)
+    hf = transformers.BertForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("tiny_hf")
+    hf.save_pretrained(path)
+    return path
+
+
+def padded_batch(vocab_size, lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    N = max(lengths)
+    input_ids = torch.randint(1, vocab_size, (len(lengths), N), generator=g)
+    attention_mask = torch.zeros(len(lengths), N, dtype=torch.long)
+    token_type_ids = torch.zeros(len(lengths), N, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        attention_mask[i, :n] = 1
+        input_ids[i, n:] = 0
+        token_type_ids[i, n // 2:n] = 1  # a second segment
+    return input_ids, attention_mask, token_type_ids

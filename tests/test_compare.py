@@ -174,9 +174,9 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
     recipe run's encoder and classifier, every token kept), and measured = dense seconds / its seconds."""
     import torch
 
-    import bench
     import model
     import skim
+    import timing
 
     glue = write_dev(tmp_path / "glue", [0, 1] * 6)
     runs = tmp_path / "runs"
@@ -187,30 +187,31 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
     small = model.keep_layers(model.BertForSequenceClassification.from_pretrained(tiny, num_labels=2), [0])
     small.save_pretrained(runs / "sst2-recipe-layers3-seed42", small.tokenizer)
 
-    calls, real_pass = [], bench.interleaved_pass
+    calls, real_pass = [], timing.interleaved_pass
 
-    def spy(passes):  # the real timing, with each model's output kept to check what was timed
+    def spy(passes, device="cpu"):  # the real timing, with each model's output kept to check what was timed
         batch = next(iter(passes.values()))[1][0]
         calls.append({"batch": batch, **{name: run(batches[0]) for name, (run, batches) in passes.items()}})
-        seconds = real_pass(passes)
+        seconds = real_pass(passes, device)
         calls[-1]["seconds"] = seconds
         return seconds
-    monkeypatch.setattr(bench, "interleaved_pass", spy)
+    monkeypatch.setattr(timing, "interleaved_pass", spy)
     rows = {"recipe": {"names": ["t20-seed42", "t20-seed45"]}, "layers3": {"names": ["layers3-seed42"]}}
     measured = compare.time_models(rows, runs, glue, batch_size=4, repeats=3)
 
     assert set(measured) == {"t20-seed42", "layers3-seed42"}           # t20-seed45 has no saved model here
-    assert len(calls) == 1 + 3                                         # a warm-up pass, then the repeats
-    timed = [c["seconds"] for c in calls[1:]]
-    for name, speedup in measured.items():
-        assert speedup == statistics.median(s["dense"] for s in timed) / statistics.median(s[name] for s in timed)
-    first = calls[0]                                                    # the reference: the recipe's own
-    saved = skim.Transkimmer.from_pretrained(runs / "sst2-recipe-t20-seed42")   # encoder, every token kept
-    b = first["batch"]
-    with torch.inference_mode():
-        assert torch.allclose(first["dense"], saved.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
-                              atol=1e-5)
-    assert first["t20-seed42"].masks[-1].sum() < b["attention_mask"].sum()     # and the recipe model skims
+    assert len(calls) == 2 * (1 + 3)                                   # per model: a warm-up pass, then the repeats
+    for i, speedup in enumerate(measured.values()):                    # measured = dense seconds / its seconds
+        timed = [c["seconds"] for c in calls[4 * i + 1: 4 * i + 4]]
+        assert speedup == round(statistics.median(s["dense"] for s in timed)
+                                / statistics.median(s["pruned"] for s in timed), 3)
+    saved = skim.Transkimmer.from_pretrained(runs / "sst2-recipe-t20-seed42")   # the reference: the recipe's own
+    for first in calls[0], calls[4]:                                            # encoder, every token kept, for both
+        b = first["batch"]
+        with torch.inference_mode():
+            assert torch.allclose(first["dense"], saved.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                                  atol=1e-5)
+    assert any(c["pruned"].masks[-1].sum() < c["batch"]["attention_mask"].sum() for c in calls)  # the recipe skims
 
 
 def test_paired_meets_two_models_on_the_seeds_both_have(tmp_path, capsys):

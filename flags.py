@@ -1,0 +1,500 @@
+"""
+train.py's command line: the flags, checked and resolved once into one frozen Settings, which the run
+reads and never changes, and which metrics.json ("args") and the resumable state record as they are.
+
+Every check that can be made before training is made here, in one place, each failing with one line
+(UsageError): the flags alone first, then against the output folder, the data and the checkpoints'
+config files (nothing is trained or loaded before they pass). Flags follow HF's run_glue.py where they
+overlap; the recipe's flags (stages, target speedup) are described in recipe.py.
+"""
+
+import argparse
+import dataclasses
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import data
+import flops
+import methods
+import recipe
+import skim
+from checkpoint import atomic_write, read_config, resolve_checkpoint
+from model import BertConfig
+
+
+class UsageError(Exception):
+    """An impossible flag combination; one line."""
+
+
+MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
+LR = 5e-5  # of a stage that names none; the default recipe's stages name theirs
+TARGET_SPEEDUP = 2.0
+DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run, resolved: every flag's value as the run uses it (the defaults filled in). Paths are strings."""
+    task: str
+    model: str | None                 # None: the embedded all-MiniLM-L6-v2
+    data_dir: str                     # the folder the data was found in (resolved, so a resumed run reads the same)
+    output_dir: str
+    overwrite: bool                   # the run replaces one already in output_dir (whose files it removes first)
+    max_seq_length: int
+    batch_size: int
+    stages: tuple                     # ((kind, epochs, lr), ...), recipe.py; () for --eval-only
+    method: str                       # what a skim stage trains: a name in methods.METHODS
+    lr: float | None
+    epochs: float | None
+    warmup: float
+    weight_decay: float
+    seed: int
+    skim_coef: float | None           # a fixed lambda (the paper's recipe), or None
+    target_speedup: float | None      # steer lambda to this FLOPs speedup, or None
+    steer_every: int
+    tau: float
+    mu0: float
+    predictor_lr: float | None
+    predictor_grad: str
+    keep_threshold: float | None      # the evaluation's; None for a dense model
+    freeze_predictors: float | None
+    keep_layers: tuple | None
+    checkpoint_layers: int | None     # with keep_layers: the layers of the checkpoint they are cut from
+    teacher: str | None
+    distill_coef: float | None
+    distill_temp: float | None
+    max_grad_norm: float
+    holdout: int | None
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    no_skim: bool
+    eval_only: bool
+    checkpoint: str | None
+    save_every: float
+    device: str
+    timing_repeats: int
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors (an unknown flag, a value that is not a number) as one UsageError line."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def lambda_or_task(text):
+    """--skim-coef's value: a number, or "task" (a bare --skim-coef: argparse passes the const through)."""
+    return text if text == "task" else float(text)
+
+
+def parser():
+    p = Parser(prog="train.py", description="Fine-tune and evaluate Transkimmer on a GLUE task "
+                                "(python train.py --help; the recipe: recipe.py).")
+    g = p.add_argument_group("the task, the model and the paper's training recipe")
+    g.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
+    g.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
+    g.add_argument("--data-dir", default=None, help="folder holding <TASK>/train.tsv (default: $GLUE_DIR, else download)")
+    g.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
+    g.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
+    g.add_argument("--batch-size", type=int, default=32, help="the global batch, shared out among torchrun's processes")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate of every stage that names none in --stages (default {LR}; the default "
+                        f"recipe's stages name theirs)")
+    g.add_argument("--epochs", type=float, default=None,
+                   help="length of a one-stage run (--skim-coef, --no-skim, --freeze-predictors; default 1); the "
+                        "default recipe's stages are set with --stages")
+    g.add_argument("--warmup", type=float, default=0.06, help="fraction of each stage's steps spent warming up the lr")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--skim-coef", type=lambda_or_task, nargs="?", const="task", default=None, metavar="LAMBDA",
+                   help="the paper's recipe: one skimming stage with a fixed lambda (Eq. 7), instead of a target "
+                        "speedup; with no value, the task's lambda from the paper's Table 2 (SST-2: 0.3)")
+    g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
+    g.add_argument("--mu0", type=float, default=MU0,
+                   help=f"unbalanced init of the predictors (Eq. 9; default {MU0}, the paper's is {skim.MU0})")
+    g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
+                   "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
+
+    g = p.add_argument_group("not in the paper")
+    g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
+                   help="the way of saving compute a skim stage trains (methods.py)")
+    g.add_argument("--target-speedup", type=float, default=None, metavar="S",
+                   help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
+                        f"(skim.SpeedupController) and the keep threshold calibrated on training sentences "
+                        f"(default {TARGET_SPEEDUP} unless --skim-coef)")
+    g.add_argument("--steer-every", type=int, default=0, metavar="N",
+                   help="with --target-speedup: every N steps of a skim stage, score the calibration sentences at "
+                        "the keep threshold and steer lambda on them, not on the training batches alone (SST-2's "
+                        "are short phrases, skimmed less than its sentences); 0 (default): steer on the batches")
+    g.add_argument("--stages", default=None, metavar="SPEC",
+                   help=f"the stages, in order, as KIND:EPOCHS[:LR], KIND one of dense, skim, frozen, LR the "
+                        f"stage's own peak learning rate (default {recipe.DEFAULT_STAGES}): dense fine-tuning, then "
+                        f"skimming at the target, then the encoder trained on under frozen decisions")
+    g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
+                   help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
+                        "0,2,4: those three)")
+    g.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: their stage's)")
+    g.add_argument("--predictor-grad", default="separate", choices=["joint", "separate"],
+                   help="separate (default): the decisions' straight-through gradient trains the predictors only, "
+                        "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
+                        "it also trains the encoder through the predictors' input")
+    g.add_argument("--keep-threshold", type=float, default=None,
+                   help=f"evaluation: keep a token where its predictor's p(keep) exceeds this (default "
+                        f"{skim.KEEP_THRESHOLD}, the paper's argmax); lower keeps more, higher skims more; "
+                        f"not saved with the model")
+    g.add_argument("--freeze-predictors", type=float, nargs="?", const=skim.KEEP_THRESHOLD, default=None, metavar="T",
+                   help="a frozen stage from a saved Transkimmer (--model): its predictors stop learning and "
+                        "decide in training as at evaluation, at keep threshold T (default "
+                        f"{skim.KEEP_THRESHOLD}), while the encoder trains on; T is folded into the saved "
+                        "predictors, so the new model decides at 0.5 as the old one did at T")
+    g.add_argument("--teacher", default=None, help="a fine-tuned model folder to distil from: the task loss becomes "
+                   "(1 - a) * loss on the labels + a * loss on the teacher's outputs")
+    g.add_argument("--distill-coef", type=float, default=None, help="a, the distillation loss's weight (default 0.5)")
+    g.add_argument("--distill-temp", type=float, default=None,
+                   help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0,
+                   help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
+
+    g = p.add_argument_group("running")
+    g.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="hold N train examples out of training (the same N whatever --seed) and report the metric "
+                        "on them too: settings are chosen on these, not on dev")
+    g.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
+    g.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N examples only")
+    g.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
+    g.add_argument("--checkpoint", default=None, help="a folder saved by train.py, for --eval-only")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output-dir (without it, a folder holding one is refused)")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the interrupted run whose --output-dir was DIR, from its last saved state, in DIR "
+                        "(with --data-dir too, if its data has moved)")
+    g.add_argument("--save-every", type=float, default=5.0, metavar="MIN",
+                   help="save a resumable state every MIN minutes of training (and on Ctrl-C or SIGTERM); 0: only then")
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    g.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
+    return p
+
+
+def parse(argv=None, world=1):
+    """The command line -> (Settings, the resumable state or None). With --resume DIR the settings are the
+    interrupted run's, continued in DIR. world: the number of processes (torchrun) sharing each batch."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    if args.resume is not None:  # everything else comes from the saved state
+        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in ("--resume", "--data-dir")]
+        if given:
+            raise UsageError(f"--resume DIR continues a run with the flags it was started with; drop {given[0]}")
+        check_paths(args)
+        state = recipe.load_state(args.resume)
+        saved = {k: tuple(map(tuple, v)) if k == "stages" else v for k, v in state["settings"].items()}
+        task = data.get_task(saved["task"])
+        data_dir = data.find_data_dir(task, args.data_dir or saved["data_dir"], download=False)
+        try:
+            settings = Settings(**saved | {"output_dir": str(args.resume), "data_dir": str(data_dir)})
+        except TypeError:
+            raise UsageError(f"--resume {args.resume}: its resume.pt was saved by another version of train.py") from None
+        check_writable(Path(settings.output_dir))
+        return settings, state
+    return resolve(args, world), None
+
+
+def resolve(args, world=1):
+    """Check the flags (UsageError) and fill in every default -> Settings."""
+    task = data.get_task(args.task)  # unknown task -> DataError
+    skim_coef = task.skim_coef if args.skim_coef == "task" else args.skim_coef
+    check_flags(args, skim_coef, world)
+    stages = resolve_stages(args, skim_coef)
+    kinds = {kind for kind, _, _ in stages}
+    target = args.target_speedup
+    if target is None and skim_coef is None and args.freeze_predictors is None and "skim" in kinds:
+        target = TARGET_SPEEDUP
+    check_stages(args, kinds, target, skim_coef)
+    keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None
+    checkpoint_layers, keep_threshold = check_checkpoints(args, task, stages, keep_layers)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args, task, keep_threshold)
+    check_output_dir(output_dir, args)
+    data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
+    teacher = args.teacher is not None
+    return Settings(
+        task=task.name, model=args.model, data_dir=str(data_dir), output_dir=str(output_dir), overwrite=args.overwrite,
+        max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size, stages=tuple(stages),
+        method=args.method, lr=args.lr, epochs=args.epochs, warmup=args.warmup, weight_decay=args.weight_decay,
+        seed=args.seed, skim_coef=skim_coef, target_speedup=target, steer_every=args.steer_every, tau=args.tau,
+        mu0=args.mu0, predictor_lr=args.predictor_lr, predictor_grad=args.predictor_grad,
+        keep_threshold=keep_threshold, freeze_predictors=args.freeze_predictors, keep_layers=keep_layers,
+        checkpoint_layers=checkpoint_layers, teacher=args.teacher,
+        distill_coef=(DISTILL_COEF if args.distill_coef is None else args.distill_coef) if teacher else None,
+        distill_temp=(args.distill_temp or DISTILL_TEMP) if teacher else None, max_grad_norm=args.max_grad_norm,
+        holdout=args.holdout, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        no_skim=args.no_skim, eval_only=args.eval_only, checkpoint=args.checkpoint, save_every=args.save_every,
+        device=args.device, timing_repeats=args.timing_repeats)
+
+
+def check_paths(args):
+    for flag in ("model", "data_dir", "output_dir", "checkpoint", "teacher", "resume"):
+        if getattr(args, flag) is not None and not getattr(args, flag).strip():
+            raise UsageError(f"--{flag.replace('_', '-')} is empty: give a folder, or leave the flag out")
+
+
+def check_flags(args, skim_coef, world):
+    """The checks that need nothing but the flags."""
+    check_paths(args)
+    for flag, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
+    positive = {"--batch-size": args.batch_size, "--tau": args.tau}
+    for flag, value in {"--lr": args.lr, "--predictor-lr": args.predictor_lr, "--distill-temp": args.distill_temp,
+                        "--epochs": args.epochs}.items():
+        if value is not None:
+            positive[flag] = value
+    for flag, value in positive.items():
+        if not value > 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if args.batch_size < world:
+        raise UsageError(f"--batch-size {args.batch_size} is shared out among {world} processes: give at least {world}")
+    if not 0 <= args.seed < 2 ** 32:
+        raise UsageError(f"--seed must lie in [0, 2^32), got {args.seed}")
+    if args.timing_repeats < 0:
+        raise UsageError(f"--timing-repeats is a number of passes, at least 0 (0: no timing), got {args.timing_repeats}")
+    if args.max_grad_norm < 0:
+        raise UsageError(f"--max-grad-norm must be positive, or 0 for no clipping, got {args.max_grad_norm}")
+    if args.save_every < 0:
+        raise UsageError(f"--save-every is in minutes, positive, or 0 to save only on Ctrl-C; got {args.save_every}")
+    if args.target_speedup is not None and not args.target_speedup > 1:
+        raise UsageError(f"--target-speedup S: S is a speedup over the dense model, above 1, got {args.target_speedup}")
+    for flag, value in {"--max-train-samples": args.max_train_samples, "--max-eval-samples": args.max_eval_samples,
+                        "--holdout": args.holdout, "--max-seq-length": args.max_seq_length}.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if not 0 <= args.warmup < 1:
+        raise UsageError(f"--warmup is a fraction of the steps in [0, 1), got {args.warmup}")
+    if args.distill_coef is not None and not 0 <= args.distill_coef <= 1:
+        raise UsageError(f"--distill-coef weighs two losses, so it lies in [0, 1], got {args.distill_coef}")
+    if not args.teacher and (args.distill_coef is not None or args.distill_temp is not None):
+        raise UsageError("--distill-coef and --distill-temp need --teacher DIR, the model to distil from")
+    if args.keep_threshold is not None and not 0 < args.keep_threshold < 1:
+        raise UsageError(f"--keep-threshold is a probability in (0, 1), got {args.keep_threshold}")
+    if args.keep_threshold is not None and args.no_skim:
+        raise UsageError("--keep-threshold sets where skim predictors keep tokens; --no-skim keeps every token")
+    if skim_coef is not None and args.target_speedup is not None:
+        raise UsageError("--skim-coef fixes lambda, --target-speedup steers it towards a speedup: give one of them")
+    if args.freeze_predictors is not None:
+        if not 0 < args.freeze_predictors < 1:
+            raise UsageError(f"--freeze-predictors T: T is a keep threshold in (0, 1), got {args.freeze_predictors}")
+        if args.no_skim:
+            raise UsageError("--freeze-predictors trains a Transkimmer's encoder; --no-skim has no predictors")
+        if args.eval_only:
+            raise UsageError("--freeze-predictors trains a Transkimmer's encoder; --eval-only trains nothing")
+        if args.keep_threshold is not None:  # it would move the frozen decisions a second time
+            raise UsageError("--freeze-predictors T already sets the keep threshold, for training and the evaluation "
+                             "after it; evaluate at another with --eval-only --keep-threshold")
+        if args.target_speedup is not None:
+            raise UsageError("--freeze-predictors T sets the keep threshold; --target-speedup would calibrate it: "
+                             "give one of them")
+        if args.stages is not None:
+            raise UsageError("--freeze-predictors T is a one-stage run from a saved Transkimmer; in --stages, a frozen "
+                             "stage's threshold is calibrated to --target-speedup")
+        for flag, value in {"--skim-coef": skim_coef, "--predictor-lr": args.predictor_lr}.items():
+            if value is not None:
+                raise UsageError(f"{flag} trains the skim predictors; --freeze-predictors keeps them fixed")
+    if args.teacher and args.eval_only:
+        raise UsageError("--teacher is for training; --eval-only trains nothing")
+    if args.eval_only and not args.checkpoint:
+        raise UsageError("--eval-only needs --checkpoint DIR (a folder saved by train.py)")
+    if args.checkpoint and not args.eval_only:
+        raise UsageError("--checkpoint is for --eval-only; to fine-tune a checkpoint further, pass it as --model")
+    if args.eval_only and args.holdout is not None:
+        raise UsageError("--holdout sets train examples aside during training; --eval-only trains nothing")
+    if args.eval_only and args.keep_layers:
+        raise UsageError("--keep-layers builds a smaller model to train; --eval-only trains nothing")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    if args.steer_every < 0:
+        raise UsageError(f"--steer-every N: N is a number of steps, at least 0, got {args.steer_every}")
+
+
+def resolve_stages(args, skim_coef):
+    """The stages this run trains, as [(kind, epochs, lr)]: --stages; or one stage, for --no-skim (dense),
+    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe. A stage
+    that names no learning rate trains at --lr (default LR)."""
+    if args.eval_only:
+        return []
+    if args.stages is not None:
+        if args.epochs is not None:
+            raise UsageError("--epochs sets the length of a one-stage run; with --stages give each stage's as KIND:EPOCHS")
+        if args.no_skim:
+            raise UsageError("--no-skim is one dense stage; with --stages write it as dense:EPOCHS")
+        try:
+            stages = recipe.parse_stages(args.stages)
+        except ValueError as e:
+            raise UsageError(f"--stages: {e}") from None
+    elif args.no_skim or args.freeze_predictors is not None or skim_coef is not None:
+        one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else "skim"
+        stages = [(one_stage, args.epochs or 1.0, None)]
+    else:
+        if args.epochs is not None:
+            raise UsageError(f"--epochs: the default recipe has stages ({recipe.DEFAULT_STAGES}); give their lengths "
+                             "with --stages, or --skim-coef LAMBDA for the paper's one-stage recipe")
+        if args.lr is not None:
+            raise UsageError(f"--lr: the default recipe's stages set their own learning rates ({recipe.DEFAULT_STAGES}); "
+                             "give --stages to train at others")
+        stages = recipe.parse_stages(recipe.DEFAULT_STAGES)
+    default = LR if args.lr is None else args.lr
+    return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
+
+
+def check_stages(args, kinds, target, skim_coef):
+    if target is not None and not {"skim", "frozen"} & kinds:
+        raise UsageError("--target-speedup needs a skim or frozen stage; a dense model processes every token")
+    if args.keep_threshold is not None and kinds and not {"skim", "frozen"} & kinds:
+        raise UsageError("--keep-threshold sets where skim predictors keep tokens; these stages train a dense model")
+    if args.steer_every and (target is None or "skim" not in kinds):
+        raise UsageError("--steer-every steers a skim stage towards --target-speedup; this run has no such stage")
+    if skim_coef is not None and "skim" not in kinds:
+        raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
+    if "frozen" in kinds and not hasattr(methods.METHODS[args.method], "freeze"):
+        raise UsageError(f"--method {args.method} has no decisions to freeze: give --stages without a frozen stage")
+
+
+def parse_layers(spec):
+    """--keep-layers: 'K' -> the first K layers (0, ..., K-1); 'I,J,...' -> those layers, in increasing order."""
+    try:
+        values = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    layers = list(range(values[0])) if len(values) == 1 else values
+    if not layers or min(layers) < 0 or layers != sorted(set(layers)):
+        raise UsageError(f"--keep-layers {spec}: give K (the first K layers, K >= 1) or increasing layer indices "
+                         "I,J,... (from 0)")
+    return tuple(layers)
+
+
+def default_output_dir(args, task, keep_threshold):
+    """out/TASK for training; an evaluation writes a folder of its own inside its checkpoint's, named by what it
+    evaluates, and never over the checkpoint's files."""
+    if not args.eval_only:
+        return Path("out") / task.name
+    what = "every-token" if args.no_skim else "dense" if keep_threshold is None else f"threshold-{keep_threshold:g}"
+    return Path(args.checkpoint) / f"eval-{what}"
+
+
+RUN_FILES = ("metrics.json", "model.safetensors", "resume.pt")  # a folder holding one of these holds a run
+
+
+def check_output_dir(directory, args):
+    """The output folder is writable, is not the checkpoint a run reads, and holds no other run (unless
+    --overwrite)."""
+    for flag, source in (("--checkpoint", args.checkpoint), ("--model", args.model), ("--teacher", args.teacher)):
+        if source is not None and Path(source).resolve() == directory.resolve():
+            raise UsageError(f"--output-dir {directory} is the {flag} folder this run reads; give another --output-dir")
+    held = [name for name in RUN_FILES if (directory / name).exists()]
+    if held and not args.overwrite:
+        raise UsageError(f"--output-dir {directory} holds another run ({held[0]}); give another folder, --overwrite "
+                         f"to replace it, or --resume {directory} to go on with an interrupted one")
+    check_writable(directory)
+
+
+def check_writable(directory):
+    """Fail before training, not after: the output folder must be creatable and writable. A folder made only to
+    try is removed again (the run makes it when it first writes), so a failed run leaves no empty folder."""
+    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / ".write-test", lambda p: Path(p).write_text("ok"))
+        (directory / ".write-test").unlink(missing_ok=True)
+    except OSError as e:
+        raise UsageError(f"--output-dir {directory} is not writable ({e.strerror or e})") from None
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def check_checkpoints(args, task, stages, keep_layers):
+    """The checks that read the checkpoints' config files (--checkpoint, --model, --teacher), before any model
+    is built. -> (the layers of the checkpoint --keep-layers cuts, the evaluation's keep threshold)."""
+    if args.eval_only:
+        raw = read_config(resolve_checkpoint(args.checkpoint))
+        config = BertConfig.from_dict(raw)
+        check_positions(args, task, config, args.checkpoint)
+        if raw.get("finetuning_task") not in (None, task.name):
+            raise UsageError(f"--checkpoint {args.checkpoint} was trained on {raw['finetuning_task']}, not {task.name}: "
+                             f"evaluate it with --task {raw['finetuning_task']}")
+        if config.num_labels != task.num_labels:
+            raise UsageError(f"--checkpoint {args.checkpoint}: {config.num_labels} output(s), but {task.name} has "
+                             f"{task.num_labels}")
+        saved = methods.method_of(raw)
+        if saved is None and args.keep_threshold is not None:  # given, even at the default
+            raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
+        predicts = saved is not None and not args.no_skim
+        return None, (args.keep_threshold or skim.KEEP_THRESHOLD) if predicts else None
+    name = args.model or "all-MiniLM-L6-v2"
+    raw = read_config(resolve_checkpoint(args.model))
+    check_positions(args, task, BertConfig.from_dict(raw), name)
+    first, kinds = stages[0][0], {kind for kind, _, _ in stages}
+    has_predictors = methods.method_of(raw) is not None
+    if first == "frozen" and not has_predictors:
+        raise UsageError(f"--freeze-predictors: --model {name} has no trained skim predictors to freeze; give a "
+                         "Transkimmer folder train.py saved")
+    checkpoint_layers = None
+    if keep_layers:
+        if first != "dense" and has_predictors:
+            raise UsageError(f"--keep-layers: --model {name} has trained skim predictors, one per layer; give a plain "
+                             "BERT checkpoint")
+        checkpoint_layers = BertConfig.from_dict(raw).num_hidden_layers
+        if keep_layers[-1] >= checkpoint_layers:
+            raise UsageError(f"--keep-layers: {name} has {checkpoint_layers} layers, numbered 0 to "
+                             f"{checkpoint_layers - 1}")
+    if args.teacher:
+        check_teacher(args.teacher, task, BertConfig.from_dict(raw).vocab_size)
+    skims = bool({"skim", "frozen"} & kinds)
+    return checkpoint_layers, (args.keep_threshold or skim.KEEP_THRESHOLD) if skims else None
+
+
+def check_positions(args, task, config, name):
+    length = args.max_seq_length or task.max_seq_length
+    if length > config.max_position_embeddings:
+        raise UsageError(f"--max-seq-length {length}: {name} has {config.max_position_embeddings} positions, so "
+                         f"inputs can be at most that long")
+
+
+def check_teacher(teacher, task, vocab):
+    """--teacher: a model fine-tuned on the task, with a classifier for its labels and the student's vocabulary,
+    since both read the same token ids."""
+    folder = resolve_checkpoint(teacher)
+    raw = read_config(folder)
+    config = BertConfig.from_dict(raw, source=str(folder / "config.json"))
+    if "BertForSequenceClassification" not in raw.get("architectures", []):
+        raise UsageError(f"--teacher {teacher}: not a fine-tuned classifier (its config.json names "
+                         f"{raw.get('architectures')}); give a folder train.py saved")
+    if config.num_labels != task.num_labels:
+        raise UsageError(f"--teacher {teacher}: {config.num_labels} output(s), but {task.name} has {task.num_labels}")
+    if config.vocab_size != vocab:
+        raise UsageError(f"--teacher {teacher}: vocabulary of {config.vocab_size} tokens, the student's "
+                         f"has {vocab}; both must read the same token ids")
+
+
+def check_reachable(settings, config, calibration):
+    """--target-speedup against the data: Transkimmer's FLOPs can fall no lower than with every token but [CLS]
+    skimmed at the first layer (the first predictor still sees them all); a target beyond that speedup on the
+    calibration sentences is refused before training, rather than trained to the bound at chance accuracy."""
+    if not settings.target_speedup or methods.METHODS[settings.method] is not skim.Transkimmer:
+        return
+    counter = flops.FlopsCounter(config)
+    for b in calibration:
+        only_cls = torch.zeros_like(b["attention_mask"], dtype=torch.float)
+        only_cls[:, 0] = 1
+        counter.add([only_cls] * config.num_hidden_layers, b["attention_mask"])
+    bound = counter.summary()["none"]["speedup"]
+    if settings.target_speedup > bound:
+        raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on these "
+                         "sentences (every token but [CLS] skimmed at the first layer); ask for less")
+
+
+def record(settings):
+    """The settings as metrics.json and the resumable state keep them."""
+    return dataclasses.asdict(settings)

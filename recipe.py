@@ -1,0 +1,263 @@
+"""
+The recipe machinery: what train.py's loop runs around its training step. A run is a list of stages,
+each the same loop (train.py's train_stage) on a model this file prepares:
+
+    dense    fine-tune the BERT alone (the paper fine-tunes first too, then adds the predictors)
+    skim     the method (methods.py; Transkimmer by default) put on the dense model and trained with
+             its loss, task loss + lambda * skim loss (Eq. 7)
+    frozen   the method's decisions fixed at a keep threshold, the encoder trained on under them
+
+What is the paper's: one skim stage at a fixed lambda (train.py --skim-coef; Table 2's lambda per
+task). What is ours (docs/method.md, results/README.md say why): the dense and frozen stages around
+it; --target-speedup, which steers lambda during the skim stage towards a FLOPs speedup
+(skim.SpeedupController, wired in by Steering below, on the training batches or, with --steer-every,
+on whole training sentences) and then calibrates the keep threshold on whole training sentences
+(skim.calibrate_threshold) for the frozen stage and again at the end; and the resumable state, saved
+every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --resume continues.
+"""
+
+import math
+import signal
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data
+import evaluation
+import methods
+import skim
+from checkpoint import atomic_write, read_config, resolve_checkpoint
+from model import BertForSequenceClassification, keep_layers
+
+STAGE_KINDS = ("dense", "skim", "frozen")
+# the default recipe, KIND:EPOCHS:LR (results/README.md, "The dense reference, and the recipe in one command"):
+# 2e-4, the dense learning rate picked on held-out sentences; the frozen stage at 5e-5, picked on them too
+DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
+CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
+
+
+def parse_stages(spec):
+    """'dense:1:2e-4,skim:0.5,frozen:0.5' -> [('dense', 1.0, 2e-4), ('skim', 0.5, None), ('frozen', 0.5, None)]
+    (None: no learning rate of its own), checked (ValueError): dense stages come first (a later one would drop
+    the predictors), and no skim stage follows a frozen one."""
+    stages = []
+    for part in spec.split(","):
+        kind, epochs, lr, *extra = part.strip().split(":") + [None, None]
+        try:
+            epochs, lr = float(epochs), None if lr is None else float(lr)
+        except (TypeError, ValueError):
+            epochs = math.nan
+        if (kind not in STAGE_KINDS or not 0 < epochs < math.inf or (lr is not None and not 0 < lr < math.inf)
+                or any(extra)):
+            raise ValueError(f"{part.strip()!r} is not KIND:EPOCHS or KIND:EPOCHS:LR with KIND one of "
+                             f"{', '.join(STAGE_KINDS)}, EPOCHS > 0 and LR > 0, both finite")
+        stages.append((kind, epochs, lr))
+    kinds = [kind for kind, _, _ in stages]
+    for before, after in zip(kinds, kinds[1:]):
+        if after == "dense" and before != "dense" or (before, after) == ("frozen", "skim"):
+            raise ValueError(f"a {after} stage cannot follow a {before} stage (the order is dense, skim, frozen)")
+    return stages
+
+# -----------------------------------------------------------------------------
+# the model of each stage
+
+def first_model(settings, task):
+    """The model the first stage trains, from --model: the dense model (cut to --keep-layers) for a dense
+    stage, else the method on it (new predictors, Eq. 9, on a plain checkpoint; its own on a saved one).
+    With --eval-only, the saved model in --checkpoint."""
+    if settings.eval_only:
+        model = methods.load_saved(settings.checkpoint, every_token=settings.no_skim)
+        if settings.keep_threshold is not None:
+            model.keep_threshold = settings.keep_threshold
+        return model
+    first = settings.stages[0][0]
+    saved = methods.method_of(read_config(resolve_checkpoint(settings.model)))
+    if first != "dense" and saved is not None:  # a saved method trains on (with this run's --tau)
+        model = saved.from_pretrained(settings.model, num_labels=task.num_labels, tau=settings.tau, mu0=settings.mu0)
+        model.bert.config.finetuning_task = task.name  # saved with the model: an evaluation on another task is refused
+        return model
+    bert = BertForSequenceClassification.from_pretrained(settings.model, num_labels=task.num_labels)
+    bert.config.finetuning_task = task.name
+    if settings.keep_layers:
+        keep_layers(bert, settings.keep_layers)
+    return methods.Dense(bert) if first == "dense" else methods.METHODS[settings.method].wrap(bert, settings)
+
+
+def enter_stage(model, kind, settings, calibration, record, calibrated=None):
+    """The model a stage trains. A skim stage puts the method (new predictors, Eq. 9) on a dense model. A
+    frozen stage fixes the decisions (model.freeze) at --freeze-predictors T, or at the threshold calibrated
+    to --target-speedup on `calibration` (None when resuming: the saved state holds the folded threshold;
+    `calibrated`: already calibrated on it, for this model), or at 0.5."""
+    if kind == "skim" and isinstance(model, methods.Dense):
+        model = methods.METHODS[settings.method].wrap(model.bert, settings).to(settings.device)
+    if hasattr(model, "predictor_grad"):
+        model.predictor_grad = settings.predictor_grad
+    if kind == "frozen":
+        threshold = settings.freeze_predictors or skim.KEEP_THRESHOLD
+        if settings.target_speedup and calibration is not None:
+            threshold = calibrated if calibrated is not None else \
+                skim.calibrate_threshold(model, calibration, settings.target_speedup)
+        model.freeze(threshold)
+        record.setdefault("keep_threshold", threshold)
+    return model
+
+
+def end_stage(model, index, settings, record, calibration, dev_set, task):
+    """After every stage but the last: its evaluation on dev (so a run's dense stage is also the dense model
+    to compare its skimming model with, sentence by sentence); after a skim stage of a --target-speedup run,
+    also at the threshold calibrated to the target ("dev_at_target"), where the run would leave it if it
+    stopped there. -> that threshold (None if not calibrated), for the frozen stage."""
+    if index == len(settings.stages) - 1:
+        return None
+    record["dev"] = evaluation.stage_record(model, dev_set, task, settings)
+    if record["stage"] != "skim" or not settings.target_speedup:
+        return None
+    calibrated = skim.calibrate_threshold(model, calibration, settings.target_speedup)
+    model.keep_threshold = calibrated
+    record["dev_at_target"] = evaluation.stage_record(model, dev_set, task, settings) | {"keep_threshold": calibrated}
+    model.keep_threshold = skim.KEEP_THRESHOLD
+    return calibrated
+
+
+def finish(model, settings, records, calibration):
+    """A --target-speedup run ends by calibrating the keep threshold once more (the frozen decisions drift a
+    little as the encoder trains) and folding it into the model; the evaluation then decides at
+    settings.keep_threshold."""
+    if settings.target_speedup and hasattr(model, "fold_threshold"):
+        threshold = skim.calibrate_threshold(model, calibration, settings.target_speedup)
+        model.fold_threshold(threshold)
+        records[-1]["final_keep_threshold"] = threshold
+        records[-1]["calibrated_speedup"] = skim.speedup_at(model, calibration, skim.KEEP_THRESHOLD)
+    if settings.keep_threshold is not None:
+        model.keep_threshold = settings.keep_threshold
+    return model.eval()
+
+
+def calibration_batches(examples, encoded, settings, context=None):
+    """A fixed sample of training inputs (their labels are not used) on which a --target-speedup run sets
+    its keep threshold: whole sentences (data.whole_sentences), because a model is used on sentences, and
+    the same threshold skims a short phrase less than a sentence (SST-2 trains on phrases, 13 tokens long
+    on average, and is scored on sentences of 25; calibrated to 2x on its phrases, one model ran at 2.25x
+    on dev). Examples and encoded: the same rows; context: the texts that decide what is whole (default:
+    the examples; for held-out examples, the whole training file)."""
+    whole = data.whole_sentences(examples, context)
+    rng = np.random.default_rng(0)
+    picked = sorted(rng.choice(whole, size=min(CALIBRATION_EXAMPLES, len(whole)), replace=False))
+    return [evaluation.to_device(b, settings.device)
+            for b in data.batches([encoded[i] for i in picked], settings.batch_size)]
+
+# -----------------------------------------------------------------------------
+# lambda, steered (not in the paper)
+
+class Steering:
+    """The lambda of one stage (Eq. 7): --skim-coef in a skim stage, or steered there by skim.SpeedupController
+    towards --target-speedup, or 0 (dense and frozen stages: no skim loss to weigh). With --steer-every N the
+    controller is rescaled every N steps to the FLOPs fraction of the calibration sentences over that of the
+    last N batches. Its trace (each step's FLOPs fraction and lambda) goes into the stage's record."""
+
+    def __init__(self, settings, kind, total_steps, calibration, record):
+        steered = kind == "skim" and settings.target_speedup is not None
+        self.controller = skim.SpeedupController(settings.target_speedup, total_steps) if steered else None
+        self.fixed = settings.skim_coef if kind == "skim" and settings.skim_coef is not None else 0.0
+        self.every, self.total_steps, self.calibration, self.record = settings.steer_every, total_steps, calibration, record
+
+    @property
+    def coef(self):
+        return self.controller.coef if self.controller else self.fixed
+
+    def after_step(self, model, fraction, step):
+        """After step `step`, whose (global) batch had this FLOPs fraction: steer lambda. -> what to show."""
+        controller = self.controller
+        trace = self.record.setdefault("trace", {"flops_fraction": [], "skim_coef": []})
+        trace["flops_fraction"].append(round(fraction, 4))
+        trace["skim_coef"].append(round(self.coef, 4))
+        shown = {"speedup": f"{1 / fraction:.2f}x", "target": f"{1 / controller.target():.2f}x",
+                 "lambda": f"{controller.update(fraction):.2f}"}
+        if self.every and step % self.every == 0 and step < self.total_steps:
+            sentences = 1 / skim.speedup_at(model, self.calibration, model.keep_threshold)
+            controller.rescale(sentences, statistics.fmean(trace["flops_fraction"][-self.every:]))
+            trace.setdefault("sentence_fraction", []).append(round(sentences, 4))
+        if self.every:
+            shown["sentences"] = f"{1 / (fraction * controller.scale):.2f}x"
+        return shown
+
+    def state_dict(self):
+        return self.controller.state_dict() if self.controller else None
+
+    def load_state_dict(self, state):
+        if self.controller:
+            self.controller.load_state_dict(state)
+
+# -----------------------------------------------------------------------------
+# stopping and resuming
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during training: the state was saved; the message says how to resume. One line."""
+
+
+class ResumeError(Exception):
+    """--resume DIR cannot go on: no state there, or one that cannot be read. One line."""
+
+
+class StopRequest:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM (what `timeout`, schedulers and container stops
+    send) only asks training to stop after the step in progress, so the saved state is that of a whole step;
+    one during an evaluation or calibration between stages stops the run after the next stage's first step.
+    A second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = {s: signal.signal(s, self.ask) for s in self.SIGNALS}
+        return self
+
+    def ask(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def resume_path(output_dir):
+    return Path(output_dir) / "resume.pt"
+
+
+def save_state(settings_record, model, stage, step, optimizer, schedule, steering, records, record):
+    """Everything a run needs to go on exactly where it is: its settings, the stage and step, the model, the
+    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records."""
+    state = {"settings": settings_record, "stage": stage, "step": step, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "controller": steering.state_dict(), "rng": torch.get_rng_state(), "records": records, "record": record}
+    Path(settings_record["output_dir"]).mkdir(parents=True, exist_ok=True)
+    atomic_write(resume_path(settings_record["output_dir"]), lambda p: torch.save(state, p))
+
+
+RUN_OUTPUTS = ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "retention.png",
+               "skimmed_tokens.html", "resume.pt")  # what a run writes into its --output-dir
+
+
+def clear_run(directory):
+    """--overwrite: remove the files of the run that was in `directory`, so that none of them outlives it beside
+    the new run's (a crash would otherwise leave a folder of two runs)."""
+    for name in RUN_OUTPUTS:
+        (Path(directory) / name).unlink(missing_ok=True)
+
+
+def load_state(directory):
+    path = resume_path(directory)
+    if not path.is_file():
+        raise ResumeError(f"--resume {directory}: no {path.name} there; it is written while a run trains "
+                          "(every --save-every minutes and on Ctrl-C or SIGTERM) and removed when the run ends")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: one line
+        raise ResumeError(f"--resume {directory}: {path.name} cannot be read ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "settings" not in state:
+        raise ResumeError(f"--resume {directory}: {path.name} was not written by this version of train.py")
+    return state

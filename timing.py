@@ -1,0 +1,70 @@
+"""
+Wall-clock timing, and the one function that measures a method's speedup: the figure train.py prints
+after its evaluation ("measured"), bench.py reports for a saved model and results/compare.py tabulates.
+
+What measure_speedup times: the method's inference path, `method.infer` (the skipped work removed, the
+last layer computing [CLS]'s output alone), against its dense model run the same way, `method.bert.infer`,
+on the same batches (tokenized and padded beforehand), under torch.inference_mode. One untimed warm-up
+pass of each, then `repeats` timed passes; within a pass the two take turns batch by batch, so that a
+change in machine load hits both alike. The median pass of each is reported, with what was measured
+(path, device, batch size, passes, threads), since a CPU's figure depends on all of them.
+"""
+
+import statistics
+import time
+
+import torch
+
+
+def synchronize(device):
+    """Wait for the GPU's queued work (on cuda; nothing to wait for on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def one_pass(run, batches, device="cpu"):
+    """Seconds to run every batch once (waiting for the GPU to finish, on cuda)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for b in batches:
+        run(b)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_pass(passes, device="cpu"):
+    """{name: (run, batches)} -> {name: seconds}: one pass of each, taking turns batch by batch."""
+    seconds = dict.fromkeys(passes, 0.0)
+    for i in range(len(next(iter(passes.values()))[1])):
+        for name, (run, batches) in passes.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run(batches[i])
+            synchronize(device)
+            seconds[name] += time.perf_counter() - start
+    return seconds
+
+
+def inputs(b):
+    return b["input_ids"], b["attention_mask"], b["token_type_ids"]
+
+
+@torch.inference_mode()
+def measure_speedup(method, batches, repeats=3, device="cpu", dense=None):
+    """Dense over pruned seconds of `method` (methods.py) on `batches` (dicts of input_ids, attention_mask,
+    token_type_ids on `device`): see the module docstring. dense: the model to measure against (default
+    method.bert; results/compare.py times smaller models against the whole one). -> a dict for metrics.json."""
+    if repeats < 1:
+        raise ValueError(f"repeats is a number of timed passes, at least 1, got {repeats}")
+    method.eval()
+    dense = method.bert if dense is None else dense
+    passes = {"dense": (lambda b: dense.infer(*inputs(b)), batches),
+              "pruned": (lambda b: method.infer(*inputs(b)), batches)}
+    interleaved_pass(passes, device)                                               # warm-up
+    times = [interleaved_pass(passes, device) for _ in range(repeats)]
+    dense, pruned = (statistics.median(t[name] for t in times) for name in ("dense", "pruned"))
+    return {"dense_seconds": round(dense, 6), "pruned_seconds": round(pruned, 6),
+            "measured_speedup": round(dense / pruned, 3),
+            "timing": f"infer path against the dense infer, {device}, batch {len(batches[0]['input_ids'])}, "
+                      f"median of {repeats} passes over {sum(len(b['input_ids']) for b in batches)} examples, "
+                      f"{torch.get_num_threads()} threads"}

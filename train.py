@@ -178,6 +178,7 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
             # all processes agree: did a loss turn non-finite, was Ctrl-C or SIGTERM pressed?
             non_finite, stopping = agreed([not torch.isfinite(loss), stop is not None and stop.requested], world)
             if non_finite:
+                bar.close()
                 raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} of stage {index + 1} ({kind}); "
                                     "the run stops and nothing was saved over the last good state")
             # clip the gradient (the encoder's and the method's apart, with --predictor-grad separate)

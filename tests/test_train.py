@@ -519,8 +519,8 @@ def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_thr
     assert not (tmp_path / "o" / "resume.pt").exists()                              # a finished run leaves no state
 
 
-def interrupt_at(monkeypatch, step):
-    """Press Ctrl-C (a real SIGINT to this process) during the step-th training step of the run."""
+def interrupt_at(monkeypatch, step, signum=None):
+    """Press Ctrl-C (a real SIGINT to this process; or send `signum`) during the step-th training step of the run."""
     import signal
 
     import skim
@@ -530,7 +530,7 @@ def interrupt_at(monkeypatch, step):
     def counting(*args):
         calls[0] += 1
         if calls[0] == step:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum or signal.SIGINT)
         return total_loss(*args)
     monkeypatch.setattr(skim, "total_loss", counting)
 

@@ -127,17 +127,18 @@ def common_seeds(a_by_seed, b_by_seed):
     return seeds, [a_by_seed[s] for s in seeds], [b_by_seed[s] for s in seeds]
 
 
-def run_names(runs_dir, prefix):
-    """The runs of a row: every PREFIX-seedS.json in runs_dir, as names in order of seed."""
-    return sorted((p.stem for p in Path(runs_dir).glob(f"{prefix}-seed*.json")), key=seed_of)
+def run_names(runs_dir, prefix, seeds=None):
+    """The runs of a row: every PREFIX-seedS.json in runs_dir (S in `seeds`, if given), as names in order of seed."""
+    names = (p.stem for p in Path(runs_dir).glob(f"{prefix}-seed*.json"))
+    return sorted((n for n in names if seeds is None or seed_of(n) in seeds), key=seed_of)
 
 
-def load_rows(runs_dir, labels):
+def load_rows(runs_dir, labels, seeds=None):
     """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...], "devices": [...]}}
     for every row that has runs (all of them holding the stage the row reads); other rows are left out."""
     rows = {}
     for key, what, prefix, which in ROWS:
-        names = run_names(runs_dir, prefix)
+        names = run_names(runs_dir, prefix, seeds)
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
         if not paths:
             continue
@@ -314,6 +315,8 @@ def main(argv=None):
                                                                   "dev predictions, and print the result")
     p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="only compare the runs A-seedS.json with "
                                                                     "B-seedS.json over the seeds both have, and print it")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="only the runs of these seeds (a subset: the report is printed, nothing is written)")
     args = p.parse_args(argv)
     from checkpoint import atomic_write
 
@@ -334,7 +337,10 @@ def main(argv=None):
     if args.paired:
         print(paired_over_seeds(*args.paired, labels))
         return
-    rows = load_rows(args.runs, labels)
+    rows = load_rows(args.runs, labels, set(args.seeds) if args.seeds else None)
+    if args.seeds:
+        print(report(rows, {}, "python results/compare.py --seeds " + " ".join(map(str, args.seeds)))[0])
+        return
     measured = time_models(rows, args.time, data_dir, args.batch_size, args.repeats) if args.time else {}
     command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")
     text, goals = report(rows, measured, command)

@@ -132,6 +132,19 @@ def test_a_row_holds_every_seed_of_its_runs_and_says_where_each_was_trained(tmp_
     assert "| 9, 42, 50 (2 cpu, 1 cuda) | 100.00 ± 0.00 |" in (tmp_path / "out.md").read_text()
 
 
+def test_seeds_reports_a_subset_of_the_seeds_and_writes_nothing(tmp_path, capsys):
+    labels = np.array([0, 1] * 10)
+    glue = write_dev(tmp_path / "glue", labels)
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    for seed, wrong in [(42, 0), (43, 2), (45, 4)]:
+        fake_recipe_run(runs, f"layers3-seed{seed}", wrong_on(labels, wrong, np.random.default_rng(seed)), 1.0,
+                        over_checkpoint=2.0)
+    compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out"), "--seeds", "42", "43"])
+    assert "| 42, 43 (2 cpu) | 95.00 ± 7.07 |" in capsys.readouterr().out      # 100 and 90; not seed 45's 80
+    assert not list(tmp_path.glob("out*"))
+
+
 def test_runs_whose_skim_stage_was_not_scored_at_the_target_leave_that_row_out(tmp_path):
     labels = np.array([0, 1] * 10)
     glue = write_dev(tmp_path / "glue", labels)

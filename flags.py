@@ -9,7 +9,6 @@ overlap; the recipe's flags (stages, target speedup) are described in recipe.py.
 """
 
 import argparse
-import dataclasses
 import math
 import shutil
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 import torch
 
 import data
-import flops
 import methods
 import recipe
 import skim
@@ -28,12 +26,11 @@ from model import BertConfig
 
 
 class UsageError(Exception):
-    """An impossible flag combination; one line."""
+    """A flag, or a combination of them, that cannot be; one line."""
 
 
 MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
-LR = 5e-5  # of a stage that names none; the default recipe's stages name theirs
-TARGET_SPEEDUP = 2.0
+LR, TARGET_SPEEDUP = 5e-5, 2.0  # LR: of a stage that names none (the default recipe's stages name theirs)
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
 
 
@@ -93,8 +90,9 @@ def lambda_or_task(text):
 
 
 def parser():
-    p = Parser(prog="train.py", description="Fine-tune and evaluate Transkimmer on a GLUE task "
-                                "(python train.py --help; the recipe: recipe.py).")
+    p = Parser(prog="train.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Fine-tune and evaluate Transkimmer on a GLUE task. A run is a list of stages (--stages; the "
+                           "default: dense, skim, frozen; recipe.py):\n\n" + recipe.__doc__.split("\n\n")[1])
     g = p.add_argument_group("the task, the model and the paper's training recipe")
     g.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
     g.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
@@ -125,7 +123,7 @@ def parser():
                    help="the way of saving compute a skim stage trains (methods.py)")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
-                        f"(skim.SpeedupController) and the keep threshold calibrated on training sentences "
+                        f"(recipe.SpeedupController) and the keep threshold calibrated on training sentences "
                         f"(default {TARGET_SPEEDUP} unless --skim-coef)")
     g.add_argument("--steer-every", type=int, default=0, metavar="N",
                    help="with --target-speedup: every N steps of a skim stage, score the calibration sentences at "
@@ -208,13 +206,16 @@ def resolve(args, world=1):
     task = data.get_task(args.task)  # unknown task -> DataError
     skim_coef = task.skim_coef if args.skim_coef == "task" else args.skim_coef
     check_flags(args, skim_coef, world)
-    stages = resolve_stages(args, skim_coef)
+    try:
+        stages = recipe.resolve_stages(args, skim_coef, LR)
+        keep_layers = recipe.parse_layers(args.keep_layers) if args.keep_layers is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     kinds = {kind for kind, _, _ in stages}
     target = args.target_speedup
     if target is None and skim_coef is None and args.freeze_predictors is None and "skim" in kinds:
         target = TARGET_SPEEDUP
     check_stages(args, kinds, target, skim_coef)
-    keep_layers = parse_layers(args.keep_layers) if args.keep_layers is not None else None
     checkpoint_layers, keep_threshold = check_checkpoints(args, task, stages, keep_layers)
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args, task, keep_threshold)
     check_output_dir(output_dir, args)
@@ -318,36 +319,6 @@ def check_flags(args, skim_coef, world):
         raise UsageError(f"--steer-every N: N is a number of steps, at least 0, got {args.steer_every}")
 
 
-def resolve_stages(args, skim_coef):
-    """The stages this run trains, as [(kind, epochs, lr)]: --stages; or one stage, for --no-skim (dense),
-    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe. A stage
-    that names no learning rate trains at --lr (default LR)."""
-    if args.eval_only:
-        return []
-    if args.stages is not None:
-        if args.epochs is not None:
-            raise UsageError("--epochs sets the length of a one-stage run; with --stages give each stage's as KIND:EPOCHS")
-        if args.no_skim:
-            raise UsageError("--no-skim is one dense stage; with --stages write it as dense:EPOCHS")
-        try:
-            stages = recipe.parse_stages(args.stages)
-        except ValueError as e:
-            raise UsageError(f"--stages: {e}") from None
-    elif args.no_skim or args.freeze_predictors is not None or skim_coef is not None:
-        one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else "skim"
-        stages = [(one_stage, args.epochs or 1.0, None)]
-    else:
-        if args.epochs is not None:
-            raise UsageError(f"--epochs: the default recipe has stages ({recipe.DEFAULT_STAGES}); give their lengths "
-                             "with --stages, or --skim-coef LAMBDA for the paper's one-stage recipe")
-        if args.lr is not None:
-            raise UsageError(f"--lr: the default recipe's stages set their own learning rates ({recipe.DEFAULT_STAGES}); "
-                             "give --stages to train at others")
-        stages = recipe.parse_stages(recipe.DEFAULT_STAGES)
-    default = LR if args.lr is None else args.lr
-    return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
-
-
 def check_stages(args, kinds, target, skim_coef):
     if target is not None and not {"skim", "frozen"} & kinds:
         raise UsageError("--target-speedup needs a skim or frozen stage; a dense model processes every token")
@@ -359,19 +330,6 @@ def check_stages(args, kinds, target, skim_coef):
         raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
     if "frozen" in kinds and not hasattr(methods.METHODS[args.method], "freeze"):
         raise UsageError(f"--method {args.method} has no decisions to freeze: give --stages without a frozen stage")
-
-
-def parse_layers(spec):
-    """--keep-layers: 'K' -> the first K layers (0, ..., K-1); 'I,J,...' -> those layers, in increasing order."""
-    try:
-        values = [int(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    layers = list(range(values[0])) if len(values) == 1 else values
-    if not layers or min(layers) < 0 or layers != sorted(set(layers)):
-        raise UsageError(f"--keep-layers {spec}: give K (the first K layers, K >= 1) or increasing layer indices "
-                         "I,J,... (from 0)")
-    return tuple(layers)
 
 
 def default_output_dir(args, task, keep_threshold):
@@ -456,8 +414,7 @@ def check_checkpoints(args, task, stages, keep_layers):
 
 
 def check_positions(args, task, config, name):
-    length = args.max_seq_length or task.max_seq_length
-    if length > config.max_position_embeddings:
+    if (length := args.max_seq_length or task.max_seq_length) > config.max_position_embeddings:
         raise UsageError(f"--max-seq-length {length}: {name} has {config.max_position_embeddings} positions, so "
                          f"inputs can be at most that long")
 
@@ -479,22 +436,11 @@ def check_teacher(teacher, task, vocab):
 
 
 def check_reachable(settings, config, calibration):
-    """--target-speedup against the data: Transkimmer's FLOPs can fall no lower than with every token but [CLS]
-    skimmed at the first layer (the first predictor still sees them all); a target beyond that speedup on the
-    calibration sentences is refused before training, rather than trained to the bound at chance accuracy."""
-    if not settings.target_speedup or methods.METHODS[settings.method] is not skim.Transkimmer:
-        return
-    counter = flops.FlopsCounter(config)
-    for b in calibration:
-        only_cls = torch.zeros_like(b["attention_mask"], dtype=torch.float)
-        only_cls[:, 0] = 1
-        counter.add([only_cls] * config.num_hidden_layers, b["attention_mask"])
-    bound = counter.summary()["none"]["speedup"]
-    if settings.target_speedup > bound:
-        raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on these "
-                         "sentences (every token but [CLS] skimmed at the first layer); ask for less")
+    """--target-speedup against the data: a target beyond what Transkimmer can reach on the calibration sentences
+    (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy."""
+    if settings.target_speedup and methods.METHODS[settings.method] is skim.Transkimmer:
+        bound = recipe.reachable_speedup(config, calibration)
+        if settings.target_speedup > bound:
+            raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "
+                             "these sentences (every token but [CLS] skimmed at the first layer); ask for less")
 
-
-def record(settings):
-    """The settings as metrics.json and the resumable state keep them."""
-    return dataclasses.asdict(settings)

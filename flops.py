@@ -114,7 +114,7 @@ def tokens_per_layer(masks, attention_mask):
 def fraction(masks, attention_mask, config, predictors=True, last_layer="all"):
     """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
     reciprocal of the speedup FlopsCounter reports for the same masks. Training steers this number
-    towards 1 / --target-speedup (skim.SpeedupController)."""
+    towards 1 / --target-speedup (recipe.SpeedupController)."""
     real = attention_mask.long().sum(1)                                            # (B,)
     dense = skim = 0
     for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):

@@ -10,9 +10,9 @@ each the same loop (train.py's train_stage) on a model this file prepares:
 What is the paper's: one skim stage at a fixed lambda (train.py --skim-coef; Table 2's lambda per
 task). What is ours (docs/method.md, results/README.md say why): the dense and frozen stages around
 it; --target-speedup, which steers lambda during the skim stage towards a FLOPs speedup
-(skim.SpeedupController, wired in by Steering below, on the training batches or, with --steer-every,
+(SpeedupController, wired in by Steering below, on the training batches or, with --steer-every,
 on whole training sentences) and then calibrates the keep threshold on whole training sentences
-(skim.calibrate_threshold) for the frozen stage and again at the end; and the resumable state, saved
+(calibrate_threshold) for the frozen stage and again at the end; and the resumable state, saved
 every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --resume continues.
 """
 
@@ -26,6 +26,7 @@ import torch
 
 import data
 import evaluation
+import flops
 import methods
 import skim
 from checkpoint import atomic_write, read_config, resolve_checkpoint
@@ -59,6 +60,49 @@ def parse_stages(spec):
         if after == "dense" and before != "dense" or (before, after) == ("frozen", "skim"):
             raise ValueError(f"a {after} stage cannot follow a {before} stage (the order is dense, skim, frozen)")
     return stages
+
+def resolve_stages(args, skim_coef, default_lr):
+    """The stages this run trains, as [(kind, epochs, lr)]: --stages; or one stage, for --no-skim (dense),
+    --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe. A stage
+    that names no learning rate trains at --lr (default: default_lr). ValueError for a combination that cannot be."""
+    if args.eval_only:
+        return []
+    if args.stages is not None:
+        if args.epochs is not None:
+            raise ValueError("--epochs sets the length of a one-stage run; with --stages give each stage's as KIND:EPOCHS")
+        if args.no_skim:
+            raise ValueError("--no-skim is one dense stage; with --stages write it as dense:EPOCHS")
+        try:
+            stages = parse_stages(args.stages)
+        except ValueError as e:
+            raise ValueError(f"--stages: {e}") from None
+    elif args.no_skim or args.freeze_predictors is not None or skim_coef is not None:
+        one_stage = "dense" if args.no_skim else "frozen" if args.freeze_predictors is not None else "skim"
+        stages = [(one_stage, args.epochs or 1.0, None)]
+    else:
+        if args.epochs is not None:
+            raise ValueError(f"--epochs: the default recipe has stages ({DEFAULT_STAGES}); give their lengths "
+                             "with --stages, or --skim-coef LAMBDA for the paper's one-stage recipe")
+        if args.lr is not None:
+            raise ValueError(f"--lr: the default recipe's stages set their own learning rates ({DEFAULT_STAGES}); "
+                             "give --stages to train at others")
+        stages = parse_stages(DEFAULT_STAGES)
+    default = default_lr if args.lr is None else args.lr
+    return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
+
+
+def parse_layers(spec):
+    """--keep-layers: 'K' -> the first K layers (0, ..., K-1); 'I,J,...' -> those layers, in increasing order
+    (ValueError if neither)."""
+    try:
+        values = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    layers = list(range(values[0])) if len(values) == 1 else values
+    if not layers or min(layers) < 0 or layers != sorted(set(layers)):
+        raise ValueError(f"--keep-layers {spec}: give K (the first K layers, K >= 1) or increasing layer indices "
+                         "I,J,... (from 0)")
+    return tuple(layers)
 
 # -----------------------------------------------------------------------------
 # the model of each stage
@@ -98,7 +142,7 @@ def enter_stage(model, kind, settings, calibration, record, calibrated=None):
         threshold = settings.freeze_predictors or skim.KEEP_THRESHOLD
         if settings.target_speedup and calibration is not None:
             threshold = calibrated if calibrated is not None else \
-                skim.calibrate_threshold(model, calibration, settings.target_speedup)
+                calibrate_threshold(model, calibration, settings.target_speedup)
         model.freeze(threshold)
         record.setdefault("keep_threshold", threshold)
     return model
@@ -114,7 +158,7 @@ def end_stage(model, index, settings, record, calibration, dev_set, task):
     record["dev"] = evaluation.stage_record(model, dev_set, task, settings)
     if record["stage"] != "skim" or not settings.target_speedup:
         return None
-    calibrated = skim.calibrate_threshold(model, calibration, settings.target_speedup)
+    calibrated = calibrate_threshold(model, calibration, settings.target_speedup)
     model.keep_threshold = calibrated
     record["dev_at_target"] = evaluation.stage_record(model, dev_set, task, settings) | {"keep_threshold": calibrated}
     model.keep_threshold = skim.KEEP_THRESHOLD
@@ -126,10 +170,10 @@ def finish(model, settings, records, calibration):
     little as the encoder trains) and folding it into the model; the evaluation then decides at
     settings.keep_threshold."""
     if settings.target_speedup and hasattr(model, "fold_threshold"):
-        threshold = skim.calibrate_threshold(model, calibration, settings.target_speedup)
+        threshold = calibrate_threshold(model, calibration, settings.target_speedup)
         model.fold_threshold(threshold)
         records[-1]["final_keep_threshold"] = threshold
-        records[-1]["calibrated_speedup"] = skim.speedup_at(model, calibration, skim.KEEP_THRESHOLD)
+        records[-1]["calibrated_speedup"] = speedup_at(model, calibration, skim.KEEP_THRESHOLD)
     if settings.keep_threshold is not None:
         model.keep_threshold = settings.keep_threshold
     return model.eval()
@@ -149,17 +193,119 @@ def calibration_batches(examples, encoded, settings, context=None):
             for b in data.batches([encoded[i] for i in picked], settings.batch_size)]
 
 # -----------------------------------------------------------------------------
+# asking for a speedup instead of a lambda (not in the paper): the controller, and the threshold calibrated
+
+class SpeedupController:
+    """Steers lambda, the skim loss's weight (Eq. 7), during training so that the model ends at a FLOPs
+    speedup S, instead of searching lambda by hand for every task and setting.
+
+    The constraint is "FLOPs fraction = 1/S", where the fraction is skim FLOPs / dense FLOPs of the batch,
+    counted from the hard keep masks by flops.fraction (the same count the evaluation reports). lambda is
+    its Lagrange multiplier, updated by dual ascent with a proportional term added (a PI controller on the
+    error e = fraction - target):
+        integral <- integral + ki * e         dual ascent: lambda grows while the model is too slow, and
+        lambda    = integral + kp * e         the proportional term reacts at once, which damps the overshoot
+                                              of pure dual ascent (the model answers lambda many steps late)
+    lambda may turn negative, a reward for keeping tokens: once the predictors have learned to skim, the
+    momentum of training can carry them past the target, and on an easy task the task loss does not pull
+    them back. The target itself moves from 1 (dense) to 1/S over the first
+    `ramp` of the steps, so the predictors start skimming gradually, as the target sparsity of
+    constrained structured pruning does (CoFi, Xia et al. 2022), then holds.
+    Why not a fixed lambda: the speedup a lambda buys changes with the task, the init and the estimator's
+    settings (every such change needed a new search here), while a speedup is what a user wants to ask for.
+
+    What is steered can be other inputs than the training batches: `rescale(other, batches)` gives the
+    ratio of the FLOPs fraction measured on those inputs (train.py: whole training sentences, at the
+    evaluation's threshold) to the batches' over the same steps, and from then on the controller steers
+    batch fraction * ratio, its estimate of theirs. SST-2 trains on phrases and is used on sentences, and
+    a model skims a long sentence more than a short phrase: steered on its batches alone, it ends past
+    the target on sentences."""
+
+    def __init__(self, target_speedup, total_steps, ramp=0.5, kp=1.0, ki=0.02):
+        if not target_speedup >= 1:
+            raise ValueError(f"a target speedup is at least 1, got {target_speedup}")
+        self.target_speedup, self.total_steps, self.ramp, self.kp, self.ki = target_speedup, total_steps, ramp, kp, ki
+        self.step, self.integral, self.coef, self.scale = 0, 0.0, 0.0, 1.0
+
+    def target(self):
+        """The FLOPs fraction aimed at now: 1 -> 1/S linearly over the first `ramp` of the steps."""
+        done = min(1.0, self.step / max(1, self.ramp * self.total_steps))
+        return 1 - done * (1 - 1 / self.target_speedup)
+
+    def update(self, fraction):
+        """After a training step whose batch had this FLOPs fraction: the lambda for the next step."""
+        error = fraction * self.scale - self.target()
+        self.integral += self.ki * error
+        self.coef = self.integral + self.kp * error
+        self.step += 1
+        return self.coef
+
+    def rescale(self, other_fraction, batch_fraction):
+        """Steer the inputs whose FLOPs fraction is `other_fraction` where the training batches' is
+        `batch_fraction` (the same model, the same moment): see the class docstring."""
+        self.scale = float(other_fraction / batch_fraction)  # a plain float: resumable states load weights only
+
+    def state_dict(self):
+        return {"step": self.step, "integral": self.integral, "coef": self.coef, "scale": self.scale}
+
+    def load_state_dict(self, state):
+        self.step, self.integral, self.coef = state["step"], state["integral"], state["coef"]
+        self.scale = state.get("scale", 1.0)  # a state saved before rescale existed steered its batches
+
+
+@torch.no_grad()
+def speedup_at(model, batches, keep_threshold):
+    """The FLOPs speedup (no padding, predictors counted) of `model`'s decisions at `keep_threshold`
+    over `batches` (dicts of input_ids, attention_mask, token_type_ids), with real pruning (`infer`:
+    the masks of forward(), sooner). The model is left as it was found: its threshold, and its mode (a
+    training run measures its sentences between steps)."""
+    training = model.training
+    model.eval()
+    saved, model.keep_threshold = model.keep_threshold, keep_threshold
+    counter = model.flops_counter()
+    for b in batches:
+        counter.add(model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks, b["attention_mask"])
+    model.keep_threshold = saved
+    model.train(training)
+    return counter.summary()["none"]["speedup"]
+
+
+def calibrate_threshold(model, batches, target_speedup, iterations=16):
+    """The keep threshold at which `model` reaches `target_speedup` (FLOPs, no padding) on `batches`: a
+    bisection on the threshold's log-odds z in [-16, 16] (the speedup grows with z). Returns the
+    smallest threshold found whose speedup is at least the target (or the largest tried, if none is)."""
+    lo, hi = -16.0, 16.0
+    for _ in range(iterations):
+        z = (lo + hi) / 2
+        if speedup_at(model, batches, 1 / (1 + math.exp(-z))) >= target_speedup:
+            hi = z
+        else:
+            lo = z
+    return 1 / (1 + math.exp(-hi))
+
+def reachable_speedup(config, batches):
+    """The largest FLOPs speedup Transkimmer can reach on `batches`: every token but [CLS] skimmed at the first
+    layer (whose predictor still sees them all)."""
+    counter = flops.FlopsCounter(config)
+    for b in batches:
+        only_cls = torch.zeros_like(b["attention_mask"], dtype=torch.float)                      # (B, N)
+        only_cls[:, 0] = 1
+        counter.add([only_cls] * config.num_hidden_layers, b["attention_mask"])
+    return counter.summary()["none"]["speedup"]
+
+
+# -----------------------------------------------------------------------------
 # lambda, steered (not in the paper)
 
 class Steering:
-    """The lambda of one stage (Eq. 7): --skim-coef in a skim stage, or steered there by skim.SpeedupController
+    """The lambda of one stage (Eq. 7): --skim-coef in a skim stage, or steered there by SpeedupController
     towards --target-speedup, or 0 (dense and frozen stages: no skim loss to weigh). With --steer-every N the
     controller is rescaled every N steps to the FLOPs fraction of the calibration sentences over that of the
     last N batches. Its trace (each step's FLOPs fraction and lambda) goes into the stage's record."""
 
     def __init__(self, settings, kind, total_steps, calibration, record):
         steered = kind == "skim" and settings.target_speedup is not None
-        self.controller = skim.SpeedupController(settings.target_speedup, total_steps) if steered else None
+        self.controller = SpeedupController(settings.target_speedup, total_steps) if steered else None
         self.fixed = settings.skim_coef if kind == "skim" and settings.skim_coef is not None else 0.0
         self.every, self.total_steps, self.calibration, self.record = settings.steer_every, total_steps, calibration, record
 
@@ -176,7 +322,7 @@ class Steering:
         shown = {"speedup": f"{1 / fraction:.2f}x", "target": f"{1 / controller.target():.2f}x",
                  "lambda": f"{controller.update(fraction):.2f}"}
         if self.every and step % self.every == 0 and step < self.total_steps:
-            sentences = 1 / skim.speedup_at(model, self.calibration, model.keep_threshold)
+            sentences = 1 / speedup_at(model, self.calibration, model.keep_threshold)
             controller.rescale(sentences, statistics.fmean(trace["flops_fraction"][-self.every:]))
             trace.setdefault("sentence_fraction", []).append(round(sentences, 4))
         if self.every:

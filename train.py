@@ -23,6 +23,7 @@ PyTorch's DistributedDataParallel averages the gradients, the speedup controller
 of the whole batch, and rank 0 alone prints and writes (gloo on the CPU, nccl on CUDA).
 """
 
+import dataclasses
 import itertools
 import math
 import os
@@ -153,7 +154,7 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
 
     def save(step):
         record["train_seconds"] = round(time.time() - started, 1)
-        recipe.save_state(flags.record(settings), model, index, step, optimizer, schedule, steering, records, record)
+        recipe.save_state(dataclasses.asdict(settings), model, index, step, optimizer, schedule, steering, records, record)
 
     while step < total_steps:
         epoch, done = divmod(step, steps_per_epoch)

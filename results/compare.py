@@ -5,7 +5,7 @@ recipe at target 2 with the dense model and with the first 3 layers trained dens
 1.5 and 3 with the first 4 and the first 2 layers (the same FLOPs, densely); and the recipe whose skim
 stage is steered on whole sentences (train.py --steer-every) with the recipe of the same seed.
 
-    GLUE_DIR=../shared/data/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
+    GLUE_DIR=/path/to/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
                                        # writes OUT.md, OUT.json and OUT.png (accuracy against speedup)
     ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
     python results/compare.py --pair A/metrics.json B/metrics.json   # any two runs on SST-2 dev

@@ -9,7 +9,7 @@ with the same dropout and Gumbel noise (hence the same decisions) in both modes:
   - the norm of the total loss's gradient on the predictors, and the factor by which one global
     clip to norm 1 (train.py with "joint") would scale the encoder's step.
 
-    GLUE_DIR=../shared/data/glue python results/gradient_paths.py [--checkpoints init runs/sst2-mu2] [--batches 20]
+    GLUE_DIR=/path/to/glue python results/gradient_paths.py [--checkpoints init runs/sst2-mu2] [--batches 20]
 """
 
 import argparse

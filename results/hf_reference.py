@@ -4,7 +4,7 @@ dense recipe against what users run today. Nothing of train.py is used: HF's Ber
 its own batching, optimizer and schedule. (data.py reads the TSV files and picks the held-out rows, so
 that both loops train and score on exactly the same sentences.)
 
-    GLUE_DIR=../shared/data/glue .venv/bin/python results/hf_reference.py --lr 1e-4 --seed 42 \
+    GLUE_DIR=/path/to/glue .venv/bin/python results/hf_reference.py --lr 1e-4 --seed 42 \
         --holdout 2000 --out runs/hf-lr1e-4-seed42.json
 
 Recipe (one epoch of SST-2 on the embedded all-MiniLM-L6-v2): the train examples shuffled once with

@@ -2,7 +2,7 @@
 # The one-command recipe on SST-2, against the simple alternatives, over seeds: each run is one train.py
 # call, resumable (re-running a name whose run was stopped goes on with --resume), writing
 # runs/sst2-recipe-NAME/ and copying its metrics.json to results/recipe/NAME.json.
-#   - tNN-seedS: the default recipe (train.DEFAULT_STAGES: dense 1 epoch at lr 2e-4, skim 0.5 at the target
+#   - tNN-seedS: the default recipe (recipe.DEFAULT_STAGES: dense 1 epoch at lr 2e-4, skim 0.5 at the target
 #     at 2e-4, frozen 0.5 at 5e-5) at target NN/10. Its dense stage, evaluated when it ends, is the dense
 #     reference of the same seed.
 #   - layers3-seedS: the first 3 of the 6 layers (exactly 2x FLOPs per token), dense, for the same two

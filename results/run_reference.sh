@@ -10,7 +10,7 @@
 #   difference between the loops (the seed sets the classifier's init and dropout; the HF loop's data
 #   order is fixed). These twelve ran on a GPU: DEVICE=cuda bash results/run_reference.sh hf-full-seed42 ...
 # Each run writes runs/sst2-ref-NAME/ and copies its metrics to results/reference/NAME.json.
-#   GLUE_DIR=../shared/data/glue bash results/run_reference.sh [NAME ...]   (default: all, in this order)
+#   GLUE_DIR=/path/to/glue bash results/run_reference.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

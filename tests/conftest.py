@@ -47,3 +47,25 @@ def padded_batch(vocab_size, lengths, seed=0):
         input_ids[i, n:] = 0
         token_type_ids[i, n // 2:n] = 1  # a second segment
     return input_ids, attention_mask, token_type_ids
+
+
+SENTENCES = [
+    ("a gripping , beautifully acted film .", 1), ("dull and lifeless", 0), ("it 's a charming , funny ride", 1),
+    ("the plot is thin and the jokes fall flat", 0), ("an utterly delightful surprise", 1), ("a waste of time", 0),
+    ("warm , moving and wise", 1), ("tedious beyond words", 0), ("one of the year 's best", 1), ("painfully bad", 0),
+]
+
+
+def write_sst2(root, rows, name="train.tsv"):
+    folder = root / "SST-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in rows))
+    return root
+
+
+@pytest.fixture
+def glue(tmp_path):
+    """A tiny SST-2 in the GLUE layout: 30 train rows, 6 dev rows."""
+    root = write_sst2(tmp_path / "glue", SENTENCES * 3)
+    write_sst2(root, SENTENCES[:6], name="dev.tsv")
+    return root

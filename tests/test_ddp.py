@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 import checkpoint
 import model
 import train
-from test_train import ROOT, SENTENCES, interrupt_at, run_cli, write_sst2
+from conftest import SENTENCES, write_sst2
+from test_train import ROOT, interrupt_at, run_cli
 
 # Two processes sum the gradient in another order than one: float rounding, which Adam's normalisation lifts
 # to about 2e-5 after these 16 steps (weights of about 0.02 that move by about 0.016). Shares weighed wrongly

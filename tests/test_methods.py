@@ -12,7 +12,7 @@ import flops
 import methods
 import train
 from model import BertForSequenceClassification, padding_bias
-from test_train import SENTENCES, write_sst2
+from conftest import SENTENCES, write_sst2
 
 
 class LayerGates(nn.Module):

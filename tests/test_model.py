@@ -1,9 +1,6 @@
 """model.py against Hugging Face `transformers`, the independent reference: same hidden states,
 pooled output and logits, on a tiny random model and on the embedded default checkpoint."""
 
-import json
-import shutil
-
 import pytest
 import torch
 import transformers

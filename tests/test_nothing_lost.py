@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 import bench
 import evaluation
 import recipe
-import train
 from checkpoint import atomic_write
-from test_train import SENTENCES, glue, interrupt_at, main, one_error_line, run_cli, write_sst2  # noqa: F401 (glue: a fixture)
+from conftest import SENTENCES
+from test_train import interrupt_at, main, one_error_line, run_cli
 
 FAST = ["--batch-size", 8, "--timing-repeats", 0]
 

@@ -18,29 +18,9 @@ import data
 import flags
 import recipe
 import train
+from conftest import SENTENCES, write_sst2
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTENCES = [
-    ("a gripping , beautifully acted film .", 1), ("dull and lifeless", 0), ("it 's a charming , funny ride", 1),
-    ("the plot is thin and the jokes fall flat", 0), ("an utterly delightful surprise", 1), ("a waste of time", 0),
-    ("warm , moving and wise", 1), ("tedious beyond words", 0), ("one of the year 's best", 1), ("painfully bad", 0),
-]
-
-
-def write_sst2(root, rows, name="train.tsv"):
-    folder = root / "SST-2"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in rows))
-    return root
-
-
-@pytest.fixture
-def glue(tmp_path):
-    root = write_sst2(tmp_path / "glue", SENTENCES * 3)
-    write_sst2(root, SENTENCES[:6], name="dev.tsv")
-    return root
-
-
 class Result(NamedTuple):
     returncode: int
     stderr: str
@@ -448,13 +428,12 @@ def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(syn
 def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batches(synthetic, tiny, tmp_path,
                                                                                     monkeypatch):
     """SST-2's sentences are skimmed more than its training phrases at the same lambda. Here the sentences'
-    measurement (skim.speedup_at on the calibration batches) is replaced by a stand-in that behaves so: the
+    measurement (recipe.speedup_at on the calibration batches) is replaced by a stand-in that behaves so: the
     model's own FLOPs fraction f on them, sampled as in training, squared (1 when nothing is skimmed, 0.5
     where the batches run at 0.71). A tiny random model's real measurement is too coarse to steer a test
     by: its predictors, thresholded, decide nearly alike for every token, so it jumps between all kept and
     almost nothing. Steered on the batches alone, the batches would end at 1/S and the stand-in at 1/S^2."""
     import flops
-    import skim
 
     def sentences(model, batches, keep_threshold):
         rng = torch.get_rng_state()                                   # the run's random draws stay the run's
@@ -464,7 +443,7 @@ def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batc
                                         b["attention_mask"], model.config) for b in batches])
         torch.set_rng_state(rng)
         return 1 / f ** 2
-    monkeypatch.setattr(skim, "speedup_at", sentences)
+    monkeypatch.setattr(recipe, "speedup_at", sentences)
     m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:8", "--target-speedup", 2,
              "--steer-every", 10, "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0,
              "--output-dir", tmp_path / "o")

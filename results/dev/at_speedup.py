@@ -1,5 +1,5 @@
 """Saved SST-2 Transkimmers compared at one speedup: each model's keep threshold calibrated as a --holdout run
-of train.py calibrates it (skim.calibrate_threshold on the held-out rows that are whole sentences of the
+of train.py calibrates it (recipe.calibrate_threshold on the held-out rows that are whole sentences of the
 training file), then held-out and dev accuracy at that threshold.
 
     GLUE_DIR=... python results/dev/at_speedup.py [--target 2] [--holdout 2000] --out OUT.json MODEL_DIR ...
@@ -18,7 +18,6 @@ import data  # noqa: E402
 import evaluation  # noqa: E402
 import methods  # noqa: E402
 import recipe  # noqa: E402
-import skim  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 
 
@@ -41,7 +40,7 @@ def main(argv=None):
         encoded = {"holdout": data.encode(tok, held_rows, args.max_seq_length),
                    "dev": data.encode(tok, dev_rows, args.max_seq_length)}
         calibration = recipe.calibration_batches(held_rows, encoded["holdout"], args, context=train_rows + held_rows)
-        threshold = skim.calibrate_threshold(model, calibration, a.target)
+        threshold = recipe.calibrate_threshold(model, calibration, a.target)
         model.keep_threshold = threshold
         row = {"keep_threshold": threshold}
         for name, rows in encoded.items():

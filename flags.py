@@ -178,9 +178,10 @@ def parser():
     return p
 
 
-def parse(argv=None, world=1):
+def parse(argv=None, world=1, rank=0):
     """The command line -> (Settings, the resumable state or None). With --resume DIR the settings are the
-    interrupted run's, continued in DIR. world: the number of processes (torchrun) sharing each batch."""
+    interrupted run's, continued in DIR. world: the number of processes (torchrun) sharing each batch; rank:
+    this one's (rank 0 alone checks the output folder, which it alone writes)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     if args.resume is not None:  # everything else comes from the saved state
@@ -196,12 +197,13 @@ def parse(argv=None, world=1):
             settings = Settings(**saved | {"output_dir": str(args.resume), "data_dir": str(data_dir)})
         except TypeError:
             raise UsageError(f"--resume {args.resume}: its resume.pt was saved by another version of train.py") from None
-        check_writable(Path(settings.output_dir))
+        if rank == 0:
+            check_writable(Path(settings.output_dir))
         return settings, state
-    return resolve(args, world), None
+    return resolve(args, world, rank), None
 
 
-def resolve(args, world=1):
+def resolve(args, world=1, rank=0):
     """Check the flags (UsageError) and fill in every default -> Settings."""
     task = data.get_task(args.task)  # unknown task -> DataError
     skim_coef = task.skim_coef if args.skim_coef == "task" else args.skim_coef
@@ -218,7 +220,8 @@ def resolve(args, world=1):
     check_stages(args, kinds, target, skim_coef)
     checkpoint_layers, keep_threshold = check_checkpoints(args, task, stages, keep_layers)
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args, task, keep_threshold)
-    check_output_dir(output_dir, args)
+    if rank == 0:
+        check_output_dir(output_dir, args)
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
     teacher = args.teacher is not None
     return Settings(

@@ -76,10 +76,6 @@ class Dense(nn.Module):
     def config(self):
         return self.bert.config
 
-    @property
-    def tokenizer(self):
-        return self.bert.tokenizer
-
     def save_pretrained(self, directory, tokenizer=None):
         self.bert.save_pretrained(directory, tokenizer)
 

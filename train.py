@@ -54,7 +54,7 @@ def main(argv=None):
     # torchrun starts one process per rank and gives each its RANK, LOCAL_RANK and WORLD_SIZE
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    settings, state = flags.parse(argv, world)
+    settings, state = flags.parse(argv, world, rank)
     if ddp:
         dist.init_process_group("nccl" if settings.device == "cuda" else "gloo")
         if settings.device == "cuda":
@@ -176,16 +176,15 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
             # backward
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # all processes agree: did a loss turn non-finite, was Ctrl-C or SIGTERM pressed?
-            non_finite, stopping = agreed([not torch.isfinite(loss), stop is not None and stop.requested], world)
+            # clip the gradient (the encoder's and the method's apart, with --predictor-grad separate); 0: no clipping
+            norms = [torch.nn.utils.clip_grad_norm_(group, settings.max_grad_norm or math.inf) for group in clipped]
+            # all processes agree: did the loss or its gradient turn non-finite, was Ctrl-C or SIGTERM pressed?
+            finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(n)) for n in norms)
+            non_finite, stopping = agreed([not finite, stop is not None and stop.requested], world)
             if non_finite:
                 bar.close()
-                raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} of stage {index + 1} ({kind}); "
-                                    "the run stops and nothing was saved over the last good state")
-            # clip the gradient (the encoder's and the method's apart, with --predictor-grad separate)
-            if settings.max_grad_norm:
-                for group in clipped:
-                    torch.nn.utils.clip_grad_norm_(group, settings.max_grad_norm)
+                raise NonFiniteLoss(f"the loss ({loss.item():.4g}) or its gradient is not finite at step {step + 1} of "
+                                    f"stage {index + 1} ({kind}); the run stops, nothing saved over the last good state")
             # step the optimizer and the learning rate
             optimizer.step()
             schedule.step()

@@ -99,7 +99,8 @@ def test_a_loss_that_turns_non_finite_stops_the_run_naming_the_step_and_saves_no
     result = run_cli("--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim", "--lr", "1e30", *FAST,
                      "--output-dir", tmp_path / "o")
     line = result.stderr.strip().splitlines()[-1]                  # after the progress bar: one line
-    assert result.returncode == 2 and line.startswith("error: the loss is nan at step 2 of stage 1")
+    assert result.returncode == 2 and line.startswith("error: the loss (nan) or its gradient is not finite at step 2 of "
+                                                      "stage 1")
     assert not (tmp_path / "o").exists()
 
 

@@ -113,17 +113,12 @@ def tokens_per_layer(masks, attention_mask):
 
 def fraction(masks, attention_mask, config, predictors=True, last_layer="all"):
     """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
-    reciprocal of the speedup FlopsCounter reports for the same masks. Training steers this number
-    towards 1 / --target-speedup (recipe.SpeedupController)."""
-    real = attention_mask.long().sum(1)                                            # (B,)
-    dense = skim = 0
-    for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):
-        q = queries_of(i, config, last_layer)
-        dense += int(layer_flops(real, config, q).sum())
-        skim += int(layer_flops(kept, config, q).sum())
-        skim += int(predictor_flops(entering, config).sum()) if predictors else 0
-    head = len(real) * head_flops(config)
-    return (skim + head) / (dense + head)
+    reciprocal of the speedup FlopsCounter reports for the same masks, from its own count. Training
+    steers this number towards 1 / --target-speedup (recipe.SpeedupController)."""
+    counter = FlopsCounter(config, predictors=predictors, last_layer=last_layer)
+    counter.add(masks, attention_mask)
+    skim, dense = counter.totals()
+    return skim / dense
 
 # -----------------------------------------------------------------------------
 # accumulating over an eval set
@@ -168,6 +163,11 @@ class FlopsCounter:
         self.examples += len(real)
         self.tokens += int(real.sum())
 
+    def totals(self, convention="none"):
+        """(skim FLOPs, dense FLOPs), integers, summed over every example added, the head on both sides."""
+        head = self.examples * head_flops(self.config)
+        return sum(self.layer) + sum(self.predictor[convention]) + head, sum(self.dense[convention]) + head
+
     def summary(self):
         """A JSON-serialisable dict: examples, tokens (real), seq_len, predictors_counted, last_layer,
         head (pooler + classifier FLOPs, on both sides), kept_fraction (per layer: tokens processed / real
@@ -179,8 +179,7 @@ class FlopsCounter:
                "predictors_counted": self.predictors, "last_layer": self.last_layer, "head": head,
                "kept_fraction": [k / max(self.tokens, 1) for k in self.kept]}
         for convention in (["none", "sequence"] if self.seq_len is not None else ["none"]):
-            dense = sum(self.dense[convention]) + head
-            skim = sum(self.layer) + sum(self.predictor[convention]) + head
+            skim, dense = self.totals(convention)
             out[convention] = {
                 "dense_per_layer": list(self.dense[convention]),
                 "skim_per_layer": list(self.layer),          # encoder layers on kept tokens

@@ -56,15 +56,16 @@ class Dense(nn.Module):
         self.bert = bert
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        logits = self.bert(input_ids, attention_mask, token_type_ids)                    # (B, num_labels)
-        masks = [attention_mask.to(logits.dtype)] * self.bert.config.num_hidden_layers    # L x (B, N)
-        return Output(logits, masks, logits.new_zeros(()))
+        return self.every_token(self.bert(input_ids, attention_mask, token_type_ids), attention_mask)
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask, token_type_ids):
-        logits = self.bert.infer(input_ids, attention_mask, token_type_ids)
-        return Output(logits, [attention_mask.to(logits.dtype)] * self.bert.config.num_hidden_layers,
-                      logits.new_zeros(()))
+        return self.every_token(self.bert.infer(input_ids, attention_mask, token_type_ids), attention_mask)
+
+    def every_token(self, logits, attention_mask):
+        """logits (B, num_labels) -> an Output in which every layer computed every real token: L x (B, N)."""
+        masks = [attention_mask.to(logits.dtype)] * self.bert.config.num_hidden_layers
+        return Output(logits, masks, logits.new_zeros(()))
 
     def flops_counter(self, seq_len=None, last_layer="all"):
         return flops.FlopsCounter(self.bert.config, seq_len, predictors=False, last_layer=last_layer)

@@ -61,6 +61,7 @@ def parse_stages(spec):
             raise ValueError(f"a {after} stage cannot follow a {before} stage (the order is dense, skim, frozen)")
     return stages
 
+
 def resolve_stages(args, skim_coef, default_lr):
     """The stages this run trains, as [(kind, epochs, lr)]: --stages; or one stage, for --no-skim (dense),
     --freeze-predictors (frozen) and --skim-coef (the paper's recipe: skim); or the default recipe. A stage
@@ -200,7 +201,7 @@ class SpeedupController:
     speedup S, instead of searching lambda by hand for every task and setting.
 
     The constraint is "FLOPs fraction = 1/S", where the fraction is skim FLOPs / dense FLOPs of the batch,
-    counted from the hard keep masks by flops.fraction (the same count the evaluation reports). lambda is
+    counted from the hard keep masks by the method's flops_counter (the count the evaluation reports). lambda is
     its Lagrange multiplier, updated by dual ascent with a proportional term added (a PI controller on the
     error e = fraction - target):
         integral <- integral + ki * e         dual ascent: lambda grows while the model is too slow, and

@@ -125,8 +125,8 @@ def main(argv=None):
         return metrics
 
 
-def train_stage(model, index, train_set, task, settings, teacher, records, record, resumed=None, calibration=None,
-                stop=None, rank=0, world=1):
+def train_stage(model, index, train_set, task, settings, teacher, records, record, resumed, calibration, stop, rank,
+                world):
     """One stage of settings.stages: its own optimizer and lr schedule, lambda from recipe.Steering. Saves a
     resumable state every --save-every minutes, and on Ctrl-C or SIGTERM (then raises recipe.Interrupted)."""
     from tqdm import tqdm
@@ -180,7 +180,7 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
             norms = [torch.nn.utils.clip_grad_norm_(group, settings.max_grad_norm or math.inf) for group in clipped]
             # all processes agree: did the loss or its gradient turn non-finite, was Ctrl-C or SIGTERM pressed?
             finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(n)) for n in norms)
-            non_finite, stopping = agreed([not finite, stop is not None and stop.requested], world)
+            non_finite, stopping = agreed([not finite, stop.requested], world)
             if non_finite:
                 bar.close()
                 raise NonFiniteLoss(f"the loss ({loss.item():.4g}) or its gradient is not finite at step {step + 1} of "
@@ -218,25 +218,29 @@ def show(bar, shown):
     bar.update()
 
 
+def all_reduce(t, op=dist.ReduceOp.SUM):
+    """t reduced over the processes (summed, by default), on the device the backend reduces on (nccl: the GPU)."""
+    t = t.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=op)
+    return t.cpu()
+
+
 def agreed(flags_here, world):
     """[bool, ...] -> [bool, ...]: each True if it is True in any process (one all-reduce)."""
     if world == 1:
         return [bool(f) for f in flags_here]
-    t = torch.tensor([float(f) for f in flags_here], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return [bool(v) for v in all_reduce(torch.tensor([float(f) for f in flags_here]), dist.ReduceOp.MAX).tolist()]
 
 
 def flops_fraction(model, masks, shard, world, counted=True):
-    """The method's FLOPs over the dense model's on the whole batch (no padding), counted from the masks as
-    the evaluation counts them; under torchrun the counts of every process's share are summed first."""
+    """The method's FLOPs over the dense model's on the whole batch (no padding), counted from the masks by
+    the method's own counter, as the evaluation counts them; under torchrun the counts of every process's
+    share are summed first (counted=False: this process's row has no share)."""
     counter = model.flops_counter()
     counter.add(masks, shard["attention_mask"])
-    count = counter.summary()["none"]
-    cost = torch.tensor([count["skim"], count["dense"]], dtype=torch.float64) * counted
+    cost = torch.tensor(counter.totals(), dtype=torch.float64) * counted                 # (skim, dense)
     if world > 1:
-        cost = cost.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(cost)
+        cost = all_reduce(cost)
     return float(cost[0] / cost[1])
 
 

@@ -223,7 +223,6 @@ def resolve(args, world=1, rank=0):
     if rank == 0:
         check_output_dir(output_dir, args)
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
-    teacher = args.teacher is not None
     return Settings(
         task=task.name, model=args.model, data_dir=str(data_dir), output_dir=str(output_dir), overwrite=args.overwrite,
         max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size, stages=tuple(stages),
@@ -232,8 +231,8 @@ def resolve(args, world=1, rank=0):
         mu0=args.mu0, predictor_lr=args.predictor_lr, predictor_grad=args.predictor_grad,
         keep_threshold=keep_threshold, freeze_predictors=args.freeze_predictors, keep_layers=keep_layers,
         checkpoint_layers=checkpoint_layers, teacher=args.teacher,
-        distill_coef=(DISTILL_COEF if args.distill_coef is None else args.distill_coef) if teacher else None,
-        distill_temp=(args.distill_temp or DISTILL_TEMP) if teacher else None, max_grad_norm=args.max_grad_norm,
+        distill_coef=(DISTILL_COEF if args.distill_coef is None else args.distill_coef) if args.teacher else None,
+        distill_temp=(args.distill_temp or DISTILL_TEMP) if args.teacher else None, max_grad_norm=args.max_grad_norm,
         holdout=args.holdout, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         no_skim=args.no_skim, eval_only=args.eval_only, checkpoint=args.checkpoint, save_every=args.save_every,
         device=args.device, timing_repeats=args.timing_repeats)
@@ -385,9 +384,7 @@ def check_checkpoints(args, task, stages, keep_layers):
         if raw.get("finetuning_task") not in (None, task.name):
             raise UsageError(f"--checkpoint {args.checkpoint} was trained on {raw['finetuning_task']}, not {task.name}: "
                              f"evaluate it with --task {raw['finetuning_task']}")
-        if config.num_labels != task.num_labels:
-            raise UsageError(f"--checkpoint {args.checkpoint}: {config.num_labels} output(s), but {task.name} has "
-                             f"{task.num_labels}")
+        check_labels(f"--checkpoint {args.checkpoint}", config, task)
         saved = methods.method_of(raw)
         if saved is None and args.keep_threshold is not None:  # given, even at the default
             raise UsageError(f"--keep-threshold: {args.checkpoint} is a dense model, it has no skim predictors")
@@ -395,7 +392,8 @@ def check_checkpoints(args, task, stages, keep_layers):
         return None, (args.keep_threshold or skim.KEEP_THRESHOLD) if predicts else None
     name = args.model or "all-MiniLM-L6-v2"
     raw = read_config(resolve_checkpoint(args.model))
-    check_positions(args, task, BertConfig.from_dict(raw), name)
+    config = BertConfig.from_dict(raw)
+    check_positions(args, task, config, name)
     first, kinds = stages[0][0], {kind for kind, _, _ in stages}
     has_predictors = methods.method_of(raw) is not None
     if first == "frozen" and not has_predictors:
@@ -406,20 +404,24 @@ def check_checkpoints(args, task, stages, keep_layers):
         if first != "dense" and has_predictors:
             raise UsageError(f"--keep-layers: --model {name} has trained skim predictors, one per layer; give a plain "
                              "BERT checkpoint")
-        checkpoint_layers = BertConfig.from_dict(raw).num_hidden_layers
+        checkpoint_layers = config.num_hidden_layers
         if keep_layers[-1] >= checkpoint_layers:
             raise UsageError(f"--keep-layers: {name} has {checkpoint_layers} layers, numbered 0 to "
                              f"{checkpoint_layers - 1}")
     if args.teacher:
-        check_teacher(args.teacher, task, BertConfig.from_dict(raw).vocab_size)
+        check_teacher(args.teacher, task, config.vocab_size)
     skims = bool({"skim", "frozen"} & kinds)
     return checkpoint_layers, (args.keep_threshold or skim.KEEP_THRESHOLD) if skims else None
 
 
 def check_positions(args, task, config, name):
-    if (length := args.max_seq_length or task.max_seq_length) > config.max_position_embeddings:
-        raise UsageError(f"--max-seq-length {length}: {name} has {config.max_position_embeddings} positions, so "
-                         f"inputs can be at most that long")
+    if (n := args.max_seq_length or task.max_seq_length) > (most := config.max_position_embeddings):
+        raise UsageError(f"--max-seq-length {n}: {name} has {most} positions, so inputs can be at most that long")
+
+
+def check_labels(what, config, task):
+    if config.num_labels != task.num_labels:
+        raise UsageError(f"{what}: {config.num_labels} output(s), but {task.name} has {task.num_labels}")
 
 
 def check_teacher(teacher, task, vocab):
@@ -431,8 +433,7 @@ def check_teacher(teacher, task, vocab):
     if "BertForSequenceClassification" not in raw.get("architectures", []):
         raise UsageError(f"--teacher {teacher}: not a fine-tuned classifier (its config.json names "
                          f"{raw.get('architectures')}); give a folder train.py saved")
-    if config.num_labels != task.num_labels:
-        raise UsageError(f"--teacher {teacher}: {config.num_labels} output(s), but {task.name} has {task.num_labels}")
+    check_labels(f"--teacher {teacher}", config, task)
     if config.vocab_size != vocab:
         raise UsageError(f"--teacher {teacher}: vocabulary of {config.vocab_size} tokens, the student's "
                          f"has {vocab}; both must read the same token ids")

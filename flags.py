@@ -45,6 +45,7 @@ class Settings:
     max_seq_length: int
     batch_size: int
     stages: tuple                     # ((kind, epochs, lr), ...), recipe.py; () for --eval-only
+    min_steps: int                    # the stages were lengthened to this many optimizer steps in all, if shorter
     method: str                       # what a skim stage trains: a name in methods.METHODS
     lr: float | None
     epochs: float | None
@@ -133,6 +134,11 @@ def parser():
                    help=f"the stages, in order, as KIND:EPOCHS[:LR], KIND one of dense, skim, frozen, LR the "
                         f"stage's own peak learning rate (default {recipe.DEFAULT_STAGES}): dense fine-tuning, then "
                         f"skimming at the target, then the encoder trained on under frozen decisions")
+    g.add_argument("--min-steps", type=int, default=None, metavar="N",
+                   help=f"lengthen the stages, all by one factor, to at least N optimizer steps in all, counted on the "
+                        f"task's training set (after --holdout, before --max-train-samples); 0: as given. Default: "
+                        f"{recipe.MIN_STEPS} for the default recipe, so that a small task trains long enough (SST-2's "
+                        f"2 epochs are 4,210 steps, RTE's 156); 0 for --stages, --epochs and the one-stage runs")
     g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
                    help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
                         "0,2,4: those three)")
@@ -223,10 +229,17 @@ def resolve(args, world=1, rank=0):
     if rank == 0:
         check_output_dir(output_dir, args)
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
+    min_steps = args.min_steps
+    if min_steps is None:  # the default recipe is sized for the task; stages the user wrote are as written
+        default_recipe = args.stages is None and args.epochs is None and kinds == {"dense", "skim", "frozen"}
+        min_steps = recipe.MIN_STEPS if default_recipe else 0
+    if min_steps and stages:
+        train_examples = len(data.read_split(task, "train", data_dir)) - (args.holdout or 0)
+        stages = recipe.sized_stages(stages, max(1, train_examples), args.batch_size, min_steps)
     return Settings(
         task=task.name, model=args.model, data_dir=str(data_dir), output_dir=str(output_dir), overwrite=args.overwrite,
         max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size, stages=tuple(stages),
-        method=args.method, lr=args.lr, epochs=args.epochs, warmup=args.warmup, weight_decay=args.weight_decay,
+        min_steps=min_steps, method=args.method, lr=args.lr, epochs=args.epochs, warmup=args.warmup, weight_decay=args.weight_decay,
         seed=args.seed, skim_coef=skim_coef, target_speedup=target, steer_every=args.steer_every, tau=args.tau,
         mu0=args.mu0, predictor_lr=args.predictor_lr, predictor_grad=args.predictor_grad,
         keep_threshold=keep_threshold, freeze_predictors=args.freeze_predictors, keep_layers=keep_layers,
@@ -317,6 +330,10 @@ def check_flags(args, skim_coef, world):
         raise UsageError("--keep-layers builds a smaller model to train; --eval-only trains nothing")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
+    if args.min_steps is not None and args.min_steps < 0:
+        raise UsageError(f"--min-steps N: N is a number of optimizer steps, at least 0 (0: as given), got {args.min_steps}")
+    if args.eval_only and args.min_steps:
+        raise UsageError("--min-steps sets how long a run trains; --eval-only trains nothing")
     if args.steer_every < 0:
         raise UsageError(f"--steer-every N: N is a number of steps, at least 0, got {args.steer_every}")
 

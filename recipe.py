@@ -39,7 +39,7 @@ DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
 # the default recipe on a small task (results/README.md, "GLUE: the recipe's length on a small task"): its stages,
 # all by one factor, are lengthened to at least MIN_STEPS optimizer steps in all (train.py --min-steps)
-MIN_STEPS = None
+MIN_STEPS = 600
 
 
 def parse_stages(spec):

@@ -51,3 +51,15 @@ def test_a_rescaled_controller_steers_the_other_inputs_estimated_fraction():
     del state["scale"]
     twin.load_state_dict(state)                  # a state saved before rescale existed steered its batches
     assert twin.scale == 1.0
+
+
+def test_sized_stages_lengthen_a_short_run_by_one_factor_and_leave_a_long_one():
+    stages = recipe.parse_stages(recipe.DEFAULT_STAGES)                    # 1 + 0.5 + 0.5 epochs
+    # RTE: 2,490 examples, 78 steps an epoch, 156 in all; to 600: every stage by 600 / 156
+    sized = recipe.sized_stages(stages, 2490, 32, 600)
+    assert [kind for kind, _, _ in sized] == ["dense", "skim", "frozen"] and [lr for *_, lr in sized] == [2e-4, 2e-4, 5e-5]
+    assert [e for _, e, _ in sized] == pytest.approx([600 / 156, 300 / 156, 300 / 156], abs=1e-4)
+    assert sum(round(78 * e) for _, e, _ in sized) == 600                 # the steps train_stage will take
+    # SST-2: 67,349 examples, 4,210 steps already: as given
+    assert recipe.sized_stages(stages, 67349, 32, 600) == tuple(stages)
+    assert recipe.sized_stages(stages, 2490, 32, 0) == tuple(stages)

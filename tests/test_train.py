@@ -476,8 +476,10 @@ def test_a_fixed_skim_coef_is_the_papers_lambda_and_is_not_steered(synthetic, ti
 
 
 def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_threshold(glue, tiny, tmp_path):
-    args = settings_of(glue, tmp_path, "--task", "sst2")
+    args = settings_of(glue, tmp_path, "--task", "sst2", "--min-steps", 0)
     assert args.stages == tuple(recipe.parse_stages(recipe.DEFAULT_STAGES)) and args.target_speedup == flags.TARGET_SPEEDUP
+    sized = settings_of(glue, tmp_path, "--task", "sst2").stages  # by default, sized to the fixture's 30 rows
+    assert sized == recipe.sized_stages(recipe.parse_stages(recipe.DEFAULT_STAGES), 30, 32, recipe.MIN_STEPS) != args.stages
     m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages",
              "dense:1,skim:1,frozen:1", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     assert [r["stage"] for r in m["stages"]] == ["dense", "skim", "frozen"]
@@ -564,3 +566,24 @@ def test_keep_layers_with_a_bad_value(glue, tiny, tmp_path, value, says):
     line = one_error_line(run_cli("--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim",
                                   *([flag] if isinstance(flag, str) else flag), "--output-dir", tmp_path / "o"))
     assert "--keep-layers" in line and says in line
+
+
+def test_the_default_recipe_is_sized_to_the_task_and_written_stages_are_as_written(glue, tmp_path, monkeypatch):
+    """--min-steps (default recipe.MIN_STEPS for the default recipe): counted on the training file (30 rows here,
+    one step an epoch), less --holdout, not cut by --max-train-samples; --stages and one-stage runs as written."""
+    monkeypatch.setattr(recipe, "MIN_STEPS", 8)
+    epochs = lambda *flag_values: [e for _, e, _ in settings_of(glue, tmp_path, *flag_values).stages]  # noqa: E731
+    assert epochs() == [4.0, 2.0, 2.0]                                    # 2 epochs, 2 steps -> 8 steps
+    assert settings_of(glue, tmp_path).min_steps == 8
+    assert epochs("--max-train-samples", 5) == [4.0, 2.0, 2.0]            # the task's size, not the cut
+    assert epochs("--min-steps", 4) == [2.0, 1.0, 1.0]
+    assert epochs("--min-steps", 0) == [1.0, 0.5, 0.5]
+    assert epochs("--stages", "dense:1,skim:1") == [1.0, 1.0]             # written: as written
+    assert epochs("--no-skim") == [1.0]
+    assert epochs("--stages", "dense:2", "--keep-layers", 2, "--min-steps", 8) == [8.0]  # the recipe's budget, densely
+    assert epochs("--batch-size", 5) == [1.0, 0.5, 0.5]                   # 6 steps an epoch: 12 already
+    assert epochs("--holdout", 20, "--batch-size", 5) == [2.0, 1.0, 1.0]  # 10 rows left, 2 steps an epoch: 4 -> 8
+    for bad, says in [(["--min-steps", -1], "--min-steps N: N is a number of optimizer steps"),
+                      (["--eval-only", "--checkpoint", tmp_path, "--min-steps", 5], "--eval-only trains nothing")]:
+        with pytest.raises(flags.UsageError, match=says):
+            settings_of(glue, tmp_path, *bad)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The paper's Table 3 on five small GLUE tasks (results/glue.md; SST-2's rows are results/run_recipe.sh's): for
+# each task and seed, one train.py call per run, resumable (re-running a name whose run was stopped goes on with
+# --resume; a name whose results/glue/NAME.json exists is skipped), writing runs/glue-NAME/ and copying its
+# metrics.json to results/glue/NAME.json. NAME is TASK-RUN-seedS:
+#   - t20: the default recipe at --target-speedup 2, its stages sized for the task (recipe.MIN_STEPS). Its dense
+#     stage, evaluated when it ends, is the 6-layer dense model of the same seed.
+#   - tpaper: the default recipe at the paper's speedup for the task (Table 3, BERT-base, no padding).
+#   - layers3, layers2: the first 3 and the first 2 of the 6 layers (2x and 3x FLOPs), dense, with the recipe's
+#     budget: its 2 epochs lengthened as the recipe's are (--min-steps), at the recipe's dense learning rate.
+# Seeds 42 to 46 (WNLI: 42 to 44), seed by seed, the cheaper tasks first, so that a stopped series has whole seeds.
+#   GLUE_DIR=/path/to/glue bash results/run_glue.sh [NAME ...]   (default: all, in this order)
+#   DEVICE=cuda bash results/run_glue.sh ...                      (new runs train on the GPU: train.py --device)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DEVICE=${DEVICE:-cpu}
+MIN_STEPS=$($PY -c 'import recipe; print(recipe.MIN_STEPS)')
+declare -A PAPER=([cola]=1.75 [rte]=2.85 [mrpc]=3.13 [stsb]=3.45 [wnli]=5.56)
+declare -A RUNS
+names=()
+for seed in 42 43 44 45 46; do
+  for task in wnli cola stsb mrpc rte; do
+    [[ $task == wnli && $seed -gt 44 ]] && continue
+    RUNS[$task-t20-seed$seed]="--task $task --target-speedup 2 --seed $seed"
+    RUNS[$task-layers3-seed$seed]="--task $task --stages dense:2:2e-4 --keep-layers 3 --min-steps $MIN_STEPS --seed $seed"
+    RUNS[$task-tpaper-seed$seed]="--task $task --target-speedup ${PAPER[$task]} --seed $seed"
+    RUNS[$task-layers2-seed$seed]="--task $task --stages dense:2:2e-4 --keep-layers 2 --min-steps $MIN_STEPS --seed $seed"
+    names+=($task-t20-seed$seed $task-layers3-seed$seed $task-tpaper-seed$seed $task-layers2-seed$seed)
+  done
+done
+mkdir -p results/glue
+for name in ${@:-${names[@]}}; do
+  [[ -v RUNS[$name] ]] || { echo "unknown run $name (TASK-RUN-seedS, RUN one of t20 tpaper layers3 layers2)" >&2; exit 2; }
+  out=runs/glue-$name
+  [[ -f results/glue/$name.json ]] && { echo "== $name: done (results/glue/$name.json)"; continue; }
+  mkdir -p "$out"
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
+  echo "== $name: python train.py ${how[*]}"
+  $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
+  cp "$out/metrics.json" "results/glue/$name.json"
+done

@@ -1,0 +1,38 @@
+"""results/glue.py: its bootstrap is compare.py's for accuracy and brackets the metric's difference otherwise, and
+a --keep-layers model's speedup is counted over the whole checkpoint, with and without padding."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "results"))
+import compare  # noqa: E402
+import glue  # noqa: E402
+
+
+def test_the_accuracy_bootstrap_is_compares_and_other_metrics_are_recomputed_on_each_resample():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    a = [np.where(rng.random(300) < 0.8, labels, 1 - labels) for _ in range(2)]
+    b = [np.where(rng.random(300) < 0.7, labels, 1 - labels) for _ in range(2)]
+    assert glue.metric_bootstrap("accuracy", a, b, labels, 500) == compare.paired_bootstrap(
+        [x == labels for x in a], [x == labels for x in b], 500)
+    diff, low, high = glue.metric_bootstrap("matthews", a, b, labels, 500)
+    import data
+    by_hand = np.mean([data.matthews_corrcoef(x, labels) - data.matthews_corrcoef(y, labels) for x, y in zip(a, b)])
+    assert diff == pytest.approx(100 * by_hand) and low < diff < high
+    assert glue.metric_bootstrap("pearson", a, a, labels, 200) == (0.0, 0.0, 0.0)
+
+
+def test_a_keep_layers_models_speedup_is_over_the_whole_checkpoint():
+    head = 10.0
+    flops = {"head": head, "none": {"dense": 3 * 100 + head, "skim": 3 * 100 + head},
+             "sequence": {"dense": 3 * 300 + head, "skim": 3 * 100 + head}}
+    m = {"flops": flops, "args": {"keep_layers": [0, 1, 2], "checkpoint_layers": 6}}
+    assert glue.over_checkpoint(m, "none") == pytest.approx((6 * 100 + head) / (3 * 100 + head))
+    assert glue.over_checkpoint(m, "sequence") == pytest.approx((6 * 300 + head) / (3 * 100 + head))
+    m["args"] = {"keep_layers": None, "checkpoint_layers": None}
+    assert glue.over_checkpoint(m, "sequence") == pytest.approx((3 * 300 + head) / (3 * 100 + head))

@@ -235,6 +235,13 @@ def pictures(results, out):
     import matplotlib.pyplot as plt
     from checkpoint import atomic_write
 
+    def save(fig, ax, path):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        atomic_write(path, lambda p: fig.savefig(p, format="png"))
+        plt.close(fig)
+
     colours = dict(zip(TASKS, plt.get_cmap("tab10").colors))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for task in TASKS:
@@ -243,11 +250,7 @@ def pictures(results, out):
             ax.plot(range(1, len(kept) + 1), kept, marker="o", color=colours[task], label=task)
     ax.set(xlabel="layer", ylabel="fraction of tokens processed", ylim=(0, 1.05),
            title="Tokens kept per layer, the recipe at 2x (mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(f"{out}_kept.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    save(fig, ax, f"{out}_kept.png")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for task in TASKS:
@@ -261,11 +264,7 @@ def pictures(results, out):
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="FLOPs speedup (no padding)", ylabel="drop from dense (points; below 0: a gain)",
            title="Ours (dots: 2x and the paper's speedup) and the paper's (squares)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(f"{out}_drop.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    save(fig, ax, f"{out}_drop.png")
 
 
 def main(argv=None):

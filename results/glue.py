@@ -260,7 +260,8 @@ def pictures(results, out):
         if points:
             ax.plot(*zip(*points), marker="o", color=colours[task], label=f"{task}, ours")
         pd, pt, ps = PAPER[task]
-        ax.scatter([ps], [pd - pt], marker="s", facecolors="none", edgecolors=colours[task])
+        ax.scatter([ps], [pd - pt], marker="s", facecolors="none", edgecolors=colours[task],
+                   label=f"{task}, paper")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="FLOPs speedup (no padding)", ylabel="drop from dense (points; below 0: a gain)",
            title="Ours (dots: 2x and the paper's speedup) and the paper's (squares)")

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "results"))
 import data  # noqa: E402
+import compare  # noqa: E402
 from compare import mcnemar, mean_std, paired_bootstrap  # noqa: E402
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
@@ -60,7 +61,7 @@ NEAR_3X = ("mrpc", "stsb", "rte")  # the tasks whose paper speedup (3.13, 3.45, 
 
 
 def seed_of(path):
-    return int(Path(path).stem.rsplit("-seed", 1)[1])
+    return compare.seed_of(Path(path).stem)
 
 
 def run_paths(task, prefix, runs, sst2_runs):

@@ -11,8 +11,9 @@ paper reports FLOPs; this measures whether they turn into time).
 Two pruned paths, each against the dense model run the same way, each with its FLOPs convention:
     prune   Transkimmer(..., prune=True) against model.Bert's forward: every layer computes every
             kept token's output, skimmed tokens' states are written back (Eq. 3). flops.py's "all".
-    infer   Transkimmer.infer against BertForSequenceClassification.infer: the compact path, and
-            the last layer computes [CLS]'s output alone, in both. flops.py's "cls".
+    infer   Transkimmer.infer against BertForSequenceClassification.infer: the packed path (each
+            batch's tokens in one tensor, no padding anywhere: model.pack), and the last layer
+            computes [CLS]'s output alone, in both. flops.py's "cls".
 With --checkpoint, each batch size also gets "measured": timing.measure_speedup, the one function behind
 the "measured" figure train.py prints, on the same batches (the infer path against the dense infer).
 The dense model is also timed as Hugging Face transformers' eager BertForSequenceClassification,
@@ -42,9 +43,10 @@ their cost is then both timed and counted.
 
 Columns: measured = dense time / pruned time, the dense model run as the path says. FLOPs = flops.py's
 speedup with no padding (each example at its real length; the honest figure), under the path's
-last-layer convention. executed = the FLOPs speedup of what the code really computes: dense padded to
-each batch's longest example, pruned re-padded at each layer to the batch's largest kept count
-(flops.padded_like_pruning). meas/FLOPs = measured / FLOPs. With forced ratios, two more columns split
+last-layer convention. executed = the FLOPs speedup of what the code really computes: on the prune
+path, dense padded to each batch's longest example and pruned re-padded at each layer to the batch's
+largest kept count (flops.padded_like_pruning); the infer path computes no padding on either side, so
+there it is the FLOPs speedup itself. meas/FLOPs = measured / FLOPs. With forced ratios, two more columns split
 the gap: no-overhead = dense time / the same dense pass's time on the kept tokens alone (cut_to_kept:
 exactly what the pruned pass computes, with no pruning work at all), the most pruning could measure on
 this machine, set by how the layers' time scales with their token count; overhead = pruned time / that
@@ -191,14 +193,15 @@ def machine(device="cpu"):
             "loadavg_before": os.getloadavg()}
 
 
-def count_flops(run, batches, config, seq_len, predictors, last_layer):
+def count_flops(run, batches, config, seq_len, predictors, last_layer, repadded):
     """Run each batch once (this is also the warm-up) and count the FLOPs from its masks: as flops.py
-    defines them (each example at its real length), and as executed (re-padded; see the docstring)."""
+    defines them (each example at its real length), and as executed (re-padded where the path re-pads;
+    see the docstring)."""
     real, executed = (flops.FlopsCounter(config, seq_len, predictors, last_layer) for _ in range(2))
     for b in batches:
         masks, attention_mask = [m.cpu() for m in run(b).masks], b["attention_mask"].cpu()
         real.add(masks, attention_mask)
-        executed.add(*flops.padded_like_pruning(masks, attention_mask))
+        executed.add(*(flops.padded_like_pruning(masks, attention_mask) if repadded else (masks, attention_mask)))
     return real.summary(), executed.summary()
 
 
@@ -279,7 +282,7 @@ def bench(args):
             for name in dense_names:
                 one_pass(runs[name], batches, args.device)  # warm-up
             counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
-                                             PATHS[path][0])
+                                             PATHS[path][0], repadded=path == "prune")
                       for path in args.paths for r in ratios}
             for rep in range(args.repeats):
                 for name, t in interleaved_pass(passes, args.device).items():
@@ -346,7 +349,7 @@ def print_report(report):
               f"{d['dense_fast_seconds']:>8.3f} {d.get('ours_over_hf', math.nan):>8.2f} "
               f"{d.get('fast_over_hf', math.nan):>8.2f}")
     print("\npruned, against the dense model run the same way (path: prune = forward(prune=True), last layer "
-          "\"all\"; infer = the compact path, last layer \"cls\")")
+          "\"all\"; infer = the packed path, last layer \"cls\")")
     print(f"{'batch':>5} {'keep':>6} {'path':>6} {'dense s':>8} {'pruned s':>9} {'measured':>9} {'FLOPs':>7} "
           f"{'executed':>9} {'meas/FLOPs':>11} {'no-overhead':>12} {'overhead':>9}")
     for r in report["results"]:

@@ -190,10 +190,10 @@ class FlopsCounter:
 
 
 def padded_like_pruning(masks, attention_mask):
-    """The shapes `Transkimmer(..., prune=True)` and `Transkimmer.infer` really compute on a batch: dense
-    at the batch's padded length N, and layer i (and predictor i + 1) on every example re-padded to the
-    batch's largest kept count. Returns (masks, attention_mask) to feed FlopsCounter for the executed
-    FLOPs (last_layer="cls" for infer)."""
+    """The shapes `Transkimmer(..., prune=True)` really computes on a batch: dense at the batch's padded
+    length N, and layer i (and predictor i + 1) on every example re-padded to the batch's largest kept
+    count. Returns (masks, attention_mask) to feed FlopsCounter for the executed FLOPs. (The packed
+    inference paths, `infer`, compute no padding: what they execute is the plain count.)"""
     B, N = attention_mask.shape
     positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
     padded = [(positions < int(keep.sum(1).max())).float().expand(B, N) for keep in masks]

@@ -6,6 +6,7 @@ Contents, top to bottom:
   BertConfig                  the hyper-parameters, read from / written to HF's config.json
   Embeddings, SelfAttention,  the modules; shapes are written next to the lines that make them
   FeedForward, Layer
+  pack, first_rows            a padded batch as one (T, d) tensor of its real tokens, for the .infer paths
   Bert                        embeddings -> L layers -> pooler; returns (hidden (B,N,d), pooled (B,d))
   BertForSequenceClassification  Bert + dropout + Linear(d, num_labels) (num_labels == 1: regression)
                               .infer: the same logits at inference, with less work (see below)
@@ -15,12 +16,13 @@ Transkimmer (skim.py) reuses these modules unchanged; the only thing it needs fr
 is the `keep` argument of SelfAttention (skim attention, Eq. 4 of Guan et al., 2022).
 
 Inference only (not in BERT's paper, no change to what is computed): each module's `infer` gives
-forward's result in eval mode with less work. Attention is one fused call
-(F.scaled_dot_product_attention), a batch without padding builds no mask, and the last layer of the
-classifier computes the output of [CLS] alone, the only token the classifier reads (its keys and
-values still come from every token). skim.py's pruned inference runs the same `Layer.infer`, so the
-dense and the pruned model are timed with the same tricks; flops.py counts the last layer this way
-under its "cls" convention.
+forward's result in eval mode with less work. The batch's real tokens are packed into one (T, d)
+tensor (`pack`), so no layer computes a padding position: the projections and the feed-forward run on
+exactly the T tokens, and attention is one fused call (F.scaled_dot_product_attention) per example,
+over its own tokens. The last layer of the classifier computes the output of [CLS] alone, the only
+token the classifier reads (its keys and values still come from every token). skim.py's pruned
+inference runs the same `Layer.infer` on the kept tokens, so the dense and the pruned model are timed
+with the same tricks; flops.py counts the last layer this way under its "cls" convention.
 
 References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for numerics.
 """
@@ -146,25 +148,40 @@ class SelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, N, d)                                     # (B, N, d)
         return self.out(y)
 
-    def infer(self, x, pad_bias=None, first_only=False):
-        """Inference only: forward(x, pad_bias) in eval mode, with the attention as one fused call (no
-        gradient has to reach a keep mask here). pad_bias None: no padding, so no mask is added.
-        first_only: the output of position 0 ([CLS]) alone, for the last layer of a [CLS] classifier:
-        only its query is projected; keys and values still come from all N tokens. -> (B, 1, d)."""
-        B, N, d = x.shape
+    def infer(self, x, lengths, cls_rows=None):
+        """Inference only: forward's result in eval mode on a packed batch (see `pack`), with less work.
+        x (T, d) holds the batch's tokens, example after example, `lengths` tokens each (no padding
+        anywhere); each example attends over its own tokens alone. The projections run on all T rows in
+        one matmul each; attention is one fused call (F.scaled_dot_product_attention) per example.
+        cls_rows (B,) or None: the output of each example's [CLS] alone (its row in x), for the last layer
+        of a [CLS] classifier: only those B queries are projected; keys and values still come from all
+        T tokens. -> (T, d), or (B, d) with cls_rows."""
+        T, d = x.shape
         nh, hs = self.n_head, d // self.n_head
         w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
-        if first_only:
-            q = F.linear(x[:, :1], w[:d], b[:d])                                   # (B, 1, d)
-            k, v = F.linear(x, w[d:], b[d:]).split(d, dim=2)                       # 2 x (B, N, d)
+        if cls_rows is not None:
+            q = F.linear(x.index_select(0, cls_rows), w[:d], b[:d])                # (B, d)
+            k, v = F.linear(x, w[d:], b[d:]).split(d, dim=1)                       # 2 x (T, d)
+            q_lengths = [1] * len(lengths)
         else:
-            q, k, v = F.linear(x, w, b).split(d, dim=2)                            # 3 x (B, N, d)
-        q = q.view(B, -1, nh, hs).transpose(1, 2)                                  # (B, nh, Nq, hs), Nq = 1 or N
-        k = k.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
-        v = v.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=pad_bias)           # (B, nh, Nq, hs)
-        y = y.transpose(1, 2).reshape(B, -1, d)                                    # (B, Nq, d)
+            q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
+            q_lengths = lengths
+        if len(lengths) == 1:  # one example: nothing to split
+            y = attend(q, k, v, nh)                                                # (Tq, d)
+        else:
+            y = torch.cat([attend(qi, ki, vi, nh) for qi, ki, vi in                # (Tq, d), Tq = B or T
+                           zip(q.split(q_lengths), k.split(lengths), v.split(lengths))])
         return self.out(y)
+
+
+def attend(q, k, v, nh):
+    """One example's attention: q (m, d) over keys and values (n, d), nh heads -> (m, d). No mask: the
+    example's own tokens are all there is."""
+    m, d = q.shape
+    # 4-d, a batch of one: torch's CPU kernel is slower on 3-d (nh, n, hs) inputs (results/packed_attention.py)
+    q, k, v = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (q, k, v))     # (1, nh, m or n, hs)
+    y = F.scaled_dot_product_attention(q, k, v)                                    # (1, nh, m, hs)
+    return y.transpose(1, 2).reshape(m, d)                                         # (m, d)
 
 
 class FeedForward(nn.Module):
@@ -194,12 +211,30 @@ class Layer(nn.Module):
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
         return x
 
-    def infer(self, x, pad_bias=None, first_only=False):
-        """Inference only: forward(x, pad_bias) in eval mode (SelfAttention.infer); first_only: the
-        output of position 0 alone, (B, 1, d), the rest of the layer running on that one token."""
-        h = self.attn.infer(x, pad_bias, first_only)                               # (B, Nq, d)
-        x = self.attn_norm((x[:, :1] if first_only else x) + h)                    # (B, Nq, d)
-        return self.ffn_norm(x + self.ffn(x))                                      # (B, Nq, d)
+    def infer(self, x, lengths, cls_rows=None):
+        """Inference only: forward in eval mode on a packed batch, x (T, d) of `lengths` tokens per example
+        (SelfAttention.infer); cls_rows (B,): the output of each example's [CLS] alone, (B, d), the rest of
+        the layer running on those B rows."""
+        h = self.attn.infer(x, lengths, cls_rows)                                  # (Tq, d)
+        x = self.attn_norm((x if cls_rows is None else x.index_select(0, cls_rows)) + h)  # (Tq, d)
+        return self.ffn_norm(x + self.ffn(x))                                      # (Tq, d)
+
+
+def pack(x, attention_mask=None):
+    """A padded batch x (B, N, d) -> its real tokens packed into one (T, d) tensor, example after example
+    (T = the batch's real tokens), and where they came from: rows (T,), each row's index b * N + position
+    in the flattened batch, and lengths, the B examples' token counts as Python ints. What the inference
+    paths run on, so that no layer computes a padding position."""
+    B, N, d = x.shape
+    if attention_mask is None or bool(attention_mask.all()):  # nothing to remove (one sentence never has padding)
+        return x.reshape(B * N, d), torch.arange(B * N, device=x.device), [N] * B
+    rows = attention_mask.reshape(-1).nonzero()[:, 0]                              # (T,)
+    return x.reshape(B * N, d).index_select(0, rows), rows, attention_mask.sum(1).tolist()
+
+
+def first_rows(lengths, device):
+    """The row of each example's first token ([CLS]) in a packed batch of these lengths: (B,)."""
+    return torch.tensor([0] + lengths[:-1], device=device).cumsum(0)               # (B,)
 
 
 def padding_bias(attention_mask, dtype):
@@ -236,8 +271,9 @@ class Bert(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def pool(self, hidden):
-        return torch.tanh(self.pooler(hidden[:, 0]))                               # (B, d)
+    def pool(self, cls):
+        """The pooler on each example's final [CLS] state, cls (B, d)."""
+        return torch.tanh(self.pooler(cls))                                        # (B, d)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         if attention_mask is None:
@@ -248,7 +284,7 @@ class Bert(nn.Module):
         pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
         for layer in self.layers:
             x = layer(x, pad_bias)                                                 # (B, N, d)
-        return x, self.pool(x)
+        return x, self.pool(x[:, 0])
 
     # checkpoint I/O (checkpoint.py), the same for Bert and BertForSequenceClassification
     @classmethod
@@ -297,18 +333,18 @@ class BertForSequenceClassification(Bert):
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Inference only (no autograd): forward's logits in eval mode, with less work. Layer.infer
-        throughout, no padding mask when the batch has no padding (one sentence at a time never has),
-        and the last layer computes [CLS]'s output alone, since the pooler reads nothing else."""
+        """Inference only (no autograd): forward's logits in eval mode, with less work. The real tokens
+        are packed (`pack`), so no layer computes padding; Layer.infer throughout; and the last layer
+        computes [CLS]'s output alone, since the pooler reads nothing else."""
         assert not self.training, "infer is for inference; call .eval() first"
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)                             # (B, N, d)
-        padded = attention_mask is not None and not bool(attention_mask.all())
-        pad_bias = padding_bias(attention_mask, x.dtype) if padded else None       # (B, 1, 1, N) or None
+        x, _, lengths = pack(x, attention_mask)                                    # (T, d)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer.infer(x, pad_bias, first_only=i == last)                     # (B, N, d); last: (B, 1, d)
+            cls_rows = first_rows(lengths, x.device) if i == last else None
+            x = layer.infer(x, lengths, cls_rows)                                  # (T, d); last: (B, d)
         return self.classify(self.pool(x))                                         # (B, num_labels)
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 import flops
 from checkpoint import ModelError, read_checkpoint
-from model import BertForSequenceClassification, padding_bias
+from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
 MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
@@ -153,16 +153,16 @@ class SkimOutput:
 @dataclass
 class CompactOutput:
     """Transkimmer.infer's output, read like a SkimOutput. The masks, and the skim loss made from them,
-    are built from the positions each layer ran on when first read (one scatter per layer), so a
-    caller who wants the logits alone does not pay for them."""
+    are built from the rows each layer ran on when first read (one index_fill per layer), so a caller
+    who wants the logits alone does not pay for them."""
     logits: torch.Tensor            # (B, num_labels)
     attention_mask: torch.Tensor    # (B, N)
-    processed: list                 # L pairs (pos, real), each (B, n_i): layer i's rows, by input position
+    processed: list                 # L tensors (T_i,): layer i's tokens, as indices b * N + position
 
     @functools.cached_property
     def masks(self):
         pad = self.attention_mask.to(self.logits.dtype)                            # (B, N)
-        return [torch.zeros_like(pad).scatter_(1, pos, real.to(pad.dtype)) for pos, real in self.processed]
+        return [pad.new_zeros(pad.numel()).index_fill_(0, rows, 1).view_as(pad) for rows in self.processed]
 
     @functools.cached_property
     def skim_loss(self):
@@ -286,7 +286,7 @@ class Transkimmer(nn.Module):
                 keep = update_keep(keep, decision)                                 # (B, N)
                 x = forward_skimmed(keep, layer(x, pad_bias, keep), x)             # (B, N, d)
             masks.append(keep)
-        logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
+        logits = bert.classify(bert.pool(x[:, 0]))                                 # (B, num_labels)
         return SkimOutput(logits=logits, masks=masks, skim_loss=skim_loss(masks, pad))
 
     def pruned_step(self, i, predictor, layer, x, keep, decisions):
@@ -305,36 +305,38 @@ class Transkimmer(nn.Module):
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None, decisions=None):
-        """Real pruning for a [CLS] classifier, with little work per layer besides the layer's own (not
-        in the paper; no autograd). The same logits (to float rounding) and masks as forward() in eval
-        mode; the counterpart of BertForSequenceClassification.infer, whose tricks it shares through
-        Layer.infer.
+        """Real pruning for a [CLS] classifier, with no work per layer besides the layer's own and the
+        compaction (not in the paper; no autograd). The same logits (to float rounding) and masks as
+        forward() in eval mode; the counterpart of BertForSequenceClassification.infer, whose packed
+        layers (model.Layer.infer) it runs.
 
         Nothing is written back. A skimmed token never returns (update_keep) and the classifier reads
         [CLS] alone, which is always kept, so the state Eq. 3 forwards for a skimmed token is never read
-        again. The kept tokens therefore live in one compact tensor that shrinks layer by layer:
-        gather_kept applied to the compact tensor itself (at batch 1 a plain index select; otherwise
-        re-padded to the batch's largest kept count, one host sync per layer to size it). Each row
-        carries its position in the input, from which the output rebuilds the (B, N) masks when they
-        are read (CompactOutput). The predictors run on the compact tensor, that is on exactly the
-        tokens entering their layer; the last layer computes [CLS]'s output alone (flops.py's "cls"
-        convention)."""
+        again. The tokens still in play therefore live in one packed tensor (T, d), every example's
+        after the other's, with no padding (model.pack), that shrinks layer by layer: predictor i runs on
+        exactly the T tokens entering layer i, and layer i on exactly the ones it keeps, each example
+        attending over its own kept tokens. Each row carries its index in the flattened input, from
+        which the output rebuilds the (B, N) masks when they are read (CompactOutput). The last layer
+        computes [CLS]'s output alone (flops.py's "cls" convention)."""
         assert not self.training, "infer is for inference; call .eval() first"
         bert = self.bert
         x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         B, N, _ = x.shape
-        real = attention_mask.bool()                                               # (B, n): rows of x that are tokens
-        pos = torch.arange(N, device=x.device).expand(B, N)                        # (B, n): rows' input positions
-        processed = []                                                             # per layer: (pos, real) it ran on
+        x, rows, lengths = pack(x, attention_mask)                                 # (T, d), (T,), B ints
+        processed = []                                                             # per layer: the rows it ran on
         last = len(bert.layers) - 1
         for i, (predictor, layer) in enumerate(zip(self.predictors, bert.layers)):
-            decision = self.decide(predictor, x) if decisions is None else decisions[i].gather(1, pos)  # (B, n)
-            keep = update_keep(real.to(x.dtype), decision)                         # (B, n); row 0 is [CLS]
-            x, idx, real = gather_kept(x, keep)                                    # (B, n', d)
-            pos = pos.gather(1, idx)                                               # (B, n')
-            processed.append((pos, real))
-            pad_bias = None if B == 1 else padding_bias(real, x.dtype)             # (B, 1, 1, n'); none at batch 1
-            x = layer.infer(x, pad_bias, first_only=i == last)                     # (B, n', d); last: (B, 1, d)
+            if decisions is None:
+                decision = self.decide(predictor, x)                               # (T,)
+            else:
+                decision = decisions[i].reshape(-1).index_select(0, rows)          # (T,)
+            keep = decision.bool().index_fill_(0, first_rows(lengths, x.device), True)  # (T,): [CLS] is kept
+            if not bool(keep.all()):  # (a layer that keeps every token entering it moves nothing)
+                kept = keep.nonzero()[:, 0]                                        # (T',) packed rows kept
+                x, rows = x.index_select(0, kept), rows.index_select(0, kept)      # (T', d), (T',)
+                lengths = [len(kept)] if B == 1 else torch.bincount(rows // N, minlength=B).tolist()  # B kept counts
+            processed.append(rows)
+            x = layer.infer(x, lengths, first_rows(lengths, x.device) if i == last else None)  # (T', d); last: (B, d)
         logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
         return CompactOutput(logits=logits, attention_mask=attention_mask, processed=processed)
 

@@ -27,7 +27,7 @@ target before the frozen stage began: recipe vs skimstage is what the frozen sta
 
 Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its FLOPs against the
 6-layer checkpoint's). "measured" needs --time: timing.measure_speedup, the function behind train.py's
-"measured" too: each saved model's compact inference path (model.infer: [CLS] alone in the last layer,
+"measured" too: each saved model's packed inference path (model.infer: [CLS] alone in the last layer,
 flops.py's "cls" convention) against the 6-layer dense model's, over the dev set at --batch-size, the
 median of --repeats passes taken in turns with it.
 Goals (results/README.md): at target 2 the dev speedup within 3% of 2 and the mean accuracy within 0.5
@@ -164,7 +164,7 @@ def load_rows(runs_dir, labels, seeds=None):
 
 
 def time_models(rows, folders, data_dir, batch_size, repeats):
-    """Measured speedup of each row's saved models over the 6-layer dense model, compact inference path:
+    """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
     {run name: speedup} for the runs whose model is saved under `folders` (the others are not timed)."""
     import methods
     import timing

@@ -8,8 +8,8 @@ weights can cost as much as the arithmetic, and that part does not shrink.
     python results/token_scaling.py [--out results/token_scaling.json] [--threads N]
 
 For each batch size B and each token count n, it times the 6 encoder layers of the default checkpoint
-(model.Layer.infer, no padding) on random (B, n, 384) inputs: the median of --repeats runs of
---calls calls each, after a warm-up. Reported: ms per call, and for each n the "ceiling" = t(n) / t(n/2)
+(model.Layer.infer, packed, no padding) on random inputs of B examples of n tokens each, (B n, 384): the
+median of --repeats runs of --calls calls each, after a warm-up. Reported: ms per call, and for each n the "ceiling" = t(n) / t(n/2)
 (about 2 if time is proportional to tokens): the most that keeping half the tokens can gain, with no
 pruning overhead at all. bench.py's measured/FLOPs at keep 0.5 should be read against ceiling / 2.
 It also times one pass over the encoder's weights (a sum over every weight tensor): the memory floor.
@@ -62,12 +62,12 @@ def main(argv=None):
         floor = seconds_per_call(lambda: [w.sum() for w in weights], args.calls, args.repeats)
         for B in args.batch_sizes:
             for n in args.tokens:
-                x = torch.randn(B, n, model.config.hidden_size)
+                x = torch.randn(B * n, model.config.hidden_size)                  # packed: B examples of n tokens
 
                 def encoder():
                     h = x
                     for layer in layers:
-                        h = layer.infer(h)
+                        h = layer.infer(h, [n] * B)
                     return h
                 rows.append({"batch_size": B, "tokens": n, "ms": 1e3 * seconds_per_call(encoder, args.calls,
                                                                                         args.repeats)})

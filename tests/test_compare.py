@@ -183,7 +183,7 @@ def test_pair_prints_the_paired_comparison_of_two_runs(tmp_path, capsys):
 
 
 def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(tiny, tmp_path, monkeypatch):
-    """--time: every saved model of the rows is timed on its compact path beside the 6-layer dense model (the
+    """--time: every saved model of the rows is timed on its packed path beside the 6-layer dense model (the
     recipe run's encoder and classifier, every token kept), and measured = dense seconds / its seconds."""
     import torch
 

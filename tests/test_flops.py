@@ -2,8 +2,9 @@
 counts the FLOPs of every matmul the model really executes (mm/addmm/bmm: 2 per multiply-add, biases
 not counted). Like flops.py it does not count softmax, LayerNorm, GELU/tanh, embedding lookups, or the
 gather/scatter/argsort of real pruning, so the two must agree exactly. It counts padded positions too:
-dense runs are compared at their padded length, pruned runs one example at a time (no re-padding), or
-batched against flops.padded_like_pruning (the re-padded shapes real pruning computes).
+dense forward runs are compared at their padded length; forward(prune=True) one example at a time, or
+batched against flops.padded_like_pruning (the re-padded shapes it computes); the packed inference
+paths (`infer`) batched, since they compute no padding position.
 The inference paths (`infer`) use F.scaled_dot_product_attention, whose CPU kernel FlopCounterMode does
 not count; the reference runs them under SDPA's math backend, which computes attention as two matmuls
 that it counts like any other. Their last layer is counted under flops.py's "cls" convention."""
@@ -101,13 +102,18 @@ def test_dense_count_without_padding_equals_flop_counter_mode_example_by_example
 
 @pytest.mark.parametrize("which", ["small", "default"])
 @pytest.mark.parametrize("lengths", [[7], [1], [16, 3, 8, 12]])
-def test_dense_infer_count_is_the_cls_convention_and_equals_flop_counter_mode(small_bert, default_bert, which, lengths):
+def test_dense_infer_count_is_the_cls_convention_without_padding_and_equals_flop_counter_mode(
+        small_bert, default_bert, which, lengths):
+    """The packed inference path computes no padding position: each example at its own length, the
+    last layer on [CLS] alone."""
     bert = small_bert if which == "small" else default_bert
     ids, mask = random_batch(bert.config.vocab_size, lengths)
-    ours = dense_count_at_padded_length(bert.config, mask, last_layer="cls")
+    ours = count(bert.config, [mask.float()] * bert.config.num_hidden_layers, mask, last_layer="cls")["none"]["dense"]
     assert ours == reference_flops(bert.infer, ids, mask)
-    assert ours == len(lengths) * flops.dense_flops(max(lengths), bert.config, last_layer="cls")
+    assert ours == sum(flops.dense_flops(n, bert.config, last_layer="cls") for n in lengths)
     assert ours < dense_count_at_padded_length(bert.config, mask) or max(lengths) == 1  # one token: nothing to save
+    if len(set(lengths)) > 1:
+        assert ours < dense_count_at_padded_length(bert.config, mask, last_layer="cls")  # the padding is not computed
 
 # -----------------------------------------------------------------------------
 # pruned inference
@@ -147,19 +153,38 @@ def test_pruned_count_equals_flop_counter_mode_example_by_example(small_bert, de
     assert s["none"]["skim"] < s["none"]["dense"]
 
 
-@pytest.mark.parametrize("path", ["prune", "infer"])
-def test_batched_pruned_count_equals_flop_counter_mode_on_the_re_padded_shapes(small_bert, path):
+def test_batched_prune_path_count_equals_flop_counter_mode_on_the_re_padded_shapes(small_bert):
+    """forward(prune=True) re-pads each layer's kept tokens to the batch's largest kept count."""
     skimmer = skimmer_on(small_bert, seed=4)
     ids, mask = random_batch(SMALL.vocab_size, [14, 3, 9, 12], seed=5)
-    last_layer = "cls" if path == "infer" else "all"
-    run = skimmer.infer if path == "infer" else lambda *a: skimmer(*a, prune=True)
-    dense = small_bert.infer if path == "infer" else small_bert
+    run = lambda *a: skimmer(*a, prune=True)  # noqa: E731
     with torch.inference_mode():
         masks = run(ids, mask).masks
-    executed = count(SMALL, *flops.padded_like_pruning(masks, mask), last_layer=last_layer)
+    executed = count(SMALL, *flops.padded_like_pruning(masks, mask))
     assert executed["none"]["skim"] == reference_flops(run, ids, mask)
-    assert executed["none"]["dense"] == reference_flops(dense, ids, mask)
-    assert executed["none"]["skim"] > count(SMALL, masks, mask, last_layer=last_layer)["none"]["skim"]  # re-padding
+    assert executed["none"]["dense"] == reference_flops(small_bert, ids, mask)
+    assert executed["none"]["skim"] > count(SMALL, masks, mask)["none"]["skim"]  # re-padding
+
+
+@pytest.mark.parametrize("which", ["small", "default"])
+@pytest.mark.parametrize("forced", [True, False])
+def test_batched_packed_infer_count_is_exactly_the_count_without_padding(small_bert, default_bert, which, forced):
+    """Transkimmer.infer packs the kept tokens of the whole batch: what it executes, batched, is the
+    no-padding count of its masks ("cls"), the figure flops.py reports, with nothing re-padded."""
+    bert = small_bert if which == "small" else default_bert
+    skimmer = skimmer_on(bert, seed=4)
+    L = bert.config.num_hidden_layers
+    ids, mask = random_batch(bert.config.vocab_size, [14, 3, 9, 12, 1], seed=5)
+    decisions = random_decisions(mask, L, 0.8, seed=6) if forced else None
+    with torch.inference_mode():
+        masks = skimmer.infer(ids, mask, decisions=decisions).masks
+    counted_ = count(bert.config, masks, mask, predictors=not forced, last_layer="cls")["none"]
+    assert counted_["skim"] == reference_flops(skimmer.infer, ids, mask, decisions=decisions)
+    assert counted_["skim"] < count(bert.config, *flops.padded_like_pruning(masks, mask), predictors=not forced,
+                                    last_layer="cls")["none"]["skim"]  # what re-padding would have computed
+    kept = torch.stack([(m * mask).sum(1) for m in masks])                         # (L, B)
+    assert max(len(set(k.tolist())) for k in kept) > 2, "the test needs examples that keep different numbers of tokens"
+
 
 # -----------------------------------------------------------------------------
 # the two conventions and the predictor overhead

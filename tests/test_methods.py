@@ -52,7 +52,7 @@ class LayerGates(nn.Module):
         for g, layer in zip(on, self.bert.layers):
             x = g.detach() * layer(x, pad_bias) + (1 - g.detach()) * x            # a shut layer passes x through
             masks.append(attention_mask.to(x.dtype) * g.detach())                 # (B, N)
-        logits = self.bert.classify(self.bert.pool(x))
+        logits = self.bert.classify(self.bert.pool(x[:, 0]))
         return methods.Output(logits, masks, on.mean())
 
     @torch.inference_mode()

@@ -160,6 +160,30 @@ def test_each_pruned_path_equals_masked(random_skimmer, batch, path, kind, decid
     assert 0.05 < kept < 0.9, "the test needs decisions that skim some tokens but not all"
 
 
+@torch.no_grad()
+def test_packed_inference_equals_masked_when_every_example_keeps_a_different_number(random_skimmer, batch):
+    """Transkimmer.infer packs the kept tokens of the whole batch into one tensor, each example attending
+    over its own: with decisions under which, at every layer, no two examples keep the same number of
+    tokens (and one keeps [CLS] alone throughout), it computes the masked model's logits and masks."""
+    ids, mask = batch
+    B, N = ids.shape
+    L = len(random_skimmer.predictors)
+    lengths = mask.sum(1)                                                          # (B,): 9, 19, 7, 18, 3
+    decisions = []
+    for i in range(L):                                                             # layer i: each example's first
+        keep = lengths - i                                                         # n_b - i tokens (all distinct),
+        keep[lengths.argmin()] = 1                                                 # the shortest [CLS] alone
+        decisions.append((torch.arange(N)[None, :] < keep[:, None]).float())       # (B, N)
+    masked = random_skimmer(ids, mask, decisions=decisions)
+    packed = random_skimmer.infer(ids, mask, decisions=decisions)
+    counts = torch.stack([(m * mask).sum(1) for m in masked.masks])                # (L, B)
+    assert all(len(set(c.tolist())) == B for c in counts), "at every layer each example keeps its own number"
+    assert (counts.min(1).values == 1).all(), "an example keeps [CLS] alone"
+    assert (masked.logits - packed.logits).abs().max() <= 1e-5
+    assert torch.equal(masked.logits.argmax(-1), packed.logits.argmax(-1))
+    assert all(torch.equal(a, b) for a, b in zip(masked.masks, packed.masks))
+
+
 # -----------------------------------------------------------------------------
 # the operating point: keep where p(keep) > keep_threshold
 

@@ -166,12 +166,16 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
             q_lengths = lengths
-        if len(lengths) == 1:  # one example: nothing to split
-            y = attend(q, k, v, nh)                                                # (Tq, d)
-        else:
-            y = torch.cat([attend(qi, ki, vi, nh) for qi, ki, vi in                # (Tq, d), Tq = B or T
-                           zip(q.split(q_lengths), k.split(lengths), v.split(lengths))])
-        return self.out(y)
+        return self.out(packed_attention(q, k, v, q_lengths, lengths, nh))        # (Tq, d)
+
+
+def packed_attention(q, k, v, q_lengths, lengths, nh):
+    """Attention within each example of a packed batch: q (Tq, d) holds q_lengths queries per example,
+    k and v (T, d) `lengths` keys and values; nh heads. One fused call per example. -> (Tq, d)."""
+    if len(lengths) == 1:  # one example: nothing to split
+        return attend(q, k, v, nh)                                                 # (Tq, d)
+    return torch.cat([attend(qi, ki, vi, nh) for qi, ki, vi in                     # (Tq, d)
+                      zip(q.split(q_lengths), k.split(lengths), v.split(lengths))])
 
 
 def attend(q, k, v, nh):

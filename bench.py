@@ -29,7 +29,8 @@ in machine load hits them alike. The median pass is reported (the fastest too, i
 thread count is left at its default unless --threads is given (torch.get_num_threads() is recorded).
 On a machine shared with other jobs the timings are noisy, and with more busy threads than cores each
 parallel op can wait for a descheduled thread, so the load average before and after is recorded too.
-On cuda the model and the batches sit on the GPU beforehand, in float32 (TF32 as torch's default leaves
+Weights and activations are in --dtype, float32 by default (bfloat16 halves the bytes every weight
+read moves). On cuda the model and the batches sit on the GPU beforehand (TF32 as torch's default leaves
 it: off for matrix products), and each timed batch waits for the GPU to finish (torch.cuda.synchronize)
 before its clock stops, so a time is the latency of that batch; --profile synchronizes around each part.
 Batch 1 takes most of the time of a run; --paths and --batch-sizes shorten it.
@@ -79,6 +80,8 @@ from timing import interleaved_pass, one_pass, synchronize
 
 # the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
 PATHS = {"prune": ("all", "dense"), "infer": ("cls", "dense fast")}
+# --dtype: name -> torch dtype
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # the dense passes: name -> key prefix in the JSON
 DENSE = {"HF eager": "hf_eager", "dense": "dense", "dense fast": "dense_fast"}
 
@@ -99,6 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
     p.add_argument("--profile", action="store_true", help="also print where the time goes, per layer")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                   help="the weights' and activations' type, dense and pruned alike (default: float32)")
     p.add_argument("--out", default=None, help="JSON file to write (default: out/bench_DEVICE.json; the committed "
                                                "results/bench_*.json were written with --out)")
     args = p.parse_args(argv)
@@ -205,7 +210,7 @@ def count_flops(run, batches, config, seq_len, predictors, last_layer, repadded)
     return real.summary(), executed.summary()
 
 
-def hf_eager(bert, batch, device="cpu"):
+def hf_eager(bert, batch, device="cpu", dtype=torch.float32):
     """(run one batch, transformers version, max |logit difference| to ours on `batch`) for HF's eager
     BertForSequenceClassification holding `bert`'s weights, or None if transformers is not installed."""
     try:
@@ -217,7 +222,7 @@ def hf_eager(bert, batch, device="cpu"):
     with tempfile.TemporaryDirectory() as folder:
         bert.save_pretrained(folder)
         hf = transformers.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
-    hf = hf.to(device).eval()
+    hf = hf.to(device, dtype).eval()
 
     def run(b):
         return hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -235,7 +240,8 @@ def bench(args):
     if args.checkpoint is not None and Transkimmer.config_key not in read_config(resolve_checkpoint(args.checkpoint)):
         raise ModelError(f"--checkpoint {args.checkpoint} is a dense model: it has no skim predictors, so there is "
                          "nothing to prune (leave --checkpoint out to time forced keep ratios)")
-    model = Transkimmer.from_pretrained(args.checkpoint).to(args.device).eval()
+    dtype = DTYPES[args.dtype]
+    model = Transkimmer.from_pretrained(args.checkpoint).to(args.device, dtype).eval()
     if model.tokenizer is None:
         raise ModelError(f"{args.checkpoint}: the checkpoint has no tokenizer.json or vocab.txt")
     task = data.get_task(args.task)
@@ -256,11 +262,11 @@ def bench(args):
     }
 
     def on_device(batch):
-        """The batch's tensors (and forced decisions, a list of them) on args.device."""
-        return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device) for d in v] if v else v)
+        """The batch's tensors (and forced decisions, a list of them, in --dtype) on args.device."""
+        return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device, dtype) for d in v] if v else v)
                 for k, v in batch.items()}
 
-    hf = hf_eager(model.bert, on_device(next(data.batches(encoded, 8))), args.device)
+    hf = hf_eager(model.bert, on_device(next(data.batches(encoded, 8))), args.device, dtype)
     if hf is not None:
         runs["HF eager"] = hf[0]
     dense_names = [name for name in DENSE if name in runs]
@@ -324,7 +330,7 @@ def bench(args):
                     "kept_fraction": real["kept_fraction"],
                 })
     info["loadavg_after"] = os.getloadavg()
-    return {"command": "python " + shlex.join(sys.argv), "machine": info,
+    return {"command": "python " + shlex.join(sys.argv), "machine": info, "dtype": args.dtype,
             "checkpoint": args.checkpoint or "default (all-MiniLM-L6-v2, untrained head)",
             "task": task.name, "split": task.dev_splits[0], "data_dir": str(data_dir), "examples": len(encoded),
             "max_seq_length": task.max_seq_length, "repeats": args.repeats,
@@ -337,7 +343,7 @@ def bench(args):
 def print_report(report):
     m = report["machine"]
     where = f"{m['gpu']} (cuda {m['cuda']})" if m.get("device") == "cuda" else f"{m['cpu']}, {m['threads']} threads"
-    print(f"{report['examples']} {report['task']} {report['split']} examples, {where}, "
+    print(f"{report['examples']} {report['task']} {report['split']} examples, {where}, {report.get('dtype', 'float32')}, "
           f"torch {m['torch']}, load {m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f}, "
           f"median of {report['repeats']}; predictors: {report['predictor_cost']}")
     hf = report["hf_eager"]

@@ -13,7 +13,7 @@ on n tokens, n from 1 to 64, timed as model.Layer.infer runs it (one example, pa
                (1 row, 8 -> 8): the fixed cost per op
     read       one pass that reads every weight of the six layers (a sum per tensor): the memory floor
 
-    python results/batch1_floor.py [--threads N] [--out results/batch1_floor.json]
+    python results/batch1_floor.py [--threads N] [--dtype bfloat16] [--out results/batch1_floor.json]
 
 Each time is the median of --repeats runs of --calls calls, after a warm-up, under torch.inference_mode.
 The printed summary fits t(n) = a + b n to the layer's times and splits a into the parts above.
@@ -74,31 +74,34 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=60)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="the weights' and inputs' type (bfloat16: half the bytes per weight)")
     p.add_argument("--out", default="results/batch1_floor.json")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = BertForSequenceClassification.from_pretrained(None, num_labels=2).eval()
+    dtype = getattr(torch, args.dtype)
+    model = BertForSequenceClassification.from_pretrained(None, num_labels=2).to(dtype).eval()
     layers, d = model.layers, model.config.hidden_size
     info = bench.machine()
     weights = [w for layer in layers for w in layer.parameters()]
     rows = []
     with torch.inference_mode():
         read = seconds_per_call(lambda: [w.sum() for w in weights], args.calls, args.repeats)
-        tiny = torch.ones(1)
+        tiny = torch.ones(1, dtype=dtype)
         add = seconds_per_call(lambda: tiny + tiny, 20 * args.calls, args.repeats)
-        w8, b8, x8 = torch.randn(8, 8), torch.randn(8), torch.randn(1, 8)
+        w8, b8, x8 = (torch.randn(*shape, dtype=dtype) for shape in ((8, 8), (8,), (1, 8)))
         linear8 = seconds_per_call(lambda: F.linear(x8, w8, b8), 20 * args.calls, args.repeats)
         with CountOps() as counter:
-            layers[0].infer(torch.randn(16, d), [16])
+            layers[0].infer(torch.randn(16, d, dtype=dtype), [16])
         for n in args.tokens:
-            x = torch.randn(n, d)
+            x = torch.randn(n, d, dtype=dtype)
             row = {"tokens": n,
                    "layer_us": 1e6 * seconds_per_call(lambda: layers[0].infer(x, [n]), args.calls, args.repeats),
                    "six_layers_cold_us": 1e6 * seconds_per_call(lambda: [layer.infer(x, [n]) for layer in layers],
                                                                 args.calls, args.repeats) / len(layers)}
             for name, (w, b) in matrices(layers[0]).items():
-                xin = torch.randn(n, w.shape[1])
+                xin = torch.randn(n, w.shape[1], dtype=dtype)
                 hot = seconds_per_call(lambda: F.linear(xin, w, b), args.calls, args.repeats)
                 every = [matrices(layer)[name] for layer in layers]
                 cold = seconds_per_call(lambda: [F.linear(xin, wi, bi) for wi, bi in every], args.calls,
@@ -118,14 +121,14 @@ def main(argv=None):
     slope = sum((a - mn) * (b - mt) for a, b in zip(ns, ts)) / sum((a - mn) ** 2 for a in ns)
     intercept = mt - slope * mn
     report = {"command": "python " + " ".join(sys.argv), "machine": info, "loadavg_after": os.getloadavg(),
-              "threads": torch.get_num_threads(), "layer_weight_mb": layer_bytes / 2 ** 20,
+              "threads": torch.get_num_threads(), "dtype": args.dtype, "layer_weight_mb": layer_bytes / 2 ** 20,
               "six_layers_weight_mb": sum(w.numel() * w.element_size() for w in weights) / 2 ** 20,
               "read_six_layers_us": 1e6 * read, "read_gb_per_s": sum(w.numel() * w.element_size() for w in weights) / read / 1e9,
               "add_1_element_us": 1e6 * add, "linear_8x8_us": 1e6 * linear8,
               "ops_per_layer": counter.ops, "ops_per_layer_total": n_ops,
               "fit_us": {"a": intercept, "b_per_token": slope}, "rows": rows}
     atomic_write(args.out, lambda path: Path(path).write_text(json.dumps(report, indent=1) + "\n"))
-    print(f"{report['threads']} threads. One layer: {layer_bytes / 2 ** 20:.1f} MB of weights; the six: "
+    print(f"{report['threads']} threads, {args.dtype}. One layer: {layer_bytes / 2 ** 20:.1f} MB of weights; the six: "
           f"{report['six_layers_weight_mb']:.1f} MB, read once in {report['read_six_layers_us']:.0f} us "
           f"({report['read_gb_per_s']:.1f} GB/s)")
     print(f"fixed cost per op: a 1-element add {report['add_1_element_us']:.1f} us, F.linear 1x8x8 "

@@ -32,7 +32,8 @@ def test_the_dense_model_on_the_cut_batch_computes_what_forced_pruning_computes(
     assert cut["attention_mask"].sum(1).tolist() == [math.ceil(ratio * n) for n in lengths]
 
 
-def test_a_run_reports_the_ceiling_and_the_overhead_of_each_forced_pass(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_run_reports_the_ceiling_and_the_overhead_of_each_forced_pass(tmp_path, dtype):
     glue = tmp_path / "glue"
     (glue / "SST-2").mkdir(parents=True)
     rows = ["a gripping , beautifully acted film .", "dull and lifeless", "it 's a charming , funny ride"]
@@ -40,8 +41,9 @@ def test_a_run_reports_the_ceiling_and_the_overhead_of_each_forced_pass(tmp_path
         (glue / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{r}\t1\n" for r in rows))
     out = tmp_path / "bench.json"
     bench.main(["--data-dir", str(glue), "--batch-sizes", "1", "2", "--keep-ratios", "1", "0.5", "--repeats", "1",
-                "--out", str(out)])
+                "--dtype", dtype, "--out", str(out)])
     report = json.loads(out.read_text())
+    assert report["dtype"] == dtype
     forced = [r for r in report["results"] if r["keep_ratio"] == 0.5]
     assert len(forced) == 4                                                       # 2 batch sizes x 2 paths
     for r in forced:

@@ -1,6 +1,8 @@
 """skim.py: each claim of the method checked against an independent computation (the dense model,
 the layer run on kept tokens alone, torch's gumbel_softmax, brute-force counts)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,6 +184,27 @@ def test_packed_inference_equals_masked_when_every_example_keeps_a_different_num
     assert (masked.logits - packed.logits).abs().max() <= 1e-5
     assert torch.equal(masked.logits.argmax(-1), packed.logits.argmax(-1))
     assert all(torch.equal(a, b) for a, b in zip(masked.masks, packed.masks))
+
+
+@torch.no_grad()
+def test_packed_inference_in_bfloat16_keeps_the_decisions_and_follows_the_masked_logits(skimmer, batch):
+    """bench.py --dtype bfloat16: the packed path runs in bfloat16 end to end and, with the same decisions,
+    computes what the masked bfloat16 model computes, and what float32 computes, to bfloat16's rounding
+    (8 bits of mantissa). A classifier head of unit-variance weights makes the logits large enough to see."""
+    ids, mask = batch
+    m = Transkimmer(copy.deepcopy(skimmer.bert), tau=0.1)
+    random_predictors(m, seed=1, mu0=0.3)
+    m.bert.classifier.weight.normal_(std=1.0)
+    decisions = decisions_with_a_fully_skimmed_example(mask, len(m.predictors), 0)
+    reference = m.eval()(ids, mask, decisions=decisions).logits                    # float32
+    m = m.to(torch.bfloat16)
+    decisions = [d.to(torch.bfloat16) for d in decisions]
+    masked, packed = m(ids, mask, decisions=decisions), m.infer(ids, mask, decisions=decisions)
+    scale = reference.abs().max()
+    assert packed.logits.dtype == torch.bfloat16 and scale > 1
+    assert all(torch.equal(a, b) for a, b in zip(masked.masks, packed.masks))
+    assert (masked.logits.float() - packed.logits.float()).abs().max() <= 0.02 * scale
+    assert 0 < (packed.logits.float() - reference).abs().max() <= 0.05 * scale
 
 
 # -----------------------------------------------------------------------------

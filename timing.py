@@ -45,6 +45,20 @@ def interleaved_pass(passes, device="cpu"):
     return seconds
 
 
+def seconds_per_call(fn, calls, repeats, warmup=3):
+    """The median over `repeats` runs of the mean seconds of one call of fn() in a run of `calls`, after
+    `warmup` untimed calls: for the micro-benchmarks of results/ (a CPU op, a layer), not for a speedup."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - start) / calls)
+    return statistics.median(runs)
+
+
 def inputs(b):
     return b["input_ids"], b["attention_mask"], b["token_type_ids"]
 

@@ -18,9 +18,7 @@ It also times one pass over the encoder's weights (a sum over every weight tenso
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,17 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from model import BertForSequenceClassification  # noqa: E402
-
-
-def seconds_per_call(fn, calls, repeats):
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        runs.append((time.perf_counter() - start) / calls)
-    return statistics.median(runs)
+from timing import seconds_per_call  # noqa: E402
 
 
 def main(argv=None):

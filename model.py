@@ -17,12 +17,11 @@ is the `keep` argument of SelfAttention (skim attention, Eq. 4 of Guan et al., 2
 
 Inference only (not in BERT's paper, no change to what is computed): each module's `infer` gives
 forward's result in eval mode with less work. The batch's real tokens are packed into one (T, d)
-tensor (`pack`), so no layer computes a padding position: the projections and the feed-forward run on
-exactly the T tokens, and attention is one fused call (F.scaled_dot_product_attention) per example,
-over its own tokens. The last layer of the classifier computes the output of [CLS] alone, the only
-token the classifier reads (its keys and values still come from every token). skim.py's pruned
-inference runs the same `Layer.infer` on the kept tokens, so the dense and the pruned model are timed
-with the same tricks; flops.py counts the last layer this way under its "cls" convention.
+tensor (`pack`): the projections and feed-forward run on exactly the T tokens, attention is one fused
+call (F.scaled_dot_product_attention) per example, and the classifier's last layer computes the output
+of [CLS] alone, the only token it reads (keys and values still come from every token). skim.py's
+pruned inference runs the same `Layer.infer` on the kept tokens, so dense and pruned are timed with
+the same tricks; flops.py counts the last layer this way under its "cls" convention.
 
 References: BERT (arXiv:1810.04805); HF `transformers/models/bert/modeling_bert.py` for numerics.
 """
@@ -149,15 +148,11 @@ class SelfAttention(nn.Module):
         return self.out(y)
 
     def infer(self, x, lengths, cls_rows=None):
-        """Inference only: forward's result in eval mode on a packed batch (see `pack`), with less work.
-        x (T, d) holds the batch's tokens, example after example, `lengths` tokens each (no padding
-        anywhere); each example attends over its own tokens alone. The projections run on all T rows in
-        one matmul each; attention is one fused call (F.scaled_dot_product_attention) per example.
-        cls_rows (B,) or None: the output of each example's [CLS] alone (its row in x), for the last layer
-        of a [CLS] classifier: only those B queries are projected; keys and values still come from all
-        T tokens. -> (T, d), or (B, d) with cls_rows."""
-        T, d = x.shape
-        nh, hs = self.n_head, d // self.n_head
+        """Inference only: forward in eval mode on a packed batch x (T, d) of `lengths` tokens per example
+        (`pack`), each example attending over its own tokens (packed_attention). cls_rows (B,): the output
+        of each example's [CLS] alone (its row in x), for a [CLS] classifier's last layer: only those B
+        queries are projected; keys and values still come from all T tokens. -> (T, d), or (B, d)."""
+        d = x.shape[1]
         w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
         if cls_rows is not None:
             q = F.linear(x.index_select(0, cls_rows), w[:d], b[:d])                # (B, d)
@@ -166,26 +161,21 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
             q_lengths = lengths
-        return self.out(packed_attention(q, k, v, q_lengths, lengths, nh))        # (Tq, d)
+        return self.out(packed_attention(q, k, v, q_lengths, lengths, self.n_head))  # (Tq, d)
 
 
 def packed_attention(q, k, v, q_lengths, lengths, nh):
     """Attention within each example of a packed batch: q (Tq, d) holds q_lengths queries per example,
-    k and v (T, d) `lengths` keys and values; nh heads. One fused call per example. -> (Tq, d)."""
-    if len(lengths) == 1:  # one example: nothing to split
-        return attend(q, k, v, nh)                                                 # (Tq, d)
-    return torch.cat([attend(qi, ki, vi, nh) for qi, ki, vi in                     # (Tq, d)
-                      zip(q.split(q_lengths), k.split(lengths), v.split(lengths))])
-
-
-def attend(q, k, v, nh):
-    """One example's attention: q (m, d) over keys and values (n, d), nh heads -> (m, d). No mask: the
-    example's own tokens are all there is."""
-    m, d = q.shape
-    # 4-d, a batch of one: torch's CPU kernel is slower on 3-d (nh, n, hs) inputs (results/packed_attention.py)
-    q, k, v = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (q, k, v))     # (1, nh, m or n, hs)
-    y = F.scaled_dot_product_attention(q, k, v)                                    # (1, nh, m, hs)
-    return y.transpose(1, 2).reshape(m, d)                                         # (m, d)
+    k and v (T, d) `lengths` keys and values; nh heads. One fused call per example, with no mask: the
+    example's own tokens are all there is. -> (Tq, d)."""
+    d = q.shape[1]
+    parts = zip(q.split(q_lengths), k.split(lengths), v.split(lengths)) if len(lengths) > 1 else [(q, k, v)]
+    ys = []
+    for qi, ki, vi in parts:                                                       # one example at a time
+        # 4-d, a batch of one: torch's CPU kernel is slower on 3-d (nh, n, hs) inputs (results/packed_attention.py)
+        qi, ki, vi = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
+        ys.append(F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2).reshape(-1, d))  # (m, d)
+    return ys[0] if len(ys) == 1 else torch.cat(ys)                                # (Tq, d)
 
 
 class FeedForward(nn.Module):
@@ -216,19 +206,17 @@ class Layer(nn.Module):
         return x
 
     def infer(self, x, lengths, cls_rows=None):
-        """Inference only: forward in eval mode on a packed batch, x (T, d) of `lengths` tokens per example
-        (SelfAttention.infer); cls_rows (B,): the output of each example's [CLS] alone, (B, d), the rest of
-        the layer running on those B rows."""
+        """Inference only: forward in eval mode on a packed batch (SelfAttention.infer); with cls_rows, the
+        output of each example's [CLS] alone, (B, d), the rest of the layer running on those B rows."""
         h = self.attn.infer(x, lengths, cls_rows)                                  # (Tq, d)
         x = self.attn_norm((x if cls_rows is None else x.index_select(0, cls_rows)) + h)  # (Tq, d)
         return self.ffn_norm(x + self.ffn(x))                                      # (Tq, d)
 
 
 def pack(x, attention_mask=None):
-    """A padded batch x (B, N, d) -> its real tokens packed into one (T, d) tensor, example after example
-    (T = the batch's real tokens), and where they came from: rows (T,), each row's index b * N + position
-    in the flattened batch, and lengths, the B examples' token counts as Python ints. What the inference
-    paths run on, so that no layer computes a padding position."""
+    """A padded batch x (B, N, d) -> its T real tokens in one (T, d) tensor, example after example (what
+    the inference paths run on: no layer computes padding); rows (T,), each one's index b * N + position
+    in the flattened batch; lengths, the B examples' token counts as Python ints."""
     B, N, d = x.shape
     if attention_mask is None or bool(attention_mask.all()):  # nothing to remove (one sentence never has padding)
         return x.reshape(B * N, d), torch.arange(B * N, device=x.device), [N] * B
@@ -337,9 +325,8 @@ class BertForSequenceClassification(Bert):
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Inference only (no autograd): forward's logits in eval mode, with less work. The real tokens
-        are packed (`pack`), so no layer computes padding; Layer.infer throughout; and the last layer
-        computes [CLS]'s output alone, since the pooler reads nothing else."""
+        """Inference only (no autograd): forward's logits in eval mode, with less work: the real tokens
+        packed (`pack`), Layer.infer throughout, the last layer on [CLS] alone (the pooler reads nothing else)."""
         assert not self.training, "infer is for inference; call .eval() first"
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)

@@ -323,6 +323,7 @@ class Transkimmer(nn.Module):
         x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         B, N, _ = x.shape
         x, rows, lengths = pack(x, attention_mask)                                 # (T, d), (T,), B ints
+        cls_rows = first_rows(lengths, x.device)                                   # (B,): each [CLS]'s row in x
         processed = []                                                             # per layer: the rows it ran on
         last = len(bert.layers) - 1
         for i, (predictor, layer) in enumerate(zip(self.predictors, bert.layers)):
@@ -330,13 +331,14 @@ class Transkimmer(nn.Module):
                 decision = self.decide(predictor, x)                               # (T,)
             else:
                 decision = decisions[i].reshape(-1).index_select(0, rows)          # (T,)
-            keep = decision.bool().index_fill_(0, first_rows(lengths, x.device), True)  # (T,): [CLS] is kept
+            keep = decision.bool().index_fill_(0, cls_rows, True)                  # (T,): [CLS] is always kept
             if not bool(keep.all()):  # (a layer that keeps every token entering it moves nothing)
                 kept = keep.nonzero()[:, 0]                                        # (T',) packed rows kept
                 x, rows = x.index_select(0, kept), rows.index_select(0, kept)      # (T', d), (T',)
-                lengths = [len(kept)] if B == 1 else torch.bincount(rows // N, minlength=B).tolist()  # B kept counts
+                lengths = [len(kept)] if B == 1 else torch.bincount(rows // N, minlength=B).tolist()  # kept counts
+                cls_rows = first_rows(lengths, x.device)                           # (B,)
             processed.append(rows)
-            x = layer.infer(x, lengths, first_rows(lengths, x.device) if i == last else None)  # (T', d); last: (B, d)
+            x = layer.infer(x, lengths, cls_rows if i == last else None)           # (T', d); last: (B, d)
         logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
         return CompactOutput(logits=logits, attention_mask=attention_mask, processed=processed)
 

@@ -71,6 +71,7 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     model = BertForSequenceClassification.from_pretrained(None, num_labels=2).to(dtype).eval()
     layers, d = model.layers, model.config.hidden_size
+    names = list(matrices(layers[0]))                                              # qkv, out, up, down
     info = bench.machine()
     weights = [w for layer in layers for w in layer.parameters()]
     rows = []
@@ -97,10 +98,11 @@ def main(argv=None):
                 flop, nbytes = 2 * n * w.numel(), w.numel() * w.element_size()
                 row[name] = {"hot_us": 1e6 * hot, "cold_us": 1e6 * cold, "gflops_hot": flop / hot / 1e9,
                              "gflops_cold": flop / cold / 1e9, "weight_gb_per_s_cold": nbytes / cold / 1e9}
-            row["matmuls_cold_us"] = sum(row[name]["cold_us"] for name in ("qkv", "out", "up", "down"))
-            row["matmuls_hot_us"] = sum(row[name]["hot_us"] for name in ("qkv", "out", "up", "down"))
+            row["matmuls_cold_us"] = sum(row[name]["cold_us"] for name in names)
+            row["matmuls_hot_us"] = sum(row[name]["hot_us"] for name in names)
             rows.append(row)
     layer_bytes = sum(w.numel() * w.element_size() for w in layers[0].parameters())
+    six_bytes = sum(w.numel() * w.element_size() for w in weights)
     n_ops = sum(counter.ops.values())
     # t(n) = a + b n, least squares over the layer's cold times
     ns = [r["tokens"] for r in rows]
@@ -110,8 +112,8 @@ def main(argv=None):
     intercept = mt - slope * mn
     report = {"command": "python " + " ".join(sys.argv), "machine": info, "loadavg_after": os.getloadavg(),
               "threads": torch.get_num_threads(), "dtype": args.dtype, "layer_weight_mb": layer_bytes / 2 ** 20,
-              "six_layers_weight_mb": sum(w.numel() * w.element_size() for w in weights) / 2 ** 20,
-              "read_six_layers_us": 1e6 * read, "read_gb_per_s": sum(w.numel() * w.element_size() for w in weights) / read / 1e9,
+              "six_layers_weight_mb": six_bytes / 2 ** 20, "read_six_layers_us": 1e6 * read,
+              "read_gb_per_s": six_bytes / read / 1e9,
               "add_1_element_us": 1e6 * add, "linear_8x8_us": 1e6 * linear8,
               "ops_per_layer": counter.ops, "ops_per_layer_total": n_ops,
               "fit_us": {"a": intercept, "b_per_token": slope}, "rows": rows}
@@ -122,11 +124,11 @@ def main(argv=None):
     print(f"fixed cost per op: a 1-element add {report['add_1_element_us']:.1f} us, F.linear 1x8x8 "
           f"{report['linear_8x8_us']:.1f} us; one Layer.infer dispatches {n_ops} aten ops")
     print(f"{'tokens':>6} {'layer us':>9} {'cold us':>8} {'matmuls cold':>13} {'hot':>6}   "
-          + "  ".join(f"{m + ' cold us (GB/s)':>22}" for m in ("qkv", "out", "up", "down")))
+          + "  ".join(f"{m + ' cold us (GB/s)':>22}" for m in names))
     for r in rows:
         print(f"{r['tokens']:>6} {r['layer_us']:>9.0f} {r['six_layers_cold_us']:>8.0f} {r['matmuls_cold_us']:>13.0f} "
-              f"{r['matmuls_hot_us']:>6.0f}   " + "  ".join(
-                  f"{r[m]['cold_us']:>14.0f} ({r[m]['weight_gb_per_s_cold']:>5.1f})" for m in ("qkv", "out", "up", "down")))
+              f"{r['matmuls_hot_us']:>6.0f}   "
+              + "  ".join(f"{r[m]['cold_us']:>14.0f} ({r[m]['weight_gb_per_s_cold']:>5.1f})" for m in names))
     print(f"fit over n: a layer takes {intercept:.0f} us + {slope:.1f} us per token (the six layers in turn); "
           f"{n_ops} ops x {report['linear_8x8_us']:.1f} us = {n_ops * report['linear_8x8_us']:.0f} us of dispatch at "
           f"most; reading its weights at {report['read_gb_per_s']:.1f} GB/s: "

@@ -8,7 +8,7 @@ The ways, timed on the same q, k, v:
               (model.packed_attention, what model.SelfAttention.infer runs): exactly sum(n_b^2)
               scores, B calls
     loop 3-d  the same with each example's heads as a 3-d (nh, n, hs) input instead of
-              model.attend's 4-d (1, nh, n, hs)
+              model.packed_attention's 4-d (1, nh, n, hs)
     grouped   one call per distinct length, on the examples of that length gathered into a (g, m, d)
               batch, scattered back: sum(n_b^2) scores, as many calls as distinct lengths
     padded    scatter the rows into a (B, n_max, d) batch, one call with a padding mask, gather back:
@@ -62,7 +62,8 @@ def grouped(q, k, v, lengths, nh, groups):
     T, d = q.shape
     y = torch.empty_like(q)
     for m, rows in groups:
-        qg, kg, vg = (t.index_select(0, rows).view(-1, m, nh, d // nh).transpose(1, 2) for t in (q, k, v))  # (g, nh, m, hs)
+        qg, kg, vg = (t.index_select(0, rows).view(-1, m, nh, d // nh).transpose(1, 2)  # (g, nh, m, hs)
+                      for t in (q, k, v))
         y.index_copy_(0, rows, F.scaled_dot_product_attention(qg, kg, vg).transpose(1, 2).reshape(-1, d))
     return y
 
@@ -116,7 +117,8 @@ def prepared(lengths, d, nh, seed):
             "block": lambda: block(q, k, v, lengths, nh, segment_bias),
             "nested": lambda: nested(q, k, v, lengths, nh, offsets)}, {
             "loop": sum(m * m for m in lengths), "loop 3-d": sum(m * m for m in lengths),
-            "grouped": sum(m * m for m in lengths), "padded": B * n * n, "block": T * T, "nested": sum(m * m for m in lengths)}
+            "grouped": sum(m * m for m in lengths), "padded": B * n * n, "block": T * T,
+            "nested": sum(m * m for m in lengths)}
 
 
 def main(argv=None):

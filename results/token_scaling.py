@@ -9,9 +9,10 @@ weights can cost as much as the arithmetic, and that part does not shrink.
 
 For each batch size B and each token count n, it times the 6 encoder layers of the default checkpoint
 (model.Layer.infer, packed, no padding) on random inputs of B examples of n tokens each, (B n, 384): the
-median of --repeats runs of --calls calls each, after a warm-up. Reported: ms per call, and for each n the "ceiling" = t(n) / t(n/2)
-(about 2 if time is proportional to tokens): the most that keeping half the tokens can gain, with no
-pruning overhead at all. bench.py's measured/FLOPs at keep 0.5 should be read against ceiling / 2.
+median of --repeats runs of --calls calls each, after a warm-up. Reported: ms per call, and for each n
+the "ceiling" = t(n) / t(n/2) (about 2 if time is proportional to tokens): the most that keeping half
+the tokens can gain, with no pruning overhead at all. bench.py's measured/FLOPs at keep 0.5 should be
+read against ceiling / 2.
 It also times one pass over the encoder's weights (a sum over every weight tensor): the memory floor.
 """
 

@@ -121,7 +121,8 @@ def parser():
 
     g = p.add_argument_group("not in the paper")
     g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
-                   help="the way of saving compute a skim stage trains (methods.py)")
+                   help="the way of saving compute the run trains (methods.py): transkimmer, or topk (static top-k "
+                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup)")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
                         f"(recipe.SpeedupController) and the keep threshold calibrated on training sentences "
@@ -221,7 +222,8 @@ def resolve(args, world=1, rank=0):
         raise UsageError(str(e)) from None
     kinds = {kind for kind, _, _ in stages}
     target = args.target_speedup
-    if target is None and skim_coef is None and args.freeze_predictors is None and "skim" in kinds:
+    steered = "skim" in kinds or ("frozen" in kinds and not recipe.trains_decisions(args.method))
+    if target is None and skim_coef is None and args.freeze_predictors is None and steered:
         target = TARGET_SPEEDUP
     check_stages(args, kinds, target, skim_coef)
     checkpoint_layers, keep_threshold = check_checkpoints(args, task, stages, keep_layers)
@@ -231,7 +233,7 @@ def resolve(args, world=1, rank=0):
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
     min_steps = args.min_steps
     if min_steps is None:  # the default recipe is sized for the task; stages the user wrote are as written
-        default_recipe = args.stages is None and args.epochs is None and kinds == {"dense", "skim", "frozen"}
+        default_recipe = args.stages is None and args.epochs is None and {"dense", "frozen"} <= kinds
         min_steps = recipe.MIN_STEPS if default_recipe else 0
     if min_steps and stages:
         train_examples = len(data.read_split(task, "train", data_dir)) - (args.holdout or 0)
@@ -347,6 +349,9 @@ def check_stages(args, kinds, target, skim_coef):
         raise UsageError("--steer-every steers a skim stage towards --target-speedup; this run has no such stage")
     if skim_coef is not None and "skim" not in kinds:
         raise UsageError("--skim-coef weighs the skim loss of a skim stage; this run has none")
+    if "skim" in kinds and not recipe.trains_decisions(args.method):
+        raise UsageError(f"--method {args.method} learns nothing about its decisions, so it has no skim stage: give "
+                         "--stages with a frozen stage instead (it trains the encoder under them)")
     if "frozen" in kinds and not hasattr(methods.METHODS[args.method], "freeze"):
         raise UsageError(f"--method {args.method} has no decisions to freeze: give --stages without a frozen stage")
 
@@ -457,11 +462,13 @@ def check_teacher(teacher, task, vocab):
 
 
 def check_reachable(settings, config, calibration):
-    """--target-speedup against the data: a target beyond what Transkimmer can reach on the calibration sentences
+    """--target-speedup against the data: a target beyond what the method can reach on the calibration sentences
     (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy."""
-    if settings.target_speedup and methods.METHODS[settings.method] is skim.Transkimmer:
-        bound = recipe.reachable_speedup(config, calibration)
+    if settings.target_speedup and settings.method in ("transkimmer", "topk"):
+        bound = recipe.reachable_speedup(config, calibration, settings.method)
         if settings.target_speedup > bound:
+            how = "every token but [CLS] skimmed at the first layer" if settings.method == "transkimmer" else \
+                "[CLS] alone after the first layer"
             raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "
-                             "these sentences (every token but [CLS] skimmed at the first layer); ask for less")
+                             f"these sentences ({how}); ask for less")
 

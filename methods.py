@@ -21,6 +21,9 @@ and, where it has an operating point (recipe.py calibrates it to --target-speedu
     keep_threshold            the number its inference decision is taken at; higher saves more
     freeze(keep_threshold)    from now on training takes the inference decisions, its own parameters fixed
 
+A method whose decisions are not learned (TopK: a fixed schedule) says so with trains_decisions = False:
+the default recipe then has no skim stage for it, and it trains under its decisions after the dense stage.
+
 Output.masks is L tensors (B, N), masks[i] = 1 where layer i computed the token's output: what flops.py
 counts and what the controller steers. Output.aux_loss is the method's own loss (Transkimmer: the skim
 loss, Eq. 6), which the loop weighs by lambda (Eq. 7).
@@ -35,6 +38,7 @@ import torch.nn as nn
 
 import flops
 import skim
+import topk
 from checkpoint import read_config, resolve_checkpoint
 from model import BertForSequenceClassification
 
@@ -84,6 +88,7 @@ class Dense(nn.Module):
 # the ways of saving compute that a skim stage can train (train.py --method), by name
 METHODS = {
     "transkimmer": skim.Transkimmer,
+    "topk": topk.TopK,
 }
 
 

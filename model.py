@@ -125,11 +125,12 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d, d)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def forward(self, x, pad_bias, keep=None):
+    def forward(self, x, pad_bias, keep=None, with_probs=False):
         """x (B, N, d); pad_bias (B, 1, 1, N): 0 for real keys, a large negative number for padding.
         keep (B, N) in [0, 1] or None: skim attention (Eq. 4), used by skim.py: attention to skimmed
         keys is multiplied by 0 and the rest renormalised, so the kept tokens see exactly what they
-        would see if the skimmed ones had been removed, and the gradient still reaches `keep`."""
+        would see if the skimmed ones had been removed, and the gradient still reaches `keep`.
+        with_probs: also return the attention probabilities (B, nh, N, N), before dropout (topk.py's hook)."""
         B, N, d = x.shape
         nh, hs = self.n_head, d // self.n_head
         q, k, v = self.qkv(x).split(d, dim=2)                                      # 3 x (B, N, d)
@@ -142,10 +143,9 @@ class SelfAttention(nn.Module):
             att = att * keep[:, None, None, :]                                     # (B, nh, N, N)
             # [CLS] is always kept, so the sum is positive; the clamp only guards against underflow
             att = att / att.sum(-1, keepdim=True).clamp_min(torch.finfo(att.dtype).tiny)
-        att = self.dropout(att)
-        y = att @ v                                                                # (B, nh, N, hs)
-        y = y.transpose(1, 2).reshape(B, N, d)                                     # (B, N, d)
-        return self.out(y)
+        y = self.dropout(att) @ v                                                  # (B, nh, N, hs)
+        y = self.out(y.transpose(1, 2).reshape(B, N, d))                           # (B, N, d)
+        return (y, att) if with_probs else y
 
     def infer(self, x, lengths, cls_rows=None):
         """Inference only: forward in eval mode on a packed batch x (T, d) of `lengths` tokens per example
@@ -200,10 +200,15 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x, pad_bias, keep=None):
-        x = self.attn_norm(x + self.dropout(self.attn(x, pad_bias, keep)))        # (B, N, d)
+    def forward(self, x, pad_bias, keep=None, with_probs=False):
+        """-> (B, N, d); with_probs, also the attention probabilities (SelfAttention.forward)."""
+        if with_probs:
+            h, probs = self.attn(x, pad_bias, keep, with_probs=True)               # (B, N, d), (B, nh, N, N)
+        else:
+            h = self.attn(x, pad_bias, keep)                                       # (B, N, d)
+        x = self.attn_norm(x + self.dropout(h))                                    # (B, N, d)
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
-        return x
+        return (x, probs) if with_probs else x
 
     def infer(self, x, lengths, cls_rows=None):
         """Inference only: forward in eval mode on a packed batch (SelfAttention.infer); with cls_rows, the

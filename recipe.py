@@ -91,8 +91,15 @@ def resolve_stages(args, skim_coef, default_lr):
             raise ValueError(f"--lr: the default recipe's stages set their own learning rates ({DEFAULT_STAGES}); "
                              "give --stages to train at others")
         stages = parse_stages(DEFAULT_STAGES)
+        if not trains_decisions(args.method):  # nothing for a skim stage to learn: it trains under its decisions
+            stages = [("frozen" if kind == "skim" else kind, epochs, lr) for kind, epochs, lr in stages]
     default = default_lr if args.lr is None else args.lr
     return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
+
+
+def trains_decisions(method):
+    """Does the method (a name in methods.METHODS) learn its decisions in a skim stage? (TopK does not.)"""
+    return getattr(methods.METHODS[method], "trains_decisions", True)
 
 
 def sized_stages(stages, train_examples, batch_size, min_steps):
@@ -147,11 +154,12 @@ def first_model(settings, task):
 
 
 def enter_stage(model, kind, settings, calibration, record, calibrated=None):
-    """The model a stage trains. A skim stage puts the method (new predictors, Eq. 9) on a dense model. A
+    """The model a stage trains. A skim stage (or the first frozen one of a method that learns nothing about its
+    decisions) puts the method (Transkimmer: new predictors, Eq. 9) on a dense model. A
     frozen stage fixes the decisions (model.freeze) at --freeze-predictors T, or at the threshold calibrated
     to --target-speedup on `calibration` (None when resuming: the saved state holds the folded threshold;
     `calibrated`: already calibrated on it, for this model), or at 0.5."""
-    if kind == "skim" and isinstance(model, methods.Dense):
+    if kind != "dense" and isinstance(model, methods.Dense):
         model = methods.METHODS[settings.method].wrap(model.bert, settings).to(settings.device)
     if hasattr(model, "predictor_grad"):
         model.predictor_grad = settings.predictor_grad
@@ -300,14 +308,17 @@ def calibrate_threshold(model, batches, target_speedup, iterations=16):
             lo = z
     return 1 / (1 + math.exp(-hi))
 
-def reachable_speedup(config, batches):
-    """The largest FLOPs speedup Transkimmer can reach on `batches`: every token but [CLS] skimmed at the first
-    layer (whose predictor still sees them all)."""
-    counter = flops.FlopsCounter(config)
+def reachable_speedup(config, batches, method="transkimmer"):
+    """The largest FLOPs speedup the method can reach on `batches`. Transkimmer: every token but [CLS] skimmed
+    at the first layer (whose predictor still sees them all). TopK: [CLS] alone after the first layer, which
+    computes every token (there is no attention yet to rank them by); no predictors."""
+    topk = not trains_decisions(method)
+    counter = flops.FlopsCounter(config, predictors=not topk)
     for b in batches:
         only_cls = torch.zeros_like(b["attention_mask"], dtype=torch.float)                      # (B, N)
         only_cls[:, 0] = 1
-        counter.add([only_cls] * config.num_hidden_layers, b["attention_mask"])
+        first = b["attention_mask"].float() if topk else only_cls
+        counter.add([first] + [only_cls] * (config.num_hidden_layers - 1), b["attention_mask"])
     return counter.summary()["none"]["speedup"]
 
 

@@ -192,7 +192,7 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
             # steer lambda towards the target speedup, by the FLOPs of the whole (global) batch
             shown = {"task": f"{loss_task.item():.3f}"} | ({"kd": f"{loss_kd.item():.3f}"} if teacher else {})
             if kind != "dense":
-                shown["kept"] = f"{out.aux_loss.item():.2f}"  # Transkimmer: Eq. 6, the fraction of tokens processed
+                shown["kept"] = f"{skim.skim_loss(out.masks, shard['attention_mask']).item():.2f}"  # tokens processed (Eq. 6)
             if steering.controller:
                 shown |= steering.after_step(model, flops_fraction(model, out.masks, shard, world, share > 0), step)
             show(bar, shown)

@@ -7,13 +7,14 @@
 # learning rate) and 5e-5 (run_glue's default); the held-out slice is the score, dev is reported, never used.
 # Each run is one train.py call, resumable, writing runs/glue-dense-NAME/ and copying its metrics.json to
 # results/glue/dense/NAME.json; done runs are skipped.
-#   GLUE_DIR=/path/to/glue bash results/run_glue_dense.sh [NAME ...]   (NAME: TASK-e3-lrLR; default: all four)
+# stsb-e3-lr5e-5 and stsb-e3-lr2e-4 were added after the CoLA runs had been seen, as a third task for the same question.
+#   GLUE_DIR=/path/to/glue bash results/run_glue_dense.sh [NAME ...]   (NAME: TASK-e3-lrLR; default: all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 declare -A HOLDOUT=([cola]=855 [mrpc]=367 [stsb]=575)  # 10% of 8,551, 3,668 and 5,749
 mkdir -p results/glue/dense
-for name in ${@:-cola-e3-lr2e-4 cola-e3-lr5e-5 mrpc-e3-lr2e-4 mrpc-e3-lr5e-5}; do
+for name in ${@:-cola-e3-lr2e-4 cola-e3-lr5e-5 mrpc-e3-lr2e-4 mrpc-e3-lr5e-5 stsb-e3-lr5e-5 stsb-e3-lr2e-4}; do
   task=${name%%-*}; lr=${name##*-lr}; epochs=${name#*-e}; epochs=${epochs%%-*}; out=runs/glue-dense-$name
   [[ -f results/glue/dense/$name.json ]] && { echo "== $name: done (results/glue/dense/$name.json)"; continue; }
   mkdir -p "$out"

@@ -75,7 +75,8 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
                        train_seconds=round(sum(r["train_seconds"] for r in records), 1))
     metrics.update(split=task.dev_splits[0], args=dataclasses.asdict(settings))
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
-    plot_retention(f["kept_fraction"], out / "retention.png", f"{task.name} dev: tokens processed per layer")
+    plot_retention(f["kept_fraction"], out / "retention.png", f"{task.name} dev: tokens processed per layer",
+                   type(model).__name__)
     skim_picture(model, tokenizer, dev_examples, settings, out / "skimmed_tokens.html")
 
     main = task.main_metric
@@ -91,7 +92,7 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
 # -----------------------------------------------------------------------------
 # pictures
 
-def plot_retention(kept_per_layer, path, title):
+def plot_retention(kept_per_layer, path, title, method="Transkimmer"):
     """Paper Fig. 4 style: the fraction of real tokens each layer processes."""
     import matplotlib
     matplotlib.use("Agg")
@@ -99,7 +100,7 @@ def plot_retention(kept_per_layer, path, title):
 
     layers = np.arange(len(kept_per_layer))
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.bar(layers, kept_per_layer, color="tab:blue", label="Transkimmer")
+    ax.bar(layers, kept_per_layer, color="tab:blue", label=method)
     ax.axhline(1.0, color="gray", ls="--", lw=1, label="dense BERT")
     ax.set(xlabel="layer", ylabel="fraction of tokens processed", ylim=(0, 1.05), xticks=layers, title=title)
     ax.legend(loc="upper right", fontsize=8)
@@ -133,7 +134,7 @@ def skim_picture(model, tokenizer, examples, settings, path, count=8):
         spans = [layer_span(tokenizer.id_to_token(t), layer, L) for t, layer in zip(item["input_ids"], layers)]
         rows.append("<p>" + " ".join(spans) + "</p>")
     legend = " ".join(layer_span(f"skimmed before layer {i}" if i < L else "kept to the end", i, L) for i in range(L + 1))
-    page = (f"<!doctype html><meta charset='utf-8'><title>What Transkimmer skims</title>"
+    page = (f"<!doctype html><meta charset='utf-8'><title>What {type(model).__name__} skims</title>"
             f"<style>body{{font-family:sans-serif;max-width:60em}} span{{padding:1px 3px;border-radius:3px;line-height:2}}</style>"
             f"<h3>{settings.task}: each token coloured by the layer at which it was skimmed (darker = processed longer)</h3>"
             f"<p>{legend}</p>{''.join(rows)}")

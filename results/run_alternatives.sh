@@ -8,6 +8,8 @@
 #     two epochs with its skim stage trained under the schedule instead (dense 1 epoch at 2e-4, then 0.5 at
 #     2e-4 and 0.5 at 5e-5 under the schedule, calibrated to the target on training sentences).
 # Seeds 42 to 44 at 2x, seed 42 at 1.5x and 3x, in the order below.
+#   - smoke-topk20, smoke-t20: top-k and Transkimmer at 2x on the first 4,000 training rows only
+#     (--max-train-samples 4000, seed 42): a first end-to-end check on real data that fits a session, not a verdict.
 #   GLUE_DIR=/path/to/glue bash results/run_alternatives.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_alternatives.sh ...                      (new runs train on the GPU)
 set -euo pipefail
@@ -20,6 +22,8 @@ for seed in 42 43 44; do
   RUNS[topk15-seed$seed]="--method topk --target-speedup 1.5 --seed $seed"
   RUNS[topk30-seed$seed]="--method topk --target-speedup 3 --seed $seed"
 done
+RUNS[smoke-topk20]="--method topk --target-speedup 2 --seed 42 --max-train-samples 4000"
+RUNS[smoke-t20]="--target-speedup 2 --seed 42 --max-train-samples 4000"
 mkdir -p results/alternatives
 for name in ${@:-topk20-seed42 topk20-seed43 topk20-seed44 topk15-seed42 topk30-seed42}; do
   [[ -v RUNS[$name] ]] || { echo "unknown run $name (see the list at the top of $0)" >&2; exit 2; }

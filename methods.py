@@ -85,7 +85,7 @@ class Dense(nn.Module):
         self.bert.save_pretrained(directory, tokenizer)
 
 
-# the ways of saving compute that a skim stage can train (train.py --method), by name
+# the ways of saving compute a run can train (train.py --method), by name
 METHODS = {
     "transkimmer": skim.Transkimmer,
     "topk": topk.TopK,

@@ -163,3 +163,19 @@ def test_impossible_topk_runs_are_one_error_line(tiny, glue, tmp_path, flags, sa
                      "--output-dir", tmp_path / "o", *flags)
     assert result.returncode == 2 and says in one_error_line(result)
     assert not (tmp_path / "o").exists()
+
+
+def test_sigterm_under_the_schedule_then_resume_gives_the_uninterrupted_runs_model(tiny, glue, tmp_path, monkeypatch):
+    """rho is no tensor: it must travel in resume.pt (extra state) for a resumed run to end where a whole one does."""
+    import signal
+
+    from test_train import interrupt_at, run_cli
+    args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--method", "topk", "--target-speedup", "1.5",
+            "--batch-size", 8, "--timing-repeats", 0, "--min-steps", 0]
+    train.main([str(a) for a in args + ["--output-dir", tmp_path / "whole"]])
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 5, signal.SIGTERM)  # 4 dense steps, then the first of 2 under the schedule
+        assert run_cli(*args, "--output-dir", tmp_path / "cut").returncode == 130
+    train.main(["--resume", str(tmp_path / "cut")])
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

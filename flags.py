@@ -133,13 +133,14 @@ def parser():
                         "are short phrases, skimmed less than its sentences); 0 (default): steer on the batches")
     g.add_argument("--stages", default=None, metavar="SPEC",
                    help=f"the stages, in order, as KIND:EPOCHS[:LR], KIND one of dense, skim, frozen, LR the "
-                        f"stage's own peak learning rate (default {recipe.DEFAULT_STAGES}): dense fine-tuning, then "
-                        f"skimming at the target, then the encoder trained on under frozen decisions")
+                        f"stage's own peak learning rate (default {recipe.DEFAULT_STAGES}; on a task of fewer than "
+                        f"{recipe.SMALL_TASK:,} training examples, {recipe.SMALL_TASK_STAGES}): dense fine-tuning, "
+                        f"then skimming at the target, then the encoder trained on under frozen decisions")
     g.add_argument("--min-steps", type=int, default=None, metavar="N",
                    help=f"lengthen the stages, all by one factor, to at least N optimizer steps in all, counted on the "
                         f"task's training set (after --holdout, before --max-train-samples); 0: as given. Default: "
                         f"{recipe.MIN_STEPS} for the default recipe, so that a small task trains long enough (SST-2's "
-                        f"2 epochs are 4,210 steps, RTE's 156); 0 for --stages, --epochs and the one-stage runs")
+                        f"2 epochs are 4,210 steps, RTE's 6 are 468); 0 for --stages, --epochs and the one-stage runs")
     g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
                    help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
                         "0,2,4: those three)")
@@ -231,13 +232,13 @@ def resolve(args, world=1, rank=0):
     if rank == 0:
         check_output_dir(output_dir, args)
     data_dir = data.find_data_dir(task, args.data_dir)  # all input is checked before the model loads
-    min_steps = args.min_steps
-    if min_steps is None:  # the default recipe is sized for the task; stages the user wrote are as written
-        default_recipe = args.stages is None and args.epochs is None and {"dense", "frozen"} <= kinds
-        min_steps = recipe.MIN_STEPS if default_recipe else 0
-    if min_steps and stages:
-        train_examples = len(data.read_split(task, "train", data_dir)) - (args.holdout or 0)
-        stages = recipe.sized_stages(stages, max(1, train_examples), args.batch_size, min_steps)
+    # the default recipe is sized for the task (recipe.task_sized); stages the user wrote are as written
+    default_recipe = args.stages is None and args.epochs is None and {"dense", "frozen"} <= kinds
+    min_steps = args.min_steps if args.min_steps is not None else recipe.MIN_STEPS if default_recipe else 0
+    if (default_recipe or min_steps) and stages:
+        train_examples = max(1, len(data.read_split(task, "train", data_dir)) - (args.holdout or 0))
+        stages = (recipe.task_sized(args.method, train_examples, args.batch_size, min_steps) if default_recipe
+                  else recipe.sized_stages(stages, train_examples, args.batch_size, min_steps))
     return Settings(
         task=task.name, model=args.model, data_dir=str(data_dir), output_dir=str(output_dir), overwrite=args.overwrite,
         max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size, stages=tuple(stages),

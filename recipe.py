@@ -36,9 +36,15 @@ STAGE_KINDS = ("dense", "skim", "frozen")
 # the default recipe, KIND:EPOCHS:LR (results/README.md, "The dense reference, and the recipe in one command"):
 # 2e-4, the dense learning rate picked on held-out sentences; the frozen stage at 5e-5, picked on them too
 DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
+# the default recipe on a small task, one of fewer than SMALL_TASK training examples (CoLA, MRPC, STS-B, RTE and
+# WNLI; SST-2 has 67,349): the same proportions, three times as long, every stage at 5e-5 (results/README.md, "GLUE:
+# a recipe sized for a small task"): 3 dense epochs at 5e-5 are HF run_glue's, and learnt CoLA and MRPC where the
+# large-task recipe's dense stage (2e-4) did not, on held-out slices
+SMALL_TASK = 20_000
+SMALL_TASK_STAGES = "dense:3:5e-5,skim:1.5:5e-5,frozen:1.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
-# the default recipe on a small task (results/README.md, "GLUE: the recipe's length on a small task"): its stages,
-# all by one factor, are lengthened to at least MIN_STEPS optimizer steps in all (train.py --min-steps)
+# then the stages, all by one factor, are lengthened to at least MIN_STEPS optimizer steps in all (train.py
+# --min-steps; results/README.md, "GLUE: the recipe's length on a small task"): RTE's and WNLI's
 MIN_STEPS = 600
 
 
@@ -90,11 +96,25 @@ def resolve_stages(args, skim_coef, default_lr):
         if args.lr is not None:
             raise ValueError(f"--lr: the default recipe's stages set their own learning rates ({DEFAULT_STAGES}); "
                              "give --stages to train at others")
-        stages = parse_stages(DEFAULT_STAGES)
-        if not trains_decisions(args.method):  # nothing for a skim stage to learn: it trains under its decisions
-            stages = [("frozen" if kind == "skim" else kind, epochs, lr) for kind, epochs, lr in stages]
+        stages = default_stages(DEFAULT_STAGES, args.method)  # flags.py sizes them for the task (task_sized)
     default = default_lr if args.lr is None else args.lr
     return [(kind, epochs, default if lr is None else lr) for kind, epochs, lr in stages]
+
+
+def default_stages(spec, method):
+    """A default recipe's stages for the method: a method that learns nothing about its decisions has no skim
+    stage to train, so it trains under them (a frozen stage) instead."""
+    stages = parse_stages(spec)
+    if not trains_decisions(method):
+        stages = [("frozen" if kind == "skim" else kind, epochs, lr) for kind, epochs, lr in stages]
+    return stages
+
+
+def task_sized(method, train_examples, batch_size, min_steps):
+    """The default recipe for a task of `train_examples` training examples: DEFAULT_STAGES, or SMALL_TASK_STAGES
+    below SMALL_TASK examples, then lengthened to `min_steps` optimizer steps (sized_stages)."""
+    spec = SMALL_TASK_STAGES if train_examples < SMALL_TASK else DEFAULT_STAGES
+    return sized_stages(default_stages(spec, method), train_examples, batch_size, min_steps)
 
 
 def trains_decisions(method):
@@ -173,14 +193,17 @@ def enter_stage(model, kind, settings, calibration, record, calibrated=None):
     return model
 
 
-def end_stage(model, index, settings, record, calibration, dev_set, task):
+def end_stage(model, index, settings, record, calibration, dev_set, task, held_set=()):
     """After every stage but the last: its evaluation on dev (so a run's dense stage is also the dense model
-    to compare its skimming model with, sentence by sentence); after a skim stage of a --target-speedup run,
-    also at the threshold calibrated to the target ("dev_at_target"), where the run would leave it if it
-    stopped there. -> that threshold (None if not calibrated), for the frozen stage."""
+    to compare its skimming model with, sentence by sentence), and on the --holdout examples if any; after a
+    skim stage of a --target-speedup run, also at the threshold calibrated to the target ("dev_at_target"),
+    where the run would leave it if it stopped there. -> that threshold (None if not calibrated), for the
+    frozen stage."""
     if index == len(settings.stages) - 1:
         return None
     record["dev"] = evaluation.stage_record(model, dev_set, task, settings)
+    if held_set:
+        record["holdout"] = evaluation.stage_record(model, held_set, task, settings)
     if record["stage"] != "skim" or not settings.target_speedup:
         return None
     calibrated = calibrate_threshold(model, calibration, settings.target_speedup)
@@ -239,6 +262,10 @@ class SpeedupController:
     Why not a fixed lambda: the speedup a lambda buys changes with the task, the init and the estimator's
     settings (every such change needed a new search here), while a speedup is what a user wants to ask for.
 
+    The integral gain was set on SST-2's skim stage of KI_STEPS steps (ki = KI per step). A shorter stage gets
+    it scaled up by KI_STEPS / total_steps, so that lambda can grow as far over the stage as it does there
+    (a 150-step stage of STS-B ended at lambda 1.08, not skimming: results/README.md); a longer one keeps KI.
+
     What is steered can be other inputs than the training batches: `rescale(other, batches)` gives the
     ratio of the FLOPs fraction measured on those inputs (train.py: whole training sentences, at the
     evaluation's threshold) to the batches' over the same steps, and from then on the controller steers
@@ -246,9 +273,13 @@ class SpeedupController:
     a model skims a long sentence more than a short phrase: steered on its batches alone, it ends past
     the target on sentences."""
 
-    def __init__(self, target_speedup, total_steps, ramp=0.5, kp=1.0, ki=0.02):
+    KI, KI_STEPS = 0.02, 1052  # the integral gain per step, and the length of the stage it was set on
+
+    def __init__(self, target_speedup, total_steps, ramp=0.5, kp=1.0, ki=None):
         if not target_speedup >= 1:
             raise ValueError(f"a target speedup is at least 1, got {target_speedup}")
+        if ki is None:
+            ki = self.KI * max(1.0, self.KI_STEPS / total_steps)
         self.target_speedup, self.total_steps, self.ramp, self.kp, self.ki = target_speedup, total_steps, ramp, kp, ki
         self.step, self.integral, self.coef, self.scale = 0, 0.0, 0.0, 1.0
 

@@ -112,7 +112,7 @@ def main(argv=None):
                 model = recipe.enter_stage(model, kind, settings, None if resumed else calibration, record, calibrated)
                 train_stage(model, i, train_set, task, settings, teacher, records, record, resumed, calibration,
                             stop, rank, world)
-                calibrated = recipe.end_stage(model, i, settings, record, calibration, dev_set, task)
+                calibrated = recipe.end_stage(model, i, settings, record, calibration, dev_set, task, held_set)
                 records.append(record)
         model = recipe.finish(model, settings, records, calibration)
         if rank == 0:

@@ -37,6 +37,24 @@ def test_the_controller_raises_lambda_while_too_slow_lowers_it_when_too_fast_and
     assert twin.update(0.6) == c.update(0.6) and twin.target() == c.target()
 
 
+def test_a_short_stage_gets_the_integral_gain_scaled_so_that_lambda_grows_as_far_over_it():
+    """ki is KI = 0.02 per step on a stage of KI_STEPS = 1,052 steps (SST-2's skim stage) or longer, and
+    0.02 * 1052 / steps on a shorter one: held too slow by the same error throughout, a 150-step stage and
+    SST-2's end with the same integral."""
+    assert recipe.SpeedupController(2.0, total_steps=1052).ki == 0.02
+    assert recipe.SpeedupController(2.0, total_steps=5000).ki == 0.02
+    assert recipe.SpeedupController(2.0, total_steps=150).ki == pytest.approx(0.02 * 1052 / 150)
+    assert recipe.SpeedupController(2.0, total_steps=150, ki=0.1).ki == 0.1          # a gain given is kept
+    ends = []
+    for steps in (150, 1052):
+        c = recipe.SpeedupController(2.0, total_steps=steps, ramp=1e-9)            # the target 0.5 after step 1
+        for _ in range(steps):
+            c.update(0.9)                                                          # then 0.4 too slow, every step
+        ends.append(c.integral)
+    assert ends[1] == pytest.approx(0.02 * (-0.1 + 1051 * 0.4))
+    assert ends[0] == pytest.approx(ends[1], rel=0.01)                             # without the scaling: a seventh
+
+
 def test_a_rescaled_controller_steers_the_other_inputs_estimated_fraction():
     new = lambda: recipe.SpeedupController(target_speedup=2.0, total_steps=10, ramp=0.1, kp=1.0, ki=0.1)  # noqa: E731
     c, twin = new(), new()                       # the target: 1 at step 0, then 1/S = 0.5
@@ -63,3 +81,15 @@ def test_sized_stages_lengthen_a_short_run_by_one_factor_and_leave_a_long_one():
     # SST-2: 67,349 examples, 4,210 steps already: as given
     assert recipe.sized_stages(stages, 67349, 32, 600) == tuple(stages)
     assert recipe.sized_stages(stages, 2490, 32, 0) == tuple(stages)
+
+
+def test_the_default_recipe_of_each_glue_task_by_its_training_set_size():
+    """recipe.task_sized on the official training sets' sizes at batch 32 and MIN_STEPS 600: SST-2 (67,349) has
+    the large-task recipe as it is; CoLA (8,551: 268 steps an epoch, 1,608 in 6 epochs) the small one as it is;
+    RTE (2,490: 78 an epoch, 468) and WNLI (635: 20, 120) the small one, lengthened to 600 steps."""
+    epochs = lambda n: [e for _, e, _ in recipe.task_sized("transkimmer", n, 32, 600)]  # noqa: E731
+    assert epochs(67349) == [1.0, 0.5, 0.5]
+    assert epochs(8551) == [3.0, 1.5, 1.5]
+    assert epochs(2490) == pytest.approx([3 * 600 / 468, 1.5 * 600 / 468, 1.5 * 600 / 468], abs=1e-4)
+    assert epochs(635) == [15.0, 7.5, 7.5]
+    assert [lr for *_, lr in recipe.task_sized("transkimmer", 2490, 32, 600)] == [5e-5] * 3

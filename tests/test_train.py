@@ -476,10 +476,10 @@ def test_a_fixed_skim_coef_is_the_papers_lambda_and_is_not_steered(synthetic, ti
 
 
 def test_the_default_recipe_is_dense_then_skim_then_frozen_at_the_calibrated_threshold(glue, tiny, tmp_path):
-    args = settings_of(glue, tmp_path, "--task", "sst2", "--min-steps", 0)
-    assert args.stages == tuple(recipe.parse_stages(recipe.DEFAULT_STAGES)) and args.target_speedup == flags.TARGET_SPEEDUP
+    args = settings_of(glue, tmp_path, "--task", "sst2", "--min-steps", 0)  # the fixture's 30 rows: a small task
+    assert args.stages == tuple(recipe.parse_stages(recipe.SMALL_TASK_STAGES)) and args.target_speedup == flags.TARGET_SPEEDUP
     sized = settings_of(glue, tmp_path, "--task", "sst2").stages  # by default, sized to the fixture's 30 rows
-    assert sized == recipe.sized_stages(recipe.parse_stages(recipe.DEFAULT_STAGES), 30, 32, recipe.MIN_STEPS) != args.stages
+    assert sized == recipe.sized_stages(recipe.parse_stages(recipe.SMALL_TASK_STAGES), 30, 32, recipe.MIN_STEPS) != args.stages
     m = main("--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--stages",
              "dense:1,skim:1,frozen:1", "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     assert [r["stage"] for r in m["stages"]] == ["dense", "skim", "frozen"]
@@ -568,10 +568,29 @@ def test_keep_layers_with_a_bad_value(glue, tiny, tmp_path, value, says):
     assert "--keep-layers" in line and says in line
 
 
+def test_a_task_of_fewer_than_small_task_training_examples_gets_the_small_task_recipe(glue, tmp_path, monkeypatch):
+    """The rule (recipe.SMALL_TASK_STAGES, results/README.md "GLUE: a recipe sized for a small task"): below
+    SMALL_TASK training examples, counted after --holdout and before --max-train-samples, the default recipe is
+    dense 3 epochs, skim 1.5 and frozen 1.5, all at 5e-5; from SMALL_TASK on, dense 1 at 2e-4, skim 0.5 at 2e-4
+    and frozen 0.5 at 5e-5. Stages the user writes are as written. The fixture's train.tsv has 30 rows."""
+    monkeypatch.setattr(recipe, "MIN_STEPS", 0)
+    stages = lambda *flag_values: settings_of(glue, tmp_path, *flag_values).stages  # noqa: E731
+    small = (("dense", 3.0, 5e-5), ("skim", 1.5, 5e-5), ("frozen", 1.5, 5e-5))
+    large = (("dense", 1.0, 2e-4), ("skim", 0.5, 2e-4), ("frozen", 0.5, 5e-5))
+    assert stages() == small                                              # 30 < 20,000
+    monkeypatch.setattr(recipe, "SMALL_TASK", 30)
+    assert stages() == large                                              # 30 is not fewer than 30
+    assert stages("--max-train-samples", 5) == large                      # the task's size, not the cut
+    assert stages("--holdout", 1) == small                                # 29 left to train on
+    assert stages("--holdout", 1, "--method", "topk") == (("dense", 3.0, 5e-5), ("frozen", 1.5, 5e-5), ("frozen", 1.5, 5e-5))
+    assert stages("--holdout", 1, "--stages", "dense:1,skim:1") == (("dense", 1.0, 5e-5), ("skim", 1.0, 5e-5))
+
+
 def test_the_default_recipe_is_sized_to_the_task_and_written_stages_are_as_written(glue, tmp_path, monkeypatch):
     """--min-steps (default recipe.MIN_STEPS for the default recipe): counted on the training file (30 rows here,
     one step an epoch), less --holdout, not cut by --max-train-samples; --stages and one-stage runs as written."""
     monkeypatch.setattr(recipe, "MIN_STEPS", 8)
+    monkeypatch.setattr(recipe, "SMALL_TASK", 1)  # the fixture's 30 rows are a large task here: DEFAULT_STAGES
     epochs = lambda *flag_values: [e for _, e, _ in settings_of(glue, tmp_path, *flag_values).stages]  # noqa: E731
     assert epochs() == [4.0, 2.0, 2.0]                                    # 2 epochs, 2 steps -> 8 steps
     assert settings_of(glue, tmp_path).min_steps == 8
@@ -583,6 +602,9 @@ def test_the_default_recipe_is_sized_to_the_task_and_written_stages_are_as_writt
     assert epochs("--stages", "dense:2", "--keep-layers", 2, "--min-steps", 8) == [8.0]  # the recipe's budget, densely
     assert epochs("--batch-size", 5) == [1.0, 0.5, 0.5]                   # 6 steps an epoch: 12 already
     assert epochs("--holdout", 20, "--batch-size", 5) == [2.0, 1.0, 1.0]  # 10 rows left, 2 steps an epoch: 4 -> 8
+    monkeypatch.setattr(recipe, "SMALL_TASK", 31)                         # and a small one: 6 epochs, 6 steps
+    assert epochs() == pytest.approx([4.0, 2.0, 2.0])                     # 3 + 1.5 + 1.5, each by 8 / 6
+    assert epochs("--min-steps", 0) == [3.0, 1.5, 1.5]
     for bad, says in [(["--min-steps", -1], "--min-steps N: N is a number of optimizer steps"),
                       (["--eval-only", "--checkpoint", tmp_path, "--min-steps", 5], "--eval-only trains nothing")]:
         with pytest.raises(flags.UsageError, match=says):

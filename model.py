@@ -272,12 +272,14 @@ class Bert(nn.Module):
         """The pooler on each example's final [CLS] state, cls (B, d)."""
         return torch.tanh(self.pooler(cls))                                        # (B, d)
 
+    def embed(self, input_ids, attention_mask=None, token_type_ids=None):
+        """-> (the embeddings (B, N, d), attention_mask), the masks defaulting as BERT's: no padding, segment 0."""
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        return self.embeddings(input_ids, token_type_ids), attention_mask
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
         for layer in self.layers:
             x = layer(x, pad_bias)                                                 # (B, N, d)
@@ -333,9 +335,7 @@ class BertForSequenceClassification(Bert):
         """Inference only (no autograd): forward's logits in eval mode, with less work: the real tokens
         packed (`pack`), Layer.infer throughout, the last layer on [CLS] alone (the pooler reads nothing else)."""
         assert not self.training, "infer is for inference; call .eval() first"
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         x, _, lengths = pack(x, attention_mask)                                    # (T, d)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

@@ -154,9 +154,7 @@ class TopK(nn.Module):
         """Training, and the reference for infer: all N positions go through every layer, the dropped ones
         masked out of attention (skim attention, Eq. 4 of Transkimmer) and carried forward unchanged."""
         bert = self.bert
-        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        x = bert.embeddings(input_ids, token_type_ids)                             # (B, N, d)
+        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
         lengths = attention_mask.sum(1)                                            # (B,)
         keep, masks = attention_mask.to(x.dtype), []                               # (B, N)
@@ -176,9 +174,8 @@ class TopK(nn.Module):
         logits (to float rounding) and masks as forward() in eval mode."""
         assert not self.training, "infer is for inference; call .eval() first"
         bert = self.bert
-        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        x, rows, lengths = pack(bert.embeddings(input_ids, token_type_ids), attention_mask)  # (T, d), (T,), B ints
+        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
+        x, rows, lengths = pack(x, attention_mask)                                 # (T, d), (T,), B ints
         real = torch.tensor(lengths)                                               # (B,) real lengths n
         processed, last = [], len(bert.layers) - 1
         for i, layer in enumerate(bert.layers):

@@ -206,6 +206,26 @@ def read_checkpoint(name_or_path=None):
     return folder, config, tensors
 
 
+def split_added(tensors, prefix):
+    """A checkpoint's tensors -> (a method's own, saved under `prefix`, with it taken off; BERT's, the rest)."""
+    added = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return added, {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+
+
+def load_added(module, tensors, folder, what):
+    """A method's own tensors into `module`, strictly (every name and shape), or one ModelError line naming `what`."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelError(f"{folder}: its {what} do not fit this model "
+                         f"({str(e).strip().splitlines()[-1].strip()})") from None
+
+
+def added_tensors(module, prefix):
+    """A method's own tensors, to save beside BERT's under `prefix`."""
+    return {prefix + k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
 def has_tokenizer(folder):
     return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
 

@@ -121,8 +121,9 @@ def parser():
 
     g = p.add_argument_group("not in the paper")
     g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
-                   help="the way of saving compute the run trains (methods.py): transkimmer, or topk (static top-k "
-                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup)")
+                   help="the way of saving compute the run trains (methods.py): transkimmer; topk (static top-k "
+                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup); or "
+                        "skipmiddle (gates that close the middle layers to a token, skipmiddle.py: Lawson et al. 2025)")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
                         f"(recipe.SpeedupController) and the keep threshold calibrated on training sentences "

@@ -1,6 +1,7 @@
 """
-Analytic FLOPs of BERT and of Transkimmer, per layer and in total: the cost model behind the
-"speedup" of Guan et al. (ACL 2022), Sec. 5 and Table 3, as pinned down in docs/method.md.
+Analytic FLOPs of BERT and of Transkimmer (and of the other methods, from their masks), per layer and in
+total: the cost model behind the "speedup" of Guan et al. (ACL 2022), Sec. 5 and Table 3, as pinned down in
+docs/method.md.
 
 What is counted: matrix multiplications only, one multiply-add = 2 FLOPs, which is also what
 torch.utils.flop_counter.FlopCounterMode counts (tests/test_flops.py checks this file against it).
@@ -32,7 +33,8 @@ Last-layer conventions (not in the paper), the same on both sides of a speedup:
     "all"       the last layer computes every token's output (the paper's count; what forward() runs).
     "cls"       the last layer computes [CLS]'s output alone (q = 1), the only one a [CLS] classifier
                 reads; its keys and values still come from all n tokens. What the inference paths
-                BertForSequenceClassification.infer and Transkimmer.infer run.
+                BertForSequenceClassification.infer and Transkimmer.infer run. (q = 0 where the layer
+                computes no token of the example: a skipmiddle.py [CLS] whose gate is closed there.)
 """
 
 import math
@@ -151,17 +153,23 @@ class FlopsCounter:
         for i, (entering, kept) in enumerate(tokens_per_layer(masks, attention_mask)):
             q = queries_of(i, config, self.last_layer)
             self.kept[i] += int(kept.sum())
-            self.layer[i] += int(layer_flops(kept, config, q).sum())
+            # "cls": [CLS]'s output, where the layer computes [CLS] (no query where it computes no token)
+            self.layer[i] += int(layer_flops(kept, config, None if q is None else kept.clamp(max=q)).sum())
             self.dense["none"][i] += int(layer_flops(real, config, q).sum())
             if S is not None:
                 self.dense["sequence"][i] += len(real) * layer_flops(S, config, q)
             if self.predictors:
-                self.predictor["none"][i] += int(predictor_flops(entering, config).sum())
+                self.predictor["none"][i] += int(self.predictor_cost(entering, i).sum())
                 # "sequence": the layer-0 predictor sees all S positions, later ones the kept tokens
                 seq_entering = torch.full_like(real, S) if i == 0 and S is not None else entering
-                self.predictor["sequence"][i] += int(predictor_flops(seq_entering, config).sum())
+                self.predictor["sequence"][i] += int(self.predictor_cost(seq_entering, i).sum())
         self.examples += len(real)
         self.tokens += int(real.sum())
+
+    def predictor_cost(self, entering, i):
+        """The FLOPs of what decides before layer i, on `entering` (B,) tokens: Transkimmer's skim predictor
+        (a method with other deciders counts them in a subclass: skipmiddle.GateFlopsCounter)."""
+        return predictor_flops(entering, self.config)
 
     def totals(self, convention="none"):
         """(skim FLOPs, dense FLOPs), integers, summed over every example added, the head on both sides."""

@@ -38,6 +38,7 @@ import torch.nn as nn
 
 import flops
 import skim
+import skipmiddle
 import topk
 from checkpoint import read_config, resolve_checkpoint
 from model import BertForSequenceClassification
@@ -89,6 +90,7 @@ class Dense(nn.Module):
 METHODS = {
     "transkimmer": skim.Transkimmer,
     "topk": topk.TopK,
+    "skipmiddle": skipmiddle.SkipMiddle,
 }
 
 

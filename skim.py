@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import flops
-from checkpoint import ModelError, read_checkpoint
+from checkpoint import added_tensors, load_added, read_checkpoint, split_added
 from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
@@ -258,14 +258,6 @@ class Transkimmer(nn.Module):
         self.predictors.requires_grad_(False)
         self.predictors_frozen = True
 
-    def embed(self, input_ids, attention_mask=None, token_type_ids=None):
-        """-> (the embeddings (B, N, d), attention_mask), the masks defaulting as BERT's: no padding, segment 0."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        return self.bert.embeddings(input_ids, token_type_ids), attention_mask
-
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, prune=False, decisions=None):
         """prune=False: all N positions go through every layer, skimmed ones masked (training, and
         the reference for evaluation). prune=True (evaluation only): each layer runs only on the
@@ -274,7 +266,7 @@ class Transkimmer(nn.Module):
         instead of the predictors' (benchmarks and tests force keep ratios with it)."""
         assert not (prune and self.training), "prune=True is for inference; call .eval() first"
         bert = self.bert
-        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
+        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         pad = attention_mask.to(x.dtype)                                           # (B, N)
         pad_bias = padding_bias(attention_mask, x.dtype)                           # (B, 1, 1, N)
         keep, masks = pad, []
@@ -320,7 +312,7 @@ class Transkimmer(nn.Module):
         computes [CLS]'s output alone (flops.py's "cls" convention)."""
         assert not self.training, "infer is for inference; call .eval() first"
         bert = self.bert
-        x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
+        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         B, N, _ = x.shape
         x, rows, lengths = pack(x, attention_mask)                                 # (T, d), (T,), B ints
         cls_rows = first_rows(lengths, x.device)                                   # (B,): each [CLS]'s row in x
@@ -353,20 +345,14 @@ class Transkimmer(nn.Module):
         saved = config.get(cls.config_key, {})
         if num_labels is not None:
             config["num_labels"] = num_labels
-        skim_tensors = {k[len(SKIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(SKIM_PREFIX)}
-        bert_tensors = {k: v for k, v in tensors.items() if not k.startswith(SKIM_PREFIX)}
+        skim_tensors, bert_tensors = split_added(tensors, SKIM_PREFIX)
         bert = BertForSequenceClassification.from_tensors(folder, config, bert_tensors, source=str(name_or_path or folder))
         model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
                     mu0=mu0 if mu0 is not None else saved.get("mu0", MU0))
-        if skim_tensors:  # strict: every name and shape must match
-            try:
-                model.predictors.load_state_dict(skim_tensors)
-            except RuntimeError as e:
-                raise ModelError(f"{folder}: its skim predictors do not fit this model "
-                                 f"({str(e).strip().splitlines()[-1].strip()})") from None
+        if skim_tensors:
+            load_added(model.predictors, skim_tensors, folder, "skim predictors")
         return model.eval()
 
     def save_pretrained(self, directory, tokenizer=None):
-        tensors = {SKIM_PREFIX + k: v.detach().contiguous().cpu() for k, v in self.predictors.state_dict().items()}
         self.bert.save_pretrained(directory, tokenizer, extra_config={self.config_key: {"tau": self.tau, "mu0": self.mu0}},
-                                  extra_tensors=tensors)
+                                  extra_tensors=added_tensors(self.predictors, SKIM_PREFIX))

@@ -304,7 +304,7 @@ def describe(settings):
         line += f"; target speedup {s.target_speedup:g}x"
     if "skim" in [kind for kind, _, _ in s.stages]:
         line += (f"; {s.method}" + (f"; lambda {s.skim_coef:g}" if s.skim_coef is not None else "")
-                 + f"; tau {s.tau:g}, mu0 {s.mu0:g}, predictor-grad {s.predictor_grad}"
+                 + (f"; tau {s.tau:g}, mu0 {s.mu0:g}, predictor-grad {s.predictor_grad}" if s.method == "transkimmer" else "")
                  + (f", predictor lr {s.predictor_lr:g}" if s.predictor_lr else ""))
     if s.freeze_predictors is not None:
         line += f"; predictors frozen at keep threshold {s.freeze_predictors:g}"

@@ -36,6 +36,25 @@ def tiny_hf_dir(tmp_path_factory):
     return path
 
 
+def small_config(layers):
+    """The method tests' small BERT: d = 32, 4 heads, a feed-forward of 64, 3 labels, a vocabulary of 100."""
+    from model import BertConfig
+    return BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                      intermediate_size=64, num_labels=3)
+
+
+def executed_and_counted(model, ids, mask, types):
+    """A method's infer on one batch: (the FLOPs FlopCounterMode saw it execute, with SDPA's math kernel, whose
+    matmuls it counts; the method's flops_counter on its masks, "cls" convention, no padding)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as reference:
+        out = model.infer(ids, mask, types)
+    counter = model.flops_counter(last_layer="cls")
+    counter.add(out.masks, mask)
+    return reference.get_total_flops(), counter
+
+
 def padded_batch(vocab_size, lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     N = max(lengths)

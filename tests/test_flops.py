@@ -18,12 +18,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import flops
+from conftest import small_config
 from flops import FlopsCounter
 from model import BertConfig, BertForSequenceClassification
 from skim import Transkimmer
 
-SMALL = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                   intermediate_size=64, num_labels=3)
+SMALL = small_config(3)
 
 
 @pytest.fixture(scope="module")

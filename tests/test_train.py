@@ -414,7 +414,10 @@ def synthetic(tmp_path_factory):
     return write_sst2(root, rows[:64], name="dev.tsv")
 
 
-def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(synthetic, tiny, tmp_path):
+def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(synthetic, tiny, tmp_path, monkeypatch):
+    """At the controller's own gain, ki = KI = 0.02 per step (the 150-step stage here would get 7 times that,
+    SpeedupController.KI_STEPS: with it this tiny model overshoots, to 0.45 over the last third)."""
+    monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 150)
     m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:6", "--target-speedup", 2,
              "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     trace = np.array(m["stages"][0]["trace"]["flops_fraction"])                     # one per step
@@ -444,6 +447,7 @@ def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batc
         torch.set_rng_state(rng)
         return 1 / f ** 2
     monkeypatch.setattr(recipe, "speedup_at", sentences)
+    monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 200)  # the controller's own gain, as the test above
     m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:8", "--target-speedup", 2,
              "--steer-every", 10, "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0,
              "--output-dir", tmp_path / "o")

@@ -3,11 +3,13 @@
 # each task and seed, one train.py call per run, resumable (re-running a name whose run was stopped goes on with
 # --resume; a name whose results/glue/NAME.json exists is skipped), writing runs/glue-NAME/ and copying its
 # metrics.json to results/glue/NAME.json. NAME is TASK-RUN-seedS:
-#   - t20: the default recipe at --target-speedup 2, its stages sized for the task (recipe.MIN_STEPS). Its dense
-#     stage, evaluated when it ends, is the 6-layer dense model of the same seed.
+#   - t20: the default recipe at --target-speedup 2, sized for the task (recipe.task_sized: a small task's stages,
+#     recipe.SMALL_TASK_STAGES, then recipe.MIN_STEPS). Its dense stage, evaluated when it ends, is the 6-layer
+#     dense model of the same seed. (Not yet run with the small-task recipe: its held-out check failed,
+#     results/README.md "GLUE: a recipe sized for a small task"; the rows made before it are in results/archive/.)
 #   - tpaper: the default recipe at the paper's speedup for the task (Table 3, BERT-base, no padding).
 #   - layers3, layers2: the first 3 and the first 2 of the 6 layers (2x and 3x FLOPs), dense, with the recipe's
-#     budget: its 2 epochs lengthened as the recipe's are (--min-steps), at the recipe's dense learning rate.
+#     budget: its 6 epochs lengthened as the recipe's are (--min-steps), at its learning rate, 5e-5.
 # Seeds 42 to 46 (WNLI: 42 to 44), seed by seed, the cheaper tasks first, so that a stopped series has whole seeds.
 #   GLUE_DIR=/path/to/glue bash results/run_glue.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_glue.sh ...                      (new runs train on the GPU: train.py --device)
@@ -23,9 +25,9 @@ for seed in 42 43 44 45 46; do
   for task in wnli cola stsb mrpc rte; do
     [[ $task == wnli && $seed -gt 44 ]] && continue
     RUNS[$task-t20-seed$seed]="--task $task --target-speedup 2 --seed $seed"
-    RUNS[$task-layers3-seed$seed]="--task $task --stages dense:2:2e-4 --keep-layers 3 --min-steps $MIN_STEPS --seed $seed"
+    RUNS[$task-layers3-seed$seed]="--task $task --stages dense:6:5e-5 --keep-layers 3 --min-steps $MIN_STEPS --seed $seed"
     RUNS[$task-tpaper-seed$seed]="--task $task --target-speedup ${PAPER[$task]} --seed $seed"
-    RUNS[$task-layers2-seed$seed]="--task $task --stages dense:2:2e-4 --keep-layers 2 --min-steps $MIN_STEPS --seed $seed"
+    RUNS[$task-layers2-seed$seed]="--task $task --stages dense:6:5e-5 --keep-layers 2 --min-steps $MIN_STEPS --seed $seed"
     names+=($task-t20-seed$seed $task-layers3-seed$seed $task-tpaper-seed$seed $task-layers2-seed$seed)
   done
 done

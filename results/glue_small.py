@@ -1,0 +1,58 @@
+"""
+The held-out check of the small-task recipe (results/README.md, "GLUE: a recipe sized for a small task"): from
+results/run_glue_small.sh's metrics (results/glue/small/TASK.json), each stage's score on the held-out slice and
+on dev, the FLOPs speedup, and the verdict of the rule written down before the runs: the final held-out score
+within 2 points of the run's own dense stage, at a dev FLOPs speedup of at least 1.9x.
+
+    python results/glue_small.py [--runs results/glue/small]     # prints a Markdown table
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+
+WITHIN, AT_LEAST = 2.0, 1.9  # the rule: points of the main metric (x 100), and the dev FLOPs speedup
+
+
+def rows(m):
+    """One run's metrics.json -> [(what, held-out, dev, dev FLOPs speedup, lambda at the end)] in points."""
+    main = data.get_task(m["task"]).main_metric
+    out = []
+    for s in m["stages"][:-1]:
+        what = "the dense stage" if s["stage"] == "dense" else f"the {s['stage']} stage, threshold 0.5"
+        out.append((what, 100 * s["holdout"][main], 100 * s["dev"][main],
+                    s["dev"]["flops_speedup"], s.get("final_skim_coef")))
+        if "dev_at_target" in s:
+            out.append((f"the {s['stage']} stage, at the threshold calibrated to the target", None, 100 * s["dev_at_target"][main],
+                        s["dev_at_target"]["flops_speedup"], None))
+    out.append(("the end (the frozen stage)", 100 * m["holdout"][main], 100 * m[main], m["flops"]["none"]["speedup"], None))
+    return main, out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(ROOT / "results" / "glue" / "small"))
+    args = p.parse_args(argv)
+    print("| task | model | held-out | dev | FLOPs speedup (dev) | lambda at the end |\n|---|---|---|---|---|---|")
+    verdicts = []
+    for path in sorted(Path(args.runs).glob("*.json")):
+        m = json.loads(path.read_text())
+        main_metric, table = rows(m)
+        for what, held, dev, speedup, coef in table:
+            held_text = "" if held is None else f"{held:.2f}"
+            coef_text = "" if coef is None else f"{coef:.2f}"
+            print(f"| {m['task']} ({main_metric}) | {what} | {held_text} | {dev:.2f} | {speedup:.2f}x | {coef_text} |")
+        dense, final, speedup = table[0][1], table[-1][1], table[-1][3]
+        passed = final >= dense - WITHIN and speedup >= AT_LEAST
+        verdicts.append(f"{m['task']}: {'passes' if passed else 'fails'} (final {final:.2f} held out against the dense "
+                        f"stage's {dense:.2f}, at {speedup:.2f}x)")
+    print("\n" + "; ".join(verdicts) + ".")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,19 +7,25 @@
 # the held-out slice (metrics.json: stages[i].holdout, and holdout for the end); dev is reported, never used.
 # Each run is one train.py call, resumable, writing runs/glue-small-TASK/ and copying its metrics.json to
 # results/glue/small/TASK.json; done runs are skipped.
-#   GLUE_DIR=/path/to/glue bash results/run_glue_small.sh [TASK ...]   (default: cola mrpc stsb)
+# TASK-plr: the second candidate (results/README.md, "The second candidate", written down with this line before its
+# runs): the same, with the predictors at --predictor-lr 2e-4 x 1,052 / (the skim stage's steps), so that they
+# move as far in the stage as in SST-2's (2e-4 for 1,052 steps): CoLA 362 steps, MRPC 156, STS-B 243.
+#   GLUE_DIR=/path/to/glue bash results/run_glue_small.sh [NAME ...]   (NAME: TASK or TASK-plr; default: cola mrpc stsb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 declare -A HOLDOUT=([cola]=855 [mrpc]=367 [stsb]=575)  # 10% of 8,551, 3,668 and 5,749
+declare -A SKIM_STEPS=([cola]=362 [mrpc]=156 [stsb]=243)  # 1.5 epochs of the 7,696, 3,301 and 5,174 left, batch 32
 mkdir -p results/glue/small
-for task in ${@:-cola mrpc stsb}; do
-  out=runs/glue-small-$task
-  [[ -f results/glue/small/$task.json ]] && { echo "== $task: done (results/glue/small/$task.json)"; continue; }
+for name in ${@:-cola mrpc stsb}; do
+  task=${name%-plr}; out=runs/glue-small-$name
+  [[ -f results/glue/small/$name.json ]] && { echo "== $name: done (results/glue/small/$name.json)"; continue; }
+  extra=(); [[ $name == *-plr ]] && extra=(--predictor-lr "$(python3 -c "print(f'{2e-4 * 1052 / ${SKIM_STEPS[$task]}:.3g}')")")
   mkdir -p "$out"
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else
-    how=(--task "$task" --holdout "${HOLDOUT[$task]}" --seed 42 --timing-repeats 0 --output-dir "$out" --overwrite); fi
-  echo "== $task: python train.py ${how[*]}"
+    how=(--task "$task" --holdout "${HOLDOUT[$task]}" --seed 42 --timing-repeats 0 "${extra[@]}" --output-dir "$out"
+         --overwrite); fi
+  echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
-  cp "$out/metrics.json" "results/glue/small/$task.json"
+  cp "$out/metrics.json" "results/glue/small/$name.json"
 done

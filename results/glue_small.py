@@ -38,7 +38,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=str(ROOT / "results" / "glue" / "small"))
     args = p.parse_args(argv)
-    print("| task | model | held-out | dev | FLOPs speedup (dev) | lambda at the end |\n|---|---|---|---|---|---|")
+    print("| run | model | held-out | dev | FLOPs speedup (dev) | lambda at the end |\n|---|---|---|---|---|---|")
     verdicts = []
     for path in sorted(Path(args.runs).glob("*.json")):
         m = json.loads(path.read_text())
@@ -46,10 +46,10 @@ def main(argv=None):
         for what, held, dev, speedup, coef in table:
             held_text = "" if held is None else f"{held:.2f}"
             coef_text = "" if coef is None else f"{coef:.2f}"
-            print(f"| {m['task']} ({main_metric}) | {what} | {held_text} | {dev:.2f} | {speedup:.2f}x | {coef_text} |")
+            print(f"| {path.stem} ({main_metric}) | {what} | {held_text} | {dev:.2f} | {speedup:.2f}x | {coef_text} |")
         dense, final, speedup = table[0][1], table[-1][1], table[-1][3]
         passed = final >= dense - WITHIN and speedup >= AT_LEAST
-        verdicts.append(f"{m['task']}: {'passes' if passed else 'fails'} (final {final:.2f} held out against the dense "
+        verdicts.append(f"{path.stem}: {'passes' if passed else 'fails'} (final {final:.2f} held out against the dense "
                         f"stage's {dense:.2f}, at {speedup:.2f}x)")
     print("\n" + "; ".join(verdicts) + ".")
 

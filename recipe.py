@@ -39,7 +39,8 @@ DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
 # the default recipe on a small task, one of fewer than SMALL_TASK training examples (CoLA, MRPC, STS-B, RTE and
 # WNLI; SST-2 has 67,349): the same proportions, three times as long, every stage at 5e-5 (results/README.md, "GLUE:
 # a recipe sized for a small task"): 3 dense epochs at 5e-5 are HF run_glue's, and learnt CoLA and MRPC where the
-# large-task recipe's dense stage (2e-4) did not, on held-out slices
+# large-task recipe's dense stage (2e-4) did not, on held-out slices. Its skim stage fails its held-out check
+# (it learns no skimming at 5e-5, and the run ends far below its dense stage): a better one is still to be found
 SMALL_TASK = 20_000
 SMALL_TASK_STAGES = "dense:3:5e-5,skim:1.5:5e-5,frozen:1.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold

@@ -221,10 +221,10 @@ class SkipMiddle(nn.Module):
                 m = m + inc if entering is None else m.index_add(0, entering, inc)
                 own.append(gate_of(m))                                             # (T,)
             g = own[gate_index(i, len(bert.layers))]                               # (T,)
-            open_ = g > 0
+            needed = g > 0
             if i == last:  # only [CLS]'s output is read: the examples whose [CLS] computes this layer
-                open_ &= open_.index_select(0, cls).index_select(0, example)
-            active = open_.nonzero()[:, 0]                                         # (T_i,) rows, example by example
+                needed &= needed.index_select(0, cls).index_select(0, example)
+            active = needed.nonzero()[:, 0]                                        # (T_i,) rows, example by example
             processed.append(rows.index_select(0, active))
             if not len(active):  # no token of the batch needs this layer
                 continue

@@ -38,7 +38,6 @@ Where this differs from theirs (docs/method.md):
 Shapes: B batch, N padded length, d hidden size, nh heads, T tokens of a packed batch.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 import flops
 import skim
 from checkpoint import added_tensors, load_added, read_checkpoint, split_added
-from model import BertForSequenceClassification, pack, padding_bias
+from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 GATE_PREFIX = "skipmiddle."  # the gates' tensors in model.safetensors
 
@@ -210,7 +209,7 @@ class SkipMiddle(nn.Module):
         B, N, _ = x.shape
         state, rows, lengths = pack(x, attention_mask)                             # (T, d), (T,), B ints
         example = rows // N                                                        # (T,)
-        cls = torch.tensor([0] + lengths[:-1], device=x.device).cumsum(0)          # (B,): each [CLS]'s row
+        cls = first_rows(lengths, x.device)                                        # (B,): each [CLS]'s row
         m = state.new_zeros(len(state))                                            # (T,)
         own, processed, last = [], [], len(bert.layers) - 1
         for i, layer in enumerate(bert.layers):
@@ -234,7 +233,7 @@ class SkipMiddle(nn.Module):
                 ys = layer_infer(layer, xs, counts, gs.log())                      # (T_i, d)
                 state = state.index_copy(0, active, xs + gs[:, None] * (ys - xs))
             else:
-                starts = torch.tensor([0] + counts[:-1], device=x.device).cumsum(0)  # (B,): [CLS]'s rows in xs
+                starts = first_rows(counts, x.device)                              # (B,): [CLS]'s rows in xs
                 heads = starts[torch.tensor(counts, device=x.device) > 0]           # the examples with a [CLS]
                 ys = layer_infer(layer, xs, counts, gs.log(), heads, [int(c > 0) for c in counts])  # (B', d)
                 rows_cls = active.index_select(0, heads)                           # (B',) their rows in state

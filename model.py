@@ -147,34 +147,38 @@ class SelfAttention(nn.Module):
         y = self.out(y.transpose(1, 2).reshape(B, N, d))                           # (B, N, d)
         return (y, att) if with_probs else y
 
-    def infer(self, x, lengths, cls_rows=None):
+    def infer(self, x, lengths, cls_rows=None, key_bias=None):
         """Inference only: forward in eval mode on a packed batch x (T, d) of `lengths` tokens per example
-        (`pack`), each example attending over its own tokens (packed_attention). cls_rows (B,): the output
-        of each example's [CLS] alone (its row in x), for a [CLS] classifier's last layer: only those B
-        queries are projected; keys and values still come from all T tokens. -> (T, d), or (B, d)."""
+        (`pack`; 0 allowed), each example attending over its own tokens (packed_attention). cls_rows: the
+        output of each non-empty example's [CLS] alone (its row in x), for a [CLS] classifier's last layer:
+        only those queries are projected; keys and values still come from all T tokens. key_bias (T,): added
+        to every score of each key (skipmiddle.py's log gate). -> (T, d), or (len(cls_rows), d)."""
         d = x.shape[1]
         w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
         if cls_rows is not None:
             q = F.linear(x.index_select(0, cls_rows), w[:d], b[:d])                # (B, d)
             k, v = F.linear(x, w[d:], b[d:]).split(d, dim=1)                       # 2 x (T, d)
-            q_lengths = [1] * len(lengths)
+            q_lengths = [min(n, 1) for n in lengths]
         else:
             q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
             q_lengths = lengths
-        return self.out(packed_attention(q, k, v, q_lengths, lengths, self.n_head))  # (Tq, d)
+        return self.out(packed_attention(q, k, v, q_lengths, lengths, self.n_head, key_bias))  # (Tq, d)
 
 
-def packed_attention(q, k, v, q_lengths, lengths, nh):
+def packed_attention(q, k, v, q_lengths, lengths, nh, key_bias=None):
     """Attention within each example of a packed batch: q (Tq, d) holds q_lengths queries per example,
-    k and v (T, d) `lengths` keys and values; nh heads. One fused call per example, with no mask: the
-    example's own tokens are all there is. -> (Tq, d)."""
+    k and v (T, d) `lengths` keys and values; nh heads; key_bias (T,) or None. One fused call per example
+    that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d)."""
     d = q.shape[1]
-    parts = zip(q.split(q_lengths), k.split(lengths), v.split(lengths)) if len(lengths) > 1 else [(q, k, v)]
+    biases = [None] * len(lengths) if key_bias is None else key_bias.split(lengths)
     ys = []
-    for qi, ki, vi in parts:                                                       # one example at a time
-        # 4-d, a batch of one: torch's CPU kernel is slower on 3-d (nh, n, hs) inputs (results/packed_attention.py)
-        qi, ki, vi = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
-        ys.append(F.scaled_dot_product_attention(qi, ki, vi).transpose(1, 2).reshape(-1, d))  # (m, d)
+    parts = (zip(q.split(q_lengths), k.split(lengths), v.split(lengths), biases) if len(lengths) > 1
+             else [(q, k, v, key_bias)])
+    for qi, ki, vi, bi in parts:                                                   # one example at a time
+        if len(qi):  # 4-d, a batch of one: torch's CPU kernel is slower on 3-d inputs (results/packed_attention.py)
+            qi, ki, vi = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
+            mask = None if bi is None else bi.view(1, 1, 1, -1)
+            ys.append(F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask).transpose(1, 2).reshape(-1, d))
     return ys[0] if len(ys) == 1 else torch.cat(ys)                                # (Tq, d)
 
 
@@ -210,10 +214,10 @@ class Layer(nn.Module):
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
         return (x, probs) if with_probs else x
 
-    def infer(self, x, lengths, cls_rows=None):
+    def infer(self, x, lengths, cls_rows=None, key_bias=None):
         """Inference only: forward in eval mode on a packed batch (SelfAttention.infer); with cls_rows, the
         output of each example's [CLS] alone, (B, d), the rest of the layer running on those B rows."""
-        h = self.attn.infer(x, lengths, cls_rows)                                  # (Tq, d)
+        h = self.attn.infer(x, lengths, cls_rows, key_bias)                        # (Tq, d)
         x = self.attn_norm((x if cls_rows is None else x.index_select(0, cls_rows)) + h)  # (Tq, d)
         return self.ffn_norm(x + self.ffn(x))                                      # (Tq, d)
 

@@ -78,30 +78,6 @@ def attention_with_gate(scores, gate, side):
     return F.softmax(scores + bias, dim=-1)                                        # (B, nh, N, N)
 
 
-def layer_infer(layer, x, lengths, log_g, queries=None, q_lengths=None):
-    """model.Layer.infer with a key bias: x (T, d) a packed batch of `lengths` tokens per example (0 allowed),
-    log_g (T,) the log of their gates, added to every query's score of each key (SDPA's float mask). queries
-    (Tq,): the rows whose output is wanted (default all), q_lengths per example. -> (Tq, d)."""
-    attn = layer.attn
-    d = x.shape[1]
-    nh, hs = attn.n_head, d // attn.n_head
-    w, b = attn.qkv.weight, attn.qkv.bias                                          # (3d, d), (3d,): q, k, v rows
-    if queries is None:
-        q, k, v = F.linear(x, w, b).split(d, dim=1)                                # 3 x (T, d)
-        xq, q_lengths = x, lengths
-    else:
-        xq = x.index_select(0, queries)                                            # (Tq, d)
-        q, (k, v) = F.linear(xq, w[:d], b[:d]), F.linear(x, w[d:], b[d:]).split(d, dim=1)
-    ys = []
-    for qi, ki, vi, bi in zip(q.split(q_lengths), k.split(lengths), v.split(lengths), log_g.split(lengths)):
-        if len(qi):  # one example at a time, over its own tokens in the layer
-            qi, ki, vi = (t.view(1, -1, nh, hs).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
-            yi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=bi.view(1, 1, 1, -1))  # (1, nh, m, hs)
-            ys.append(yi.transpose(1, 2).reshape(-1, d))                           # (m, d)
-    xq = layer.attn_norm(xq + attn.out(torch.cat(ys)))                             # (Tq, d)
-    return layer.ffn_norm(xq + layer.ffn(xq))                                      # (Tq, d)
-
-
 @dataclass
 class SkipOutput:
     """forward's output, read as methods.py's Output."""
@@ -230,12 +206,12 @@ class SkipMiddle(nn.Module):
             xs, gs = state.index_select(0, active), g.index_select(0, active)      # (T_i, d), (T_i,)
             counts = torch.bincount(example.index_select(0, active), minlength=B).tolist()
             if i < last:
-                ys = layer_infer(layer, xs, counts, gs.log())                      # (T_i, d)
+                ys = layer.infer(xs, counts, key_bias=gs.log())                   # (T_i, d)
                 state = state.index_copy(0, active, xs + gs[:, None] * (ys - xs))
             else:
                 starts = first_rows(counts, x.device)                              # (B,): [CLS]'s rows in xs
                 heads = starts[torch.tensor(counts, device=x.device) > 0]           # the examples with a [CLS]
-                ys = layer_infer(layer, xs, counts, gs.log(), heads, [int(c > 0) for c in counts])  # (B', d)
+                ys = layer.infer(xs, counts, heads, key_bias=gs.log())            # (B', d)
                 rows_cls = active.index_select(0, heads)                           # (B',) their rows in state
                 x_cls, g_cls = state.index_select(0, rows_cls), g.index_select(0, rows_cls)
                 state = state.index_copy(0, rows_cls, x_cls + g_cls[:, None] * (ys - x_cls))

@@ -133,11 +133,12 @@ def run_names(runs_dir, prefix, seeds=None):
     return sorted((n for n in names if seeds is None or seed_of(n) in seeds), key=seed_of)
 
 
-def load_rows(runs_dir, labels, seeds=None):
+def load_rows(runs_dir, labels, seeds=None, specs=ROWS):
     """{key: {"what", "names", "right": (seeds, examples) bool, "acc": [...], "flops": [...], "devices": [...]}}
-    for every row that has runs (all of them holding the stage the row reads); other rows are left out."""
+    for every row of `specs` (ROWS' form) that has runs (all of them holding the stage the row reads); other
+    rows are left out."""
     rows = {}
-    for key, what, prefix, which in ROWS:
+    for key, what, prefix, which in specs:
         names = run_names(runs_dir, prefix, seeds)
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
         if not paths:
@@ -163,9 +164,10 @@ def load_rows(runs_dir, labels, seeds=None):
     return rows
 
 
-def time_models(rows, folders, data_dir, batch_size, repeats):
+def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",)):
     """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
-    {run name: speedup} for the runs whose model is saved under `folders` (the others are not timed)."""
+    {run name: speedup} for the runs whose model is saved under `folders` as PREFIX + name, for the first of
+    `prefixes` that has it (the others are not timed)."""
     import methods
     import timing
     from checkpoint import load_tokenizer
@@ -175,12 +177,13 @@ def time_models(rows, folders, data_dir, batch_size, repeats):
     dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
     batches = list(data.batches(dev, batch_size))
     models = {}
-    for key, *_, which in ROWS:
+    for key, *_, which in specs:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name in rows[key]["names"]:
-                folder = Path(folders) / f"sst2-recipe-{name}"
-                if (folder / "model.safetensors").exists():  # runs trained elsewhere are left untimed
-                    models[name] = methods.load_saved(folder)
+                saved = [Path(folders) / f"{prefix}{name}" for prefix in prefixes]
+                saved = [f for f in saved if (f / "model.safetensors").exists()]
+                if saved:  # runs trained elsewhere are left untimed
+                    models[name] = methods.load_saved(saved[0])
     reference = next((m.bert for m in models.values() if not isinstance(m, methods.Dense)), None)
     if reference is None:
         return {}
@@ -269,33 +272,36 @@ def paired_over_seeds(a_prefix, b_prefix, labels):
     return "\n".join(lines)
 
 
-def curves(rows):
+def curves(rows, spec=CURVES):
     """{line: [(mean FLOPs speedup, mean accuracy, accuracy std, [accuracy per seed]), ...]} for the rows
-    of CURVES that have run, in order of speedup."""
+    of `spec` (CURVES' form) that have run, in order of speedup."""
     out = {}
-    for line, (keys, _) in CURVES.items():
+    for line, (keys, _) in spec.items():
         points = [(statistics.mean(rows[k]["flops"]), *mean_std(rows[k]["acc"]), rows[k]["acc"]) for k in keys if k in rows]
         if points:
             out[line] = sorted(points)
     return out
 
 
-def picture(rows, path):
-    """Dev accuracy against FLOPs speedup: the recipe's line beside the smaller dense models' line, each
-    point a row's mean over its seeds (bar: one standard deviation; dots: the seeds)."""
+def picture(rows, path, spec=CURVES, title=None):
+    """Dev accuracy against FLOPs speedup: one line per entry of `spec` (CURVES: the recipe's beside the
+    smaller dense models'), each point a row's mean over its seeds (bar: one standard deviation; dots: the
+    seeds)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from checkpoint import atomic_write
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for line, points in curves(rows).items():
+    for line, points in curves(rows, spec).items():
         x, y, std, seeds = zip(*points)
-        colour = CURVES[line][1]
+        colour = spec[line][1]
         ax.errorbar(x, y, yerr=std, color=colour, marker="o", capsize=3, label=line)
         for xi, accs in zip(x, seeds):
             ax.scatter([xi] * len(accs), accs, color=colour, s=10, alpha=0.5)
     ax.set(xlabel="FLOPs speedup over the 6-layer model (no padding)", ylabel="SST-2 dev accuracy (%)")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()

@@ -1,0 +1,170 @@
+"""
+"Is token skimming worth it?" on SST-2: every way of saving compute that this repository trains, on the same
+backbone, data, budget (2 epochs), FLOPs counter, timing function and seeds, as dev accuracy against FLOPs
+speedup (no padding). The runs are results/run_recipe.sh's and results/run_alternatives.sh's:
+  - Transkimmer (skim.py): the default recipe at --target-speedup 1.5, 2 and 3     results/recipe/tNN-seedS.json
+  - static top-k pruning (topk.py, PoWER-BERT), at the same targets               results/alternatives/topkNN-seedS.json
+  - skipping the middle layers (skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
+  - fewer layers: the first 4, 3 and 2 of the 6 trained densely (1.5x, 2x, 3x)    results/recipe/layersK-seedS.json
+  - the 6-layer dense model: each Transkimmer run's dense stage, evaluated when it ended
+Seeds 42 to 44 (--seeds), those of them that have run. Each method at 2x is paired with Transkimmer at 2x and
+with the first 3 layers, on the 872 dev sentences (results/compare.py's McNemar per seed and paired bootstrap
+over seeds), on the seeds both have trained on the same kind of device: runs on different devices are not paired.
+
+    GLUE_DIR=/path/to/glue python results/alternatives.py        # writes results/alternatives.md, .json and .png
+    ... --time runs    # also times the models saved in runs/sst2-recipe-NAME/ and runs/sst2-alt-NAME/, at batch
+                       # 1 and 32 (timing.measure_speedup, the function behind train.py's "measured")
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent))
+import compare  # noqa: E402
+import data  # noqa: E402
+
+METHODS = {  # method: (its runs' folder under results/, {target: the prefix of its runs}, colour)
+    "Transkimmer": ("recipe", {1.5: "t15", 2.0: "t20", 3.0: "t30"}, "tab:green"),
+    "static top-k (PoWER-BERT)": ("alternatives", {1.5: "topk15", 2.0: "topk20", 3.0: "topk30"}, "tab:blue"),
+    "skip the middle layers": ("alternatives", {1.5: "sm15", 2.0: "sm20", 3.0: "sm30"}, "tab:orange"),
+    "fewer layers (4, 3, 2)": ("recipe", {1.5: "layers4", 2.0: "layers3", 3.0: "layers2"}, "tab:grey"),
+}
+DENSE = ("dense", "dense, 6 layers (each Transkimmer run's dense stage)", "t20", "stage0")
+AT_2X = {"Transkimmer": "t20", "static top-k": "topk20", "skipping the middle layers": "sm20",
+         "the first 3 layers": "layers3"}  # the verdict's names of the rows at 2x
+BATCH_SIZES = (1, 32)
+
+
+def specs(folder):
+    """compare.load_rows' row specs for the runs in results/FOLDER: (key, what, prefix, "final") per method and
+    target (the key is the prefix), and the dense row with the recipe's."""
+    out = [(prefix, f"{method} at {target:g}x", prefix, "final")
+           for method, (where, targets, _) in METHODS.items() if where == folder for target, prefix in targets.items()]
+    return out + [DENSE] if folder == "recipe" else out
+
+
+def load(results, labels, seeds):
+    """Every row that has runs, from both folders: {key: compare.load_rows' row}."""
+    rows = {}
+    for folder in ("recipe", "alternatives"):
+        rows.update(compare.load_rows(Path(results) / folder, labels, seeds, specs(folder)))
+    return rows
+
+
+def paired(rows, a, b):
+    """(seeds, A's correctness, B's) on the seeds both rows have, trained on the same kind of device."""
+    by_seed = [{compare.seed_of(n): (right, device) for n, right, device in zip(rows[k]["names"], rows[k]["right"],
+                                                                               rows[k]["devices"])} for k in (a, b)]
+    seeds = [s for s in sorted(set(by_seed[0]) & set(by_seed[1])) if by_seed[0][s][1] == by_seed[1][s][1]]
+    return seeds, [by_seed[0][s][0] for s in seeds], [by_seed[1][s][0] for s in seeds]
+
+
+def kept(results, names, folder):
+    """The mean over a row's runs of the fraction of tokens each layer computes (metrics.json: flops.kept_fraction)."""
+    fractions = [json.loads((Path(results) / folder / f"{n}.json").read_text())["flops"].get("kept_fraction")
+                 for n in names]
+    fractions = [f for f in fractions if f]
+    return [round(float(x), 2) for x in np.mean(fractions, 0)] if fractions else None
+
+
+def verdict(rows):
+    """The one sentence the README shows: which method leads at 2x, by how much over the next, and whether the
+    difference exceeds the seed-to-seed spread (and its paired interval excludes 0). None until every method has
+    three seeds at 2x."""
+    at_2x = {m: rows[k] for m, k in AT_2X.items() if k in rows and len(rows[k]["acc"]) >= 3}
+    if len(at_2x) < len(AT_2X):
+        return None
+    (first, r1), (second, r2) = sorted(at_2x.items(), key=lambda kv: -compare.mean_std(kv[1]["acc"])[0])[:2]
+    (m1, s1), (m2, s2) = compare.mean_std(r1["acc"]), compare.mean_std(r2["acc"])
+    seeds, a, b = paired(rows, AT_2X[first], AT_2X[second])
+    diff, low, high = compare.paired_bootstrap(a, b) if seeds else (m1 - m2, float("nan"), float("nan"))
+    beyond = m1 - m2 > max(s1, s2) and low > 0
+    return (f"At 2x, {first} leads ({m1:.2f} ± {s1:.2f}) over {second} ({m2:.2f} ± {s2:.2f}) by {m1 - m2:.2f} points "
+            f"(paired over seeds {', '.join(map(str, seeds))}: {diff:+.2f} [{low:+.2f}, {high:+.2f}]), which "
+            f"{'exceeds' if beyond else 'does not exceed'} the seed-to-seed spread.")
+
+
+def report(rows, results, measured, command):
+    lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`.\n",
+             "| method | FLOPs target | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | "
+             "measured CPU speedup, batch 1 / 32 | tokens computed per layer (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for method, (folder, targets, _) in [("dense", ("recipe", {1.0: "dense"}, None)), *METHODS.items()]:
+        for target, key in targets.items():
+            if key not in rows:
+                lines.append(f"| {method} | {target:g}x | not run yet | | | | | |")
+                continue
+            r = rows[key]
+            (mean, std), devices = compare.mean_std(r["acc"]), r["devices"]
+            where = ", ".join(f"{devices.count(d)} {d}" for d in sorted(set(devices)))
+            timed = [" / ".join(f"{measured[bs][n]:.2f}x" if n in measured.get(bs, {}) else "-" for bs in BATCH_SIZES)
+                     for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
+            timed = ", ".join(timed) if any(t != "- / -" for t in timed) else "not timed"
+            per_layer = kept(results, r["names"], folder) if key != "dense" else None
+            lines.append(f"| {method} | {target:g}x | {', '.join(str(compare.seed_of(n)) for n in r['names'])} ({where}) | "
+                         f"{mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+                         f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {timed} | {per_layer or ''} |")
+    lines += ["", "Paired at 2x on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only "
+              "B; seeds trained on the same kind of device):", "",
+              "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
+    keys = list(AT_2X.values())
+    for a, b in [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]] + [(k, "dense") for k in keys]:
+        if a in rows and b in rows:
+            seeds, ra, rb = paired(rows, a, b)
+            if not seeds:
+                lines.append(f"| {a} vs {b} | no seed trained on the same kind of device | |")
+                continue
+            per_seed = [f"{s}: {100 * (x.mean() - y.mean()):+.2f}, {'%d : %d, p = %.2f' % compare.mcnemar(x, y)}"
+                        for s, x, y in zip(seeds, ra, rb)]
+            diff, low, high = compare.paired_bootstrap(ra, rb)
+            lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+    sentence = verdict(rows)
+    lines += ["", sentence or "The verdict at 2x waits for three seeds of every method there."]
+    return "\n".join(lines) + "\n", sentence
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p.add_argument("--results", default=str(ROOT), help="the folder holding recipe/ and alternatives/")
+    p.add_argument("--data-dir", default=None, help="GLUE folder (default: $GLUE_DIR)")
+    p.add_argument("--out", default=str(ROOT / "alternatives"), help="writes OUT.md, OUT.json and OUT.png")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    p.add_argument("--time", metavar="RUNS", default=None, help="time the models saved in RUNS/ at batch 1 and 32")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    from checkpoint import atomic_write
+
+    task = data.get_task("sst2")
+    try:
+        data_dir = data.find_data_dir(task, args.data_dir, download=False)
+        labels = np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
+    except data.DataError as e:
+        raise SystemExit(f"error: {e}")
+    rows = load(args.results, labels, set(args.seeds))
+    measured = {}
+    if args.time:
+        every = specs("recipe") + specs("alternatives")
+        measured = {bs: compare.time_models(rows, args.time, data_dir, bs, args.repeats, every,
+                                            ("sst2-recipe-", "sst2-alt-")) for bs in BATCH_SIZES}
+    command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
+    text, sentence = report(rows, args.results, measured, command)
+    lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
+    spec = {method: (("dense", *targets.values()), colour) for method, (targets, colour) in lines.items()}
+    compare.picture(rows, args.out + ".png", spec, title=f"SST-2 dev, seeds {', '.join(map(str, args.seeds))}")
+    summary = {key: {"what": r["what"], "runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"],
+                     "flops_speedup": r["flops"],
+                     "measured_speedup": {bs: [measured.get(bs, {}).get(n) for n in r["names"]] for bs in BATCH_SIZES}}
+               for key, r in rows.items()}
+    atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
+    atomic_write(args.out + ".json", lambda path: Path(path).write_text(
+        json.dumps({"command": command, "rows": summary, "verdict": sentence}, indent=1) + "\n"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

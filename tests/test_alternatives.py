@@ -1,0 +1,76 @@
+"""results/alternatives.py: each method's rows are read from its own folder, pairs are made only of seeds trained
+on the same kind of device, and the verdict at 2x names the leader, its margin and whether the margin exceeds
+the seed-to-seed spread, and waits while any method lacks three seeds there."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "results"))
+sys.path.insert(0, str(ROOT / "tests"))
+import alternatives  # noqa: E402  (results/ is a folder of scripts, not a package)
+from test_compare import fake_recipe_run, write_dev  # noqa: E402
+
+SEEDS = (42, 43, 44)
+WRONG = {"t20": [24, 26, 25], "layers3": [22, 23, 21], "topk20": [12, 14, 13], "sm20": [40, 42, 41]}  # of 200
+
+
+def make_runs(tmp_path, labels, sm20_devices=("cpu", "cpu", "cpu"), sm20_seeds=SEEDS):
+    """Fake runs of every method at 2x, seeds 42-44, in results/'s two folders; the wrong sentences of each run
+    are the first k of a fixed order, so that two runs disagree on exactly the difference of their k."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    def wrong(k):
+        p = labels.copy()
+        p[order[:k]] = 1 - p[order[:k]]
+        return p
+    recipe, alt = tmp_path / "results" / "recipe", tmp_path / "results" / "alternatives"
+    recipe.mkdir(parents=True), alt.mkdir()
+    for i, seed in enumerate(SEEDS):
+        fake_recipe_run(recipe, f"t20-seed{seed}", wrong(WRONG["t20"][i]), 2.0, dense_predictions=wrong(10))
+        fake_recipe_run(recipe, f"layers3-seed{seed}", wrong(WRONG["layers3"][i]), 1.0, over_checkpoint=2.0)
+        fake_recipe_run(alt, f"topk20-seed{seed}", wrong(WRONG["topk20"][i]), 2.02)
+    for i, (seed, device) in enumerate(zip(sm20_seeds, sm20_devices)):
+        fake_recipe_run(alt, f"sm20-seed{seed}", wrong(WRONG["sm20"][i]), 1.99, device=device)
+    m = json.loads((alt / "topk20-seed42.json").read_text())
+    m["flops"]["kept_fraction"] = [1.0, 0.5, 0.25]
+    (alt / "topk20-seed42.json").write_text(json.dumps(m))
+    return tmp_path / "results"
+
+
+def run(tmp_path, results, glue):
+    alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
+    return json.loads((tmp_path / "out.json").read_text()), (tmp_path / "out.md").read_text()
+
+
+def test_every_method_at_2x_is_read_from_its_folder_and_the_leader_is_named_with_its_paired_margin(tmp_path):
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    out, text = run(tmp_path, make_runs(tmp_path, labels), glue)
+    for key, wrong in WRONG.items():
+        assert out["rows"][key]["accuracy"] == pytest.approx([100 * (1 - w / 200) for w in wrong])
+    assert out["rows"]["dense"]["accuracy"] == pytest.approx([95.0] * 3)            # the t20 runs' dense stage
+    assert "| static top-k (PoWER-BERT) | 1.5x | not run yet |" in text
+    assert "[1.0, 0.5, 0.25]" in text                                              # the one run that recorded it
+    # top-k leads (13 wrong on average) over the 3 layers (22): by 4.5 points, every seed right on 8 to 10 more
+    # sentences and wrong on none more, far beyond a spread of 0.5
+    assert out["verdict"].startswith("At 2x, static top-k leads (93.50 ± 0.50) over the first 3 layers "
+                                     "(89.00 ± 0.50) by 4.50 points (paired over seeds 42, 43, 44: +4.50 [+")
+    assert out["verdict"].endswith("which exceeds the seed-to-seed spread.")
+    assert "| topk20 vs sm20 | 42: +14.00, 28 : 0, p = 0.00;" in text
+
+
+def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_for_three_seeds(tmp_path):
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    out, text = run(tmp_path, make_runs(tmp_path, labels, sm20_devices=("cuda", "cpu", "cpu")), glue)
+    line = next(l for l in text.splitlines() if l.startswith("| topk20 vs sm20 |"))
+    assert "42:" not in line and "43:" in line and "44:" in line                     # seed 42 of sm20: on cuda
+    assert out["rows"]["sm20"]["trained_on"] == ["cuda", "cpu", "cpu"]
+
+    results = make_runs(tmp_path / "two", labels, sm20_seeds=(42, 43))
+    out, text = run(tmp_path, results, glue)
+    assert out["verdict"] is None and "waits for three seeds of every method" in text

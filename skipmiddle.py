@@ -73,7 +73,7 @@ def attention_with_gate(scores, gate, side):
     """Softmax attention probabilities from scores (B, nh, N, N), queries by keys, with the gate (B, N) added as
     a bias log g by query position (side "query", theirs) or by key position ("key", this file's): the first
     is constant along each row, so the softmax cancels it. For the demonstration and its test."""
-    log_g = gate.clamp_min(torch.finfo(scores.dtype).tiny).log()                   # (B, N)
+    log_g = gate.to(scores.dtype).clamp_min(torch.finfo(scores.dtype).tiny).log()  # (B, N)
     bias = log_g[:, None, :, None] if side == "query" else log_g[:, None, None, :]  # (B, 1, N, 1) or (B, 1, 1, N)
     return F.softmax(scores + bias, dim=-1)                                        # (B, nh, N, N)
 

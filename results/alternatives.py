@@ -112,7 +112,7 @@ def report(rows, results, measured, command):
     lines += ["", "Paired at 2x on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only "
               "B; seeds trained on the same kind of device):", "",
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
-    keys = list(AT_2X.values())
+    keys, pairs = list(AT_2X.values()), {}
     for a, b in [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]] + [(k, "dense") for k in keys]:
         if a in rows and b in rows:
             seeds, ra, rb = paired(rows, a, b)
@@ -122,10 +122,11 @@ def report(rows, results, measured, command):
             per_seed = [f"{s}: {100 * (x.mean() - y.mean()):+.2f}, {'%d : %d, p = %.2f' % compare.mcnemar(x, y)}"
                         for s, x, y in zip(seeds, ra, rb)]
             diff, low, high = compare.paired_bootstrap(ra, rb)
+            pairs[f"{a} vs {b}"] = {"seeds": seeds, "diff": diff, "low": low, "high": high}
             lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
     sentence = verdict(rows)
     lines += ["", sentence or "The verdict at 2x waits for three seeds of every method there."]
-    return "\n".join(lines) + "\n", sentence
+    return "\n".join(lines) + "\n", sentence, pairs
 
 
 def main(argv=None):
@@ -152,9 +153,10 @@ def main(argv=None):
         measured = {bs: compare.time_models(rows, args.time, data_dir, bs, args.repeats, every,
                                             ("sst2-recipe-", "sst2-alt-")) for bs in BATCH_SIZES}
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
-    text, sentence = report(rows, args.results, measured, command)
+    text, sentence, pairs = report(rows, args.results, measured, command)
     lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
-    spec = {method: (("dense", *targets.values()), colour) for method, (targets, colour) in lines.items()}
+    spec = {method: (("dense", *targets.values()), colour) for method, (targets, colour) in lines.items()
+            if any(prefix in rows for prefix in targets.values())}  # a method with no run yet draws no line
     compare.picture(rows, args.out + ".png", spec, title=f"SST-2 dev, seeds {', '.join(map(str, args.seeds))}")
     summary = {key: {"what": r["what"], "runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"],
                      "flops_speedup": r["flops"],
@@ -162,7 +164,7 @@ def main(argv=None):
                for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(
-        json.dumps({"command": command, "rows": summary, "verdict": sentence}, indent=1) + "\n"))
+        json.dumps({"command": command, "rows": summary, "pairs": pairs, "verdict": sentence}, indent=1) + "\n"))
     print(text)
 
 

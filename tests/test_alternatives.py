@@ -69,7 +69,7 @@ def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_fo
     out, text = run(tmp_path, make_runs(tmp_path, labels, sm20_devices=("cuda", "cpu", "cpu")), glue)
     line = next(l for l in text.splitlines() if l.startswith("| topk20 vs sm20 |"))
     assert "42:" not in line and "43:" in line and "44:" in line                     # seed 42 of sm20: on cuda
-    assert out["rows"]["sm20"]["trained_on"] == ["cuda", "cpu", "cpu"]
+    assert out["rows"]["sm20"]["trained_on"] == ["cuda", "cpu", "cpu"] and out["pairs"]["topk20 vs sm20"]["seeds"] == [43, 44]
 
     results = make_runs(tmp_path / "two", labels, sm20_seeds=(42, 43))
     out, text = run(tmp_path, results, glue)

@@ -2,7 +2,9 @@
 The held-out check of the small-task recipe (results/README.md, "GLUE: a recipe sized for a small task"): from
 results/run_glue_small.sh's metrics (results/glue/small/TASK.json), each stage's score on the held-out slice and
 on dev, the FLOPs speedup, and the verdict of the rule written down before the runs: the final held-out score
-within 2 points of the run's own dense stage, at a dev FLOPs speedup of at least 1.9x.
+within 2 points of the run's own dense stage, at a dev FLOPs speedup of at least 1.9x. Beside them, not judged by
+the rule, the first 3 layers trained densely on the same slice and budget (TASK-layers3.json), what 2x costs
+without skimming.
 
     python results/glue_small.py [--runs results/glue/small]     # prints a Markdown table
 """
@@ -39,8 +41,14 @@ def main(argv=None):
     p.add_argument("--runs", default=str(ROOT / "results" / "glue" / "small"))
     args = p.parse_args(argv)
     print("| run | model | held-out | dev | FLOPs speedup (dev) | lambda at the end |\n|---|---|---|---|---|---|")
-    verdicts = []
-    for path in sorted(Path(args.runs).glob("*.json")):
+    verdicts, shallow = [], {}
+    for path in sorted(Path(args.runs).glob("*-layers3.json")):  # the baseline at 2x, no candidate
+        m = json.loads(path.read_text())
+        main_metric = data.get_task(m["task"]).main_metric
+        shallow[m["task"]] = 100 * m["holdout"][main_metric]
+        print(f"| {path.stem} ({main_metric}) | the first 3 layers, dense (2x) | {shallow[m['task']]:.2f} | "
+              f"{100 * m[main_metric]:.2f} | {m['flops_speedup_over_checkpoint']:.2f}x | |")
+    for path in sorted(p for p in Path(args.runs).glob("*.json") if not p.stem.endswith("-layers3")):
         m = json.loads(path.read_text())
         main_metric, table = rows(m)
         for what, held, dev, speedup, coef in table:
@@ -50,7 +58,8 @@ def main(argv=None):
         dense, final, speedup = table[0][1], table[-1][1], table[-1][3]
         passed = final >= dense - WITHIN and speedup >= AT_LEAST
         verdicts.append(f"{path.stem}: {'passes' if passed else 'fails'} (final {final:.2f} held out against the dense "
-                        f"stage's {dense:.2f}, at {speedup:.2f}x)")
+                        f"stage's {dense:.2f}, at {speedup:.2f}x" + (f"; the first 3 layers: {shallow[m['task']]:.2f}"
+                                                                      if m["task"] in shallow else "") + ")")
     print("\n" + "; ".join(verdicts) + ".")
 
 

@@ -8,12 +8,18 @@ paper reports FLOPs; this measures whether they turn into time).
     python bench.py --profile                    # + where the time goes, per layer
     python bench.py --device cuda --batch-sizes 1 32 256     # on a GPU (writes results/bench_cuda.json)
 
-Two pruned paths, each against the dense model run the same way, each with its FLOPs convention:
+Three pruned paths, each against the dense model run the same way, each with its FLOPs convention:
     prune   Transkimmer(..., prune=True) against model.Bert's forward: every layer computes every
             kept token's output, skimmed tokens' states are written back (Eq. 3). flops.py's "all".
     infer   Transkimmer.infer against BertForSequenceClassification.infer: the packed path (each
             batch's tokens in one tensor, no padding anywhere: model.pack), and the last layer
             computes [CLS]'s output alone, in both. flops.py's "cls".
+    fixed   Transkimmer.infer_fixed against model.Bert's forward: the GPU path, in shapes fixed before the
+            data is seen (no host synchronisation), each layer on C_i columns of every example, padded;
+            capacities r per layer at keep ratio r, or, with --checkpoint, `capacity_for` the timed batches
+            themselves (so nothing overflows; a deployment would set them on training sentences). flops.py's
+            "all". On cuda each path is also run once under torch.cuda.set_sync_debug_mode("error"), and the
+            JSON says whether it synchronised with the host ("host_syncs").
 With --checkpoint, each batch size also gets "measured": timing.measure_speedup, the one function behind
 the "measured" figure train.py prints, on the same batches (the infer path against the dense infer).
 The dense model is also timed as Hugging Face transformers' eager BertForSequenceClassification,
@@ -74,12 +80,12 @@ import data
 import flops
 import timing
 from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint
-from skim import Transkimmer
+from skim import Transkimmer, fixed_columns
 from timing import interleaved_pass, one_pass, synchronize
 
 
 # the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
-PATHS = {"prune": ("all", "dense"), "infer": ("cls", "dense fast")}
+PATHS = {"prune": ("all", "dense"), "infer": ("cls", "dense fast"), "fixed": ("all", "dense")}
 # --dtype: name -> torch dtype
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # the dense passes: name -> key prefix in the JSON
@@ -96,7 +102,7 @@ def parse_args(argv=None):
                    help="forced fraction of tokens every layer keeps (ignored with --checkpoint)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
-                   help="the pruned paths to time (see the module docstring; default: both)")
+                   help="the pruned paths to time (see the module docstring; default: all three)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
@@ -198,16 +204,33 @@ def machine(device="cpu"):
             "loadavg_before": os.getloadavg()}
 
 
-def count_flops(run, batches, config, seq_len, predictors, last_layer, repadded):
+def count_flops(run, batches, config, seq_len, predictors, last_layer, path):
     """Run each batch once (this is also the warm-up) and count the FLOPs from its masks: as flops.py
-    defines them (each example at its real length), and as executed (re-padded where the path re-pads;
-    see the docstring)."""
+    defines them (each example at its real length), and as executed (re-padded on the prune path, padded to
+    its columns on the fixed path; see the docstring)."""
     real, executed = (flops.FlopsCounter(config, seq_len, predictors, last_layer) for _ in range(2))
     for b in batches:
         masks, attention_mask = [m.cpu() for m in run(b).masks], b["attention_mask"].cpu()
         real.add(masks, attention_mask)
-        executed.add(*(flops.padded_like_pruning(masks, attention_mask) if repadded else (masks, attention_mask)))
+        executed.add(*(flops.padded_like_pruning(masks, attention_mask) if path == "prune" else
+                       flops.padded_to_columns(fixed_columns(b["capacity"], attention_mask.shape[1]), attention_mask)
+                       if path == "fixed" else (masks, attention_mask)))
     return real.summary(), executed.summary()
+
+
+def host_syncs(run, batch, device):
+    """Whether one call run(batch) synchronises with the host, on cuda (torch.cuda.set_sync_debug_mode
+    "error": an op that waits for the GPU raises): "none", or the first line of the error."""
+    if device != "cuda":
+        return "not checked (cpu)"
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run(batch)
+        return "none"
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 def hf_eager(bert, batch, device="cpu", dtype=torch.float32):
@@ -259,12 +282,14 @@ def bench(args):
                                  decisions=b["decisions"]),
         "infer": lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                                        decisions=b["decisions"]),
+        "fixed": lambda b: model.infer_fixed(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                             b["capacity"], decisions=b["decisions"]),
     }
 
     def on_device(batch):
         """The batch's tensors (and forced decisions, a list of them, in --dtype) on args.device."""
-        return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device, dtype) for d in v] if v else v)
-                for k, v in batch.items()}
+        return {k: (v.to(args.device) if torch.is_tensor(v) else [d.to(args.device, dtype) for d in v]
+                    if k == "decisions" and v else v) for k, v in batch.items()}
 
     hf = hf_eager(model.bert, on_device(next(data.batches(encoded, 8))), args.device, dtype)
     if hf is not None:
@@ -276,9 +301,10 @@ def bench(args):
         cpu_batches = list(data.batches(encoded, bs))
         batches = [on_device(b) for b in cpu_batches]
         passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
+        fitted = None if forced else model.capacity_for(batches)  # no layer of these batches overflows
         for r in ratios:
-            decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None))
-                       for b in cpu_batches]
+            decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None,
+                                      capacity=[r] * L if forced else fitted)) for b in cpu_batches]
             passes.update({(path, r): (runs[path], decided) for path in args.paths})
             if forced and r < 1:
                 cut = [on_device(cut_to_kept(b, r)) for b in cpu_batches]
@@ -288,8 +314,10 @@ def bench(args):
             for name in dense_names:
                 one_pass(runs[name], batches, args.device)  # warm-up
             counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
-                                             PATHS[path][0], repadded=path == "prune")
+                                             PATHS[path][0], path)
                       for path in args.paths for r in ratios}
+            syncs = {(path, r): host_syncs(runs[path], passes[path, r][1][0], args.device)
+                     for path in args.paths for r in ratios}
             for rep in range(args.repeats):
                 for name, t in interleaved_pass(passes, args.device).items():
                     times[name].append(t)
@@ -315,6 +343,8 @@ def bench(args):
                 t_dense, t_pruned = median[dense], median[path, r]
                 results.append({
                     "batch_size": bs, "keep_ratio": r, "path": path, "last_layer": last_layer,
+                    "host_syncs": syncs[path, r], **({"capacity": passes[path, r][1][0]["capacity"]}
+                                                     if path == "fixed" else {}),
                     "decisions": "forced" if forced else "predictors",
                     "kept_fraction_mean": statistics.mean(real["kept_fraction"]),
                     "dense_seconds": t_dense, "pruned_seconds": t_pruned,
@@ -355,7 +385,7 @@ def print_report(report):
               f"{d['dense_fast_seconds']:>8.3f} {d.get('ours_over_hf', math.nan):>8.2f} "
               f"{d.get('fast_over_hf', math.nan):>8.2f}")
     print("\npruned, against the dense model run the same way (path: prune = forward(prune=True), last layer "
-          "\"all\"; infer = the packed path, last layer \"cls\")")
+          "\"all\"; infer = the packed path, last layer \"cls\"; fixed = infer_fixed, fixed shapes, \"all\")")
     print(f"{'batch':>5} {'keep':>6} {'path':>6} {'dense s':>8} {'pruned s':>9} {'measured':>9} {'FLOPs':>7} "
           f"{'executed':>9} {'meas/FLOPs':>11} {'no-overhead':>12} {'overhead':>9}")
     for r in report["results"]:

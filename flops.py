@@ -206,3 +206,12 @@ def padded_like_pruning(masks, attention_mask):
     positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
     padded = [(positions < int(keep.sum(1).max())).float().expand(B, N) for keep in masks]
     return padded, torch.ones_like(attention_mask)
+
+
+def padded_to_columns(columns, attention_mask):
+    """The shapes `Transkimmer.infer_fixed` computes on a batch: layer i (and predictor i + 1) on its C_i
+    columns (`columns`, skim.fixed_columns) for every example, whatever it keeps, predictor 0 on all N.
+    Returns (masks, attention_mask) to feed FlopsCounter for the executed FLOPs (last layer: "all")."""
+    B, N = attention_mask.shape
+    positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
+    return [(positions < c).float().expand(B, N) for c in columns], torch.ones_like(attention_mask)

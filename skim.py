@@ -138,6 +138,34 @@ def scatter_kept(x, idx, real, ys):
     return x.reshape(B * N, d).index_copy(0, rows, ys[real]).view(B, N, d)         # (B, N, d)
 
 
+def first_kept(keep, capacity):
+    """Compaction of a fixed size, for the GPU path (`Transkimmer.infer_fixed`): each example's first `capacity`
+    kept tokens, in order, then filler. keep (B, n) 0/1 -> their columns idx (B, C), which of them are kept
+    (B, C) bool, and which examples keep more than C (B,) bool. topk on a score, kept tokens first and each
+    group in order of position, so no shape depends on the data and nothing is read back to the host."""
+    n = keep.shape[1]
+    score = keep * (2 * n) - torch.arange(n, device=keep.device, dtype=keep.dtype)  # (B, n)
+    idx = score.topk(capacity, dim=1).indices                                       # (B, C), sorted: kept first
+    return idx, keep.gather(1, idx).bool(), keep.sum(1) > capacity
+
+
+def fixed_columns(capacity, N):
+    """The columns infer_fixed runs each layer on, for a batch padded to N: C_i = min(C_{i-1}, ceil(capacity[i] N)),
+    C_{-1} = N. Shapes alone: the same for every batch of that length."""
+    columns = [N]
+    for c in capacity:
+        columns.append(min(columns[-1], math.ceil(c * N - 1e-9)))  # (a fraction k / N of N is k, not k + 1)
+    return columns[1:]
+
+
+@dataclass
+class FixedOutput:
+    """Transkimmer.infer_fixed's output: read like a SkimOutput, and which examples overflowed a capacity."""
+    logits: torch.Tensor        # (B, num_labels)
+    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
+    overflow: torch.Tensor      # (B,) bool: an example kept more tokens than a layer's capacity (then dropped)
+
+
 @dataclass
 class SkimOutput:
     """Transkimmer.forward's output, read as methods.py's Output (aux_loss is the skim loss)."""
@@ -333,6 +361,44 @@ class Transkimmer(nn.Module):
             x = layer.infer(x, lengths, cls_rows if i == last else None)           # (T', d); last: (B, d)
         logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
         return CompactOutput(logits=logits, attention_mask=attention_mask, processed=processed)
+
+    @torch.inference_mode()
+    def infer_fixed(self, input_ids, attention_mask, token_type_ids, capacity, decisions=None):
+        """Real pruning in shapes fixed before the data is seen, for the GPU (not in the paper): no host
+        synchronisation inside (no nonzero, no count read back), so that the pass can be captured as a CUDA
+        graph. Layer i runs, padded, on C_i columns (`fixed_columns`: about capacity[i] N, N the batch's padded
+        length; `capacity_for` sets the fractions on sentences): each example's first C_i kept tokens
+        (`first_kept`), gathered from the layer before's. An example that keeps more than
+        C_i tokens loses the last ones (`overflow` says which; with no overflow the logits and masks are
+        forward()'s in eval mode). A skimmed token never returns and the classifier reads [CLS] alone, which
+        is always kept at column 0, so nothing is written back."""
+        assert not self.training, "infer_fixed is for inference; call .eval() first"
+        bert = self.bert
+        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
+        B, N, d = x.shape
+        keep = attention_mask.to(x.dtype)                                          # (B, n): in play, n = N first
+        position = torch.arange(N, device=x.device).expand(B, N)                   # (B, n): each column's token
+        overflow, masks = torch.zeros(B, dtype=torch.bool, device=x.device), []
+        for i, (predictor, layer, C) in enumerate(zip(self.predictors, bert.layers, fixed_columns(capacity, N))):
+            decision = (self.decide(predictor, x) if decisions is None
+                        else decisions[i].to(x.dtype).gather(1, position))         # (B, n)
+            keep = update_keep(keep, decision)                                     # (B, n)
+            idx, kept, over = first_kept(keep, C)                                  # (B, C_i)
+            x = x.gather(1, idx[..., None].expand(-1, -1, d))                      # (B, C_i, d)
+            position, keep, overflow = position.gather(1, idx), kept.to(x.dtype), overflow | over
+            masks.append(keep.new_zeros(B, N).scatter(1, position, keep))          # (B, N)
+            x = layer(x, padding_bias(keep, x.dtype))                              # (B, C_i, d)
+        return FixedOutput(bert.classify(bert.pool(x[:, 0])), masks, overflow)
+
+    @torch.inference_mode()
+    def capacity_for(self, batches):
+        """The capacities of infer_fixed at which `batches` overflow no layer: for each layer, the largest
+        fraction of its batch's padded length that any batch keeps there (infer's decisions)."""
+        fractions = []
+        for b in batches:
+            masks = self.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks
+            fractions.append([float(m.sum(1).max()) / m.shape[1] for m in masks])
+        return [max(layer) for layer in zip(*fractions)]
 
     # checkpoint I/O: a BERT checkpoint in the HF layout, plus the predictors under "skim." and the
     # skim settings under "skim" in config.json (HF's loaders ignore both and load the BERT part)

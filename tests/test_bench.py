@@ -45,7 +45,11 @@ def test_a_run_reports_the_ceiling_and_the_overhead_of_each_forced_pass(tmp_path
     report = json.loads(out.read_text())
     assert report["dtype"] == dtype
     forced = [r for r in report["results"] if r["keep_ratio"] == 0.5]
-    assert len(forced) == 4                                                       # 2 batch sizes x 2 paths
+    assert len(forced) == 6                                                       # 2 batch sizes x 3 paths
+    fixed = [r for r in forced if r["path"] == "fixed"]
+    assert all(r["capacity"] == [0.5] * 6 and r["host_syncs"] == "not checked (cpu)" for r in fixed)
+    # one sentence keeps ceil(0.5 n) tokens, exactly its columns: nothing is padded, so executed = counted
+    assert all(r["flops_speedup_executed"] == pytest.approx(r["flops_speedup"]) for r in fixed if r["batch_size"] == 1)
     for r in forced:
         assert r["no_overhead_speedup"] == pytest.approx(r["dense_seconds"] / r["cut_seconds"])
         assert r["overhead"] == pytest.approx(r["pruned_seconds"] / r["cut_seconds"])

@@ -116,9 +116,22 @@ def decisions_with_a_fully_skimmed_example(mask, L, seed):
     return decisions
 
 
+def tight_capacity(m, ids, mask, decisions):
+    """infer_fixed's smallest capacities that drop nothing here: each layer's largest kept count (forward's),
+    as a fraction of the padded length."""
+    return [float(k.sum(1).max()) / ids.shape[1] for k in m(ids, mask, decisions=decisions).masks]
+
+
+def fixed_tight(m, ids, mask, decisions):
+    out = m.infer_fixed(ids, mask, None, tight_capacity(m, ids, mask, decisions), decisions)
+    assert not out.overflow.any()
+    return out
+
+
 PATHS = {  # every inference path that really removes tokens: name -> run(model, ids, mask, decisions)
     "prune": lambda m, ids, mask, decisions: m(ids, mask, prune=True, decisions=decisions),
     "infer": lambda m, ids, mask, decisions: m.infer(ids, mask, decisions=decisions),
+    "fixed": fixed_tight,
 }
 
 
@@ -184,6 +197,44 @@ def test_packed_inference_equals_masked_when_every_example_keeps_a_different_num
     assert (masked.logits - packed.logits).abs().max() <= 1e-5
     assert torch.equal(masked.logits.argmax(-1), packed.logits.argmax(-1))
     assert all(torch.equal(a, b) for a, b in zip(masked.masks, packed.masks))
+
+
+@torch.no_grad()
+def test_fixed_capacity_flags_the_examples_it_overflows_and_computes_the_others_exactly(random_skimmer, batch):
+    """infer_fixed below the tight capacities: an example that keeps more tokens than a layer's capacity is
+    flagged (and loses its last ones); every other example still gets the masked model's logits and masks.
+    capacity_for gives capacities at which nothing overflows."""
+    ids, mask = batch
+    masked = random_skimmer(ids, mask)
+    tight = tight_capacity(random_skimmer, ids, mask, None)
+    counts = torch.stack([k.sum(1) for k in masked.masks])                        # (L, B)
+    C = int(counts[1].max()) - 1                                                   # layer 1 one token short
+    capacity = [1.0, C / ids.shape[1]] + [1.0] * (len(tight) - 2)
+    out = random_skimmer.infer_fixed(ids, mask, None, capacity)
+    over = (counts[1:] > C).any(0)                                                 # kept more than C at layer 1 on
+    assert over.any() and not over.all(), "the test needs some examples over the capacity and some under"
+    assert torch.equal(out.overflow, over)
+    assert (out.logits[~over] - masked.logits[~over]).abs().max() <= 1e-5
+    assert all(torch.equal(a[~over], b[~over]) for a, b in zip(out.masks, masked.masks))
+    assert all(int(k.sum(1).max()) <= C for k in out.masks[1:])
+    fit = random_skimmer.capacity_for([{"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}])
+    assert fit == pytest.approx(tight) and not random_skimmer.infer_fixed(ids, mask, None, fit).overflow.any()
+
+
+@torch.no_grad()
+def test_fixed_capacity_inference_reads_nothing_back_to_the_host(random_skimmer, batch, monkeypatch):
+    """infer_fixed has no data-dependent shape and no host synchronisation: on the CPU, where nothing
+    synchronises, every tensor method that would read a value back (item, tolist, nonzero, bool, int, float)
+    is made to fail during the call; infer, which reads its kept counts back, fails under the same patch."""
+    ids, mask = batch
+    capacity = tight_capacity(random_skimmer, ids, mask, None)
+    def read_back(*args, **kwargs):
+        raise AssertionError("a value was read back to the host")
+    for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, read_back)
+    random_skimmer.infer_fixed(ids, mask, None, capacity)
+    with pytest.raises(AssertionError, match="read back"):
+        random_skimmer.infer(ids, mask)
 
 
 @torch.no_grad()

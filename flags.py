@@ -463,14 +463,15 @@ def check_teacher(teacher, task, vocab):
                          f"has {vocab}; both must read the same token ids")
 
 
-def check_reachable(settings, config, calibration):
+def check_reachable(settings, model, calibration):
     """--target-speedup against the data: a target beyond what the method can reach on the calibration sentences
-    (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy."""
-    if settings.target_speedup and settings.method in ("transkimmer", "topk"):
-        bound = recipe.reachable_speedup(config, calibration, settings.method)
+    (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy.
+    A run whose first stage is dense asks the method put on its model (its deciders fresh, which the bound
+    does not read); a method without fastest_masks is not checked."""
+    if settings.target_speedup and hasattr(methods.METHODS[settings.method], "fastest_masks"):
+        method = model if hasattr(model, "fastest_masks") else methods.METHODS[settings.method].wrap(model.bert, settings)
+        bound = recipe.reachable_speedup(method, calibration)
         if settings.target_speedup > bound:
-            how = "every token but [CLS] skimmed at the first layer" if settings.method == "transkimmer" else \
-                "[CLS] alone after the first layer"
             raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "
-                             f"these sentences ({how}); ask for less")
+                             f"these sentences ({method.FASTEST}); ask for less")
 

@@ -15,6 +15,8 @@ a skim predictor before each layer). It is an nn.Module with
     from_pretrained(folder)   class method: a saved one; save_pretrained(directory, tokenizer) saves it
     config_key                the key under which it saves its settings in config.json, by which
                               load_saved recognises it
+    fastest_masks(attention_mask) -> L masks (B, N)   optional: the most it can skip, which FASTEST
+                              names; a --target-speedup beyond it is refused (recipe.reachable_speedup)
 
 and, where it has an operating point (recipe.py calibrates it to --target-speedup and freezes it):
 

@@ -340,17 +340,12 @@ def calibrate_threshold(model, batches, target_speedup, iterations=16):
             lo = z
     return 1 / (1 + math.exp(-hi))
 
-def reachable_speedup(config, batches, method="transkimmer"):
-    """The largest FLOPs speedup the method can reach on `batches`. Transkimmer: every token but [CLS] skimmed
-    at the first layer (whose predictor still sees them all). TopK: [CLS] alone after the first layer, which
-    computes every token (there is no attention yet to rank them by); no predictors."""
-    topk = not trains_decisions(method)
-    counter = flops.FlopsCounter(config, predictors=not topk)
+def reachable_speedup(method, batches):
+    """The largest FLOPs speedup `method` (a model behind methods.py's interface) can reach on `batches`: its
+    own flops_counter on its fastest_masks, the most it can skip (its FASTEST says what that is)."""
+    counter = method.flops_counter()
     for b in batches:
-        only_cls = torch.zeros_like(b["attention_mask"], dtype=torch.float)                      # (B, N)
-        only_cls[:, 0] = 1
-        first = b["attention_mask"].float() if topk else only_cls
-        counter.add([first] + [only_cls] * (config.num_hidden_layers - 1), b["attention_mask"])
+        counter.add(method.fastest_masks(b["attention_mask"]), b["attention_mask"])
     return counter.summary()["none"]["speedup"]
 
 

@@ -239,6 +239,15 @@ class Transkimmer(nn.Module):
         """flops.py's count of this method: the layers on the tokens they keep, and the predictors."""
         return flops.FlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
 
+    FASTEST = "every token but [CLS] skimmed at the first layer"
+
+    def fastest_masks(self, attention_mask):
+        """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first
+        predictor still sees every token."""
+        only_cls = torch.zeros_like(attention_mask, dtype=torch.float)                 # (B, N)
+        only_cls[:, 0] = 1
+        return [only_cls] * self.config.num_hidden_layers
+
     @property
     def config(self):
         return self.bert.config

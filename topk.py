@@ -146,6 +146,15 @@ class TopK(nn.Module):
         """flops.py's count: the layers on the tokens they compute; nothing added (no predictors)."""
         return flops.FlopsCounter(self.config, seq_len, predictors=False, last_layer=last_layer)
 
+    FASTEST = "[CLS] alone after the first layer"
+
+    def fastest_masks(self, attention_mask):
+        """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first layer
+        computes every token: there is no attention yet to rank them by."""
+        only_cls = torch.zeros_like(attention_mask, dtype=torch.float)                 # (B, N)
+        only_cls[:, 0] = 1
+        return [attention_mask.float()] + [only_cls] * (self.config.num_hidden_layers - 1)
+
     @property
     def config(self):
         return self.bert.config

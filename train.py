@@ -93,7 +93,7 @@ def main(argv=None):
         if settings.target_speedup:  # held-out sentences if any, judged whole against every training row
             calibration = (recipe.calibration_batches(held_examples, held_set, settings, train_examples + held_examples)
                            if held_examples else recipe.calibration_batches(train_examples, train_set, settings))
-            flags.check_reachable(settings, model.config, calibration)
+            flags.check_reachable(settings, model, calibration)
         if rank == 0:
             print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(settings)}"
                   + (f"; resumed from {recipe.resume_path(settings.output_dir)}" if state else "")

@@ -187,7 +187,9 @@ def test_a_bad_data_file_is_one_line_before_training_and_nothing_is_written(glue
     (["--max-seq-length", "1000"], "has 512 positions"),
     (["--output-dir", ""], "--output-dir is empty"),
     (["--model", ""], "--model is empty"),
-    (["--target-speedup", "1000"], "at most"),
+    (["--target-speedup", "1000"], "every token but [CLS] skimmed at the first layer"),
+    (["--target-speedup", "1000", "--method", "topk"], "[CLS] alone after the first layer"),
+    (["--target-speedup", "1e9", "--method", "skipmiddle"], "every gate closed at the first layer"),
 ])
 def test_a_bad_flag_is_one_line_before_training_and_nothing_is_written(glue, tiny, tmp_path, flags, says):
     model = [] if "--model" in flags else ["--model", tiny]

@@ -74,3 +74,26 @@ def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_fo
     results = make_runs(tmp_path / "two", labels, sm20_seeds=(42, 43))
     out, text = run(tmp_path, results, glue)
     assert out["verdict"] is None and "waits for three seeds of every method" in text
+
+
+def test_time_finds_a_method_saved_by_run_alternatives_and_times_it_at_batch_1_and_32(tmp_path, tiny):
+    """--time: a model results/run_alternatives.sh saved (runs/sst2-alt-NAME/) is timed by the one timing
+    function at both batch sizes; a row whose model is not on this machine says so."""
+    import skipmiddle
+    from model import BertForSequenceClassification
+
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    results = make_runs(tmp_path, labels)
+    sm = skipmiddle.SkipMiddle(BertForSequenceClassification.from_pretrained(tiny, num_labels=2))
+    sm.save_pretrained(tmp_path / "runs" / "sst2-alt-sm20-seed42", sm.bert.tokenizer)
+    alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(tmp_path / "out"),
+                       "--time", str(tmp_path / "runs"), "--repeats", "1"])
+    out = json.loads((tmp_path / "out.json").read_text())
+    for bs in ("1", "32"):
+        timed = out["rows"]["sm20"]["measured_speedup"][bs]
+        assert timed[0] > 0 and timed[1:] == [None, None]                          # seeds 43, 44: not saved here
+        assert out["rows"]["topk20"]["measured_speedup"][bs] == [None] * 3
+    text = (tmp_path / "out.md").read_text()
+    assert "| skip the middle layers | 2x | 42, 43, 44 (3 cpu) |" in text and "x / " in text
+    assert "not timed" in next(l for l in text.splitlines() if l.startswith("| static top-k (PoWER-BERT) | 2x |"))

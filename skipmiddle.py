@@ -8,9 +8,10 @@ increments add up, and the token's gate for layer i is
     m_i = sum_{j <= i} max(w_j . h_j + b_j, 0)        g_i = 1 - clamp(m_i, 0, 1)        (`increment`, `gate_of`)
 
 Layer L - 1 - i reuses g_i (`gate_index`): once a token's gate is 0 it stays 0 to the middle, so the layers it
-skips form one span around the middle, and it comes back for the last layers with the state it left with. A
-layer takes its output in by the gate, and the other tokens attend to it with weight g (skim attention, Eq. 4
-of Transkimmer, with the gate as `keep`: a key bias of log g):
+skips form one span around the middle, and it comes back after it with the state it left with (a token closed at
+the first gate, which layer L - 1 reuses, is in no layer at all). A layer takes its output in by the gate, and
+the other tokens attend to it with weight g (skim attention, Eq. 4 of Transkimmer, with the gate as `keep`: a
+key bias of log g):
 
     x <- x + g_i (Layer(x) - x)
 

@@ -145,7 +145,10 @@ def parser():
     g.add_argument("--keep-layers", default=None, metavar="K|I,J,..",
                    help="a smaller dense model: only these encoder layers of the checkpoint (3: the first three; "
                         "0,2,4: those three)")
-    g.add_argument("--predictor-lr", type=float, default=None, help="learning rate of the skim predictors (default: their stage's)")
+    g.add_argument("--predictor-lr", type=float, default=None,
+                   help="learning rate of the skim predictors (default: their stage's; in a small task's default "
+                        f"recipe, {recipe.PREDICTOR_LR:g} x {recipe.SpeedupController.KI_STEPS:,} / the skim stage's "
+                        "steps, so that they move as far as in SST-2's skim stage)")
     g.add_argument("--predictor-grad", default="separate", choices=["joint", "separate"],
                    help="separate (default): the decisions' straight-through gradient trains the predictors only, "
                         "and the encoder's and the predictors' gradients are clipped separately; joint (the paper): "
@@ -236,16 +239,20 @@ def resolve(args, world=1, rank=0):
     # the default recipe is sized for the task (recipe.task_sized); stages the user wrote are as written
     default_recipe = args.stages is None and args.epochs is None and {"dense", "frozen"} <= kinds
     min_steps = args.min_steps if args.min_steps is not None else recipe.MIN_STEPS if default_recipe else 0
+    predictor_lr = args.predictor_lr
     if (default_recipe or min_steps) and stages:
         train_examples = max(1, len(data.read_split(task, "train", data_dir)) - (args.holdout or 0))
         stages = (recipe.task_sized(args.method, train_examples, args.batch_size, min_steps) if default_recipe
                   else recipe.sized_stages(stages, train_examples, args.batch_size, min_steps))
+        if default_recipe and train_examples < recipe.SMALL_TASK and predictor_lr is None:  # on what it trains
+            trained_on = min(train_examples, args.max_train_samples or train_examples)
+            predictor_lr = recipe.small_task_predictor_lr(stages, trained_on, args.batch_size)
     return Settings(
         task=task.name, model=args.model, data_dir=str(data_dir), output_dir=str(output_dir), overwrite=args.overwrite,
         max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size, stages=tuple(stages),
         min_steps=min_steps, method=args.method, lr=args.lr, epochs=args.epochs, warmup=args.warmup, weight_decay=args.weight_decay,
         seed=args.seed, skim_coef=skim_coef, target_speedup=target, steer_every=args.steer_every, tau=args.tau,
-        mu0=args.mu0, predictor_lr=args.predictor_lr, predictor_grad=args.predictor_grad,
+        mu0=args.mu0, predictor_lr=predictor_lr, predictor_grad=args.predictor_grad,
         keep_threshold=keep_threshold, freeze_predictors=args.freeze_predictors, keep_layers=keep_layers,
         checkpoint_layers=checkpoint_layers, teacher=args.teacher,
         distill_coef=(DISTILL_COEF if args.distill_coef is None else args.distill_coef) if args.teacher else None,

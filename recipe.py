@@ -42,6 +42,7 @@ DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
 # large-task recipe's dense stage (2e-4) did not, on held-out slices. Its skim stage fails its held-out check
 # (it learns no skimming at 5e-5, and the run ends far below its dense stage): a better one is still to be found
 SMALL_TASK = 20_000
+PREDICTOR_LR = 2e-4  # SST-2's skim stage trains its predictors at 2e-4 (small_task_predictor_lr scales it)
 SMALL_TASK_STAGES = "dense:3:5e-5,skim:1.5:5e-5,frozen:1.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
 # then the stages, all by one factor, are lengthened to at least MIN_STEPS optimizer steps in all (train.py
@@ -116,6 +117,19 @@ def task_sized(method, train_examples, batch_size, min_steps):
     below SMALL_TASK examples, then lengthened to `min_steps` optimizer steps (sized_stages)."""
     spec = SMALL_TASK_STAGES if train_examples < SMALL_TASK else DEFAULT_STAGES
     return sized_stages(default_stages(spec, method), train_examples, batch_size, min_steps)
+
+
+def small_task_predictor_lr(stages, train_examples, batch_size):
+    """The predictors' learning rate in a small task's default recipe (results/README.md, "GLUE: a recipe sized
+    for a small task", the second and third candidates): SST-2's, PREDICTOR_LR, scaled up by how much shorter
+    the skim stage is than SST-2's (SpeedupController.KI_STEPS), so that the predictors can move as far in it
+    (Adam moves a weight by about its learning rate a step), as the controller's integral gain is scaled. None
+    without a skim stage (a method that learns no decisions)."""
+    epochs = sum(e for kind, e, _ in stages if kind == "skim")
+    if not epochs:
+        return None
+    steps = max(1, round(math.ceil(train_examples / batch_size) * epochs))        # as train.py counts a stage
+    return PREDICTOR_LR * max(1.0, SpeedupController.KI_STEPS / steps)
 
 
 def trains_decisions(method):

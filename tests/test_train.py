@@ -590,6 +590,25 @@ def test_a_task_of_fewer_than_small_task_training_examples_gets_the_small_task_r
     assert stages("--holdout", 1, "--stages", "dense:1,skim:1") == (("dense", 1.0, 5e-5), ("skim", 1.0, 5e-5))
 
 
+def test_a_small_task_trains_its_predictors_at_sst2s_rate_scaled_to_its_skim_stage(glue, tmp_path, monkeypatch):
+    """recipe.small_task_predictor_lr: on a small task the default recipe's predictors learn at 2e-4 x 1,052 / (the
+    skim stage's steps), counted as train.py counts them (on what it trains on: after --max-train-samples); a
+    large task, written stages, a method without a skim stage and --predictor-lr keep theirs."""
+    monkeypatch.setattr(recipe, "MIN_STEPS", 0)
+    plr = lambda *flag_values: settings_of(glue, tmp_path, *flag_values).predictor_lr  # noqa: E731
+    assert plr() == pytest.approx(2e-4 * 1052 / 2)                        # 30 rows: 1 step an epoch, 1.5 -> 2 steps
+    assert plr("--batch-size", 5) == pytest.approx(2e-4 * 1052 / 9)       # 6 steps an epoch x 1.5
+    assert plr("--batch-size", 5, "--max-train-samples", 10) == pytest.approx(2e-4 * 1052 / 3)  # 2 x 1.5
+    assert plr("--predictor-lr", 1e-3) == 1e-3
+    assert plr("--stages", "dense:1,skim:1") is None
+    assert plr("--method", "topk") is None
+    monkeypatch.setattr(recipe, "SMALL_TASK", 30)
+    assert plr() is None                                                  # a large task: the skim stage's own lr
+    monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 1)
+    monkeypatch.setattr(recipe, "SMALL_TASK", 31)
+    assert plr() == pytest.approx(2e-4)                                   # a stage longer than SST-2's: not scaled down
+
+
 def test_the_default_recipe_is_sized_to_the_task_and_written_stages_are_as_written(glue, tmp_path, monkeypatch):
     """--min-steps (default recipe.MIN_STEPS for the default recipe): counted on the training file (30 rows here,
     one step an epoch), less --holdout, not cut by --max-train-samples; --stages and one-stage runs as written."""

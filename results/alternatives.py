@@ -140,12 +140,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from checkpoint import atomic_write
 
-    task = data.get_task("sst2")
-    try:
-        data_dir = data.find_data_dir(task, args.data_dir, download=False)
-        labels = np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
-    except data.DataError as e:
-        raise SystemExit(f"error: {e}")
+    data_dir, labels = compare.sst2_dev(args.data_dir)
     rows = load(args.results, labels, set(args.seeds))
     measured = {}
     if args.time:

@@ -309,6 +309,16 @@ def picture(rows, path, spec=CURVES, title=None):
     plt.close(fig)
 
 
+def sst2_dev(data_dir=None):
+    """(the GLUE folder, SST-2 dev's labels (872,)), from --data-dir or $GLUE_DIR; one error line if absent."""
+    task = data.get_task("sst2")
+    try:
+        data_dir = data.find_data_dir(task, data_dir, download=False)
+        return data_dir, np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
+    except data.DataError as e:
+        raise SystemExit(f"error: {e}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--runs", default=str(ROOT / "results" / "recipe"), help="folder of NAME.json (run_recipe.sh's)")
@@ -326,12 +336,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from checkpoint import atomic_write
 
-    task = data.get_task("sst2")
-    try:
-        data_dir = data.find_data_dir(task, args.data_dir, download=False)
-        labels = np.array([ex.label for ex in data.read_split(task, "dev", data_dir)])
-    except data.DataError as e:
-        raise SystemExit(f"error: {e}")
+    data_dir, labels = sst2_dev(args.data_dir)
     if args.pair:
         a, b = (final_correct(f, labels) for f in args.pair)
         only_a, only_b, p_value = mcnemar(a, b)

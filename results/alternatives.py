@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 import compare  # noqa: E402
-import data  # noqa: E402
 
 METHODS = {  # method: (its runs' folder under results/, {target: the prefix of its runs}, colour)
     "Transkimmer": ("recipe", {1.5: "t15", 2.0: "t20", 3.0: "t30"}, "tab:green"),

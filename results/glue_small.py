@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 
+CANDIDATES = {"": "first", "plr": "second", "c3": "third"}  # a run's name, TASK or TASK-SUFFIX -> its candidate
 WITHIN, AT_LEAST = 2.0, 1.9  # the rule: points of the main metric (x 100), and the dev FLOPs speedup
 
 
@@ -41,7 +42,7 @@ def main(argv=None):
     p.add_argument("--runs", default=str(ROOT / "results" / "glue" / "small"))
     args = p.parse_args(argv)
     print("| run | model | held-out | dev | FLOPs speedup (dev) | lambda at the end |\n|---|---|---|---|---|---|")
-    verdicts, shallow = [], {}
+    verdicts, shallow, finals = [], {}, {}
     for path in sorted(Path(args.runs).glob("*-layers3.json")):  # the baseline at 2x, no candidate
         m = json.loads(path.read_text())
         main_metric = data.get_task(m["task"]).main_metric
@@ -56,11 +57,19 @@ def main(argv=None):
             coef_text = "" if coef is None else f"{coef:.2f}"
             print(f"| {path.stem} ({main_metric}) | {what} | {held_text} | {dev:.2f} | {speedup:.2f}x | {coef_text} |")
         dense, final, speedup = table[0][1], table[-1][1], table[-1][3]
+        finals.setdefault(CANDIDATES[path.stem.partition("-")[2]], {})[m["task"]] = final
         passed = final >= dense - WITHIN and speedup >= AT_LEAST
         verdicts.append(f"{path.stem}: {'passes' if passed else 'fails'} (final {final:.2f} held out against the dense "
                         f"stage's {dense:.2f}, at {speedup:.2f}x" + (f"; the first 3 layers: {shallow[m['task']]:.2f}"
                                                                       if m["task"] in shallow else "") + ")")
     print("\n" + "; ".join(verdicts) + ".")
+    # the rule written down before the third candidate's runs: if none passes on two tasks, the table runs with
+    # the candidate of the best mean final held-out score over the three tasks
+    means = {c: sum(f.values()) / len(f) for c, f in finals.items() if len(f) == 3}
+    if means:
+        print("\nMean final held-out score over CoLA, MRPC and STS-B: "
+              + ", ".join(f"the {c} candidate {v:.2f}" for c, v in means.items())
+              + f"; the best: the {max(means, key=means.get)}.")
 
 
 if __name__ == "__main__":

@@ -474,9 +474,13 @@ def check_reachable(settings, model, calibration):
     """--target-speedup against the data: a target beyond what the method can reach on the calibration sentences
     (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy.
     A run whose first stage is dense asks the method put on its model (its deciders fresh, which the bound
-    does not read); a method without fastest_masks is not checked."""
+    does not read, drawn from a forked random state so that the run's own draws are unchanged); a method
+    without fastest_masks is not checked."""
     if settings.target_speedup and hasattr(methods.METHODS[settings.method], "fastest_masks"):
-        method = model if hasattr(model, "fastest_masks") else methods.METHODS[settings.method].wrap(model.bert, settings)
+        method = model
+        if not hasattr(model, "fastest_masks"):
+            with torch.random.fork_rng(devices=[]):
+                method = methods.METHODS[settings.method].wrap(model.bert, settings)
         bound = recipe.reachable_speedup(method, calibration)
         if settings.target_speedup > bound:
             raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -180,6 +181,24 @@ def test_a_predictor_gradient_spike_shrinks_the_encoder_step_only_when_clipped_j
 def settings_of(glue, tmp_path, *flag_values):
     """The Settings that train.py resolves from these flags (with the fixture's data and a fresh output folder)."""
     return flags.parse(["--data-dir", str(glue), "--output-dir", str(tmp_path / "settings"), *map(str, flag_values)])[0]
+
+
+@pytest.mark.parametrize("method", ["transkimmer", "topk", "skipmiddle"])
+def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(glue, tmp_path, method):
+    """flags.check_reachable puts the method on a run's dense first-stage model to ask its bound; the deciders it
+    builds for that are drawn from a forked random state, so a run trains as it would without the check."""
+    import methods
+    settings = settings_of(glue, tmp_path, "--method", method, "--target-speedup", 1.2)  # within every bound here
+    dense = methods.Dense(tiny_transkimmer().bert)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    calibration = [{"input_ids": torch.ones_like(mask), "attention_mask": mask, "token_type_ids": 0 * mask}]
+    torch.manual_seed(0)
+    flags.check_reachable(settings, dense, calibration)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+    with pytest.raises(flags.UsageError, match="reachable"):                       # and it does check
+        flags.check_reachable(dataclasses_replace(settings, target_speedup=1e12), dense, calibration)
 
 
 def test_predictors_learn_at_their_own_rate_and_the_encoder_at_the_stages(glue, tmp_path):

@@ -26,7 +26,6 @@ import torch
 
 import data
 import evaluation
-import flops
 import methods
 import skim
 from checkpoint import atomic_write, read_config, resolve_checkpoint

@@ -377,10 +377,10 @@ class Transkimmer(nn.Module):
         synchronisation inside (no nonzero, no count read back), so that the pass can be captured as a CUDA
         graph. Layer i runs, padded, on C_i columns (`fixed_columns`: about capacity[i] N, N the batch's padded
         length; `capacity_for` sets the fractions on sentences): each example's first C_i kept tokens
-        (`first_kept`), gathered from the layer before's. An example that keeps more than
-        C_i tokens loses the last ones (`overflow` says which; with no overflow the logits and masks are
-        forward()'s in eval mode). A skimmed token never returns and the classifier reads [CLS] alone, which
-        is always kept at column 0, so nothing is written back."""
+        (`first_kept`), gathered from the layer before's. An example that keeps more than C_i tokens loses
+        the last ones (`overflow` says which; with no overflow the logits and masks are forward()'s in eval
+        mode). A skimmed token never returns and the classifier reads [CLS] alone, which is always kept at
+        column 0, so nothing is written back."""
         assert not self.training, "infer_fixed is for inference; call .eval() first"
         bert = self.bert
         x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)

@@ -149,9 +149,13 @@ def main(argv=None):
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
     text, sentence, pairs = report(rows, args.results, measured, command)
     lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
-    spec = {method: (("dense", *targets.values()), colour) for method, (targets, colour) in lines.items()
+    def label(method, targets):  # each line says how many seeds its 2x point is the mean of
+        seeds = len(rows[targets[2.0]]["names"]) if targets[2.0] in rows else 0
+        return f"{method} (2x: {seeds} seed{'s' * (seeds != 1)})"
+    spec = {label(method, targets): (("dense", *targets.values()), colour) for method, (targets, colour) in lines.items()
             if any(prefix in rows for prefix in targets.values())}  # a method with no run yet draws no line
-    compare.picture(rows, args.out + ".png", spec, title=f"SST-2 dev, seeds {', '.join(map(str, args.seeds))}")
+    compare.picture(rows, args.out + ".png", spec, title=f"SST-2 dev, the seeds of {', '.join(map(str, args.seeds))} "
+                                                        "that have run: means, and each seed's dot")
     summary = {key: {"what": r["what"], "runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"],
                      "flops_speedup": r["flops"],
                      "measured_speedup": {bs: [measured.get(bs, {}).get(n) for n in r["names"]] for bs in BATCH_SIZES}}

@@ -19,6 +19,7 @@ every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --
 import math
 import signal
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,10 @@ def finish(model, settings, records, calibration):
         threshold = calibrate_threshold(model, calibration, settings.target_speedup)
         model.fold_threshold(threshold)
         records[-1]["final_keep_threshold"] = threshold
-        records[-1]["calibrated_speedup"] = speedup_at(model, calibration, skim.KEEP_THRESHOLD)
+        records[-1]["calibrated_speedup"] = reached = speedup_at(model, calibration, skim.KEEP_THRESHOLD)
+        if reached < 0.97 * settings.target_speedup:  # no threshold gets there: said, not left to the numbers
+            print(f"warning: no keep threshold reaches --target-speedup {settings.target_speedup:g} on the "
+                  f"calibration sentences; the model ends at {reached:.2f}x on them", file=sys.stderr)
     if settings.keep_threshold is not None:
         model.keep_threshold = settings.keep_threshold
     return model.eval()

@@ -93,3 +93,19 @@ def test_the_default_recipe_of_each_glue_task_by_its_training_set_size():
     assert epochs(2490) == pytest.approx([3 * 600 / 468, 1.5 * 600 / 468, 1.5 * 600 / 468], abs=1e-4)
     assert epochs(635) == [15.0, 7.5, 7.5]
     assert [lr for *_, lr in recipe.task_sized("transkimmer", 2490, 32, 600)] == [5e-5] * 3
+
+
+@pytest.mark.parametrize("reached, warned", [(1.0, True), (1.95, False)])
+def test_a_run_that_cannot_reach_its_target_says_so(monkeypatch, capsys, reached, warned):
+    """recipe.finish: when no keep threshold brings the calibration sentences within 3% of --target-speedup
+    (calibrate_threshold then returns the largest it tried), one warning line says where the model ends."""
+    from types import SimpleNamespace
+    model = SimpleNamespace(fold_threshold=lambda t: None, eval=lambda: model)
+    monkeypatch.setattr(recipe, "calibrate_threshold", lambda *a: 0.99)
+    monkeypatch.setattr(recipe, "speedup_at", lambda *a: reached)
+    records = [{}]
+    recipe.finish(model, SimpleNamespace(target_speedup=2.0, keep_threshold=None), records, calibration=[])
+    assert records[-1]["calibrated_speedup"] == reached
+    err = capsys.readouterr().err
+    assert ("no keep threshold reaches --target-speedup 2" in err) == warned
+    assert (f"ends at {reached:.2f}x" in err) == warned

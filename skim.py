@@ -138,6 +138,13 @@ def scatter_kept(x, idx, real, ys):
     return x.reshape(B * N, d).index_copy(0, rows, ys[real]).view(B, N, d)         # (B, N, d)
 
 
+def cls_only(attention_mask):
+    """(B, N) -> (B, N) float: 1 at [CLS] alone, the keep mask of a layer that skims every other token."""
+    only_cls = torch.zeros_like(attention_mask, dtype=torch.float)
+    only_cls[:, 0] = 1
+    return only_cls
+
+
 def first_kept(keep, capacity):
     """Compaction of a fixed size, for the GPU path (`Transkimmer.infer_fixed`): each example's first `capacity`
     kept tokens, in order, then filler. keep (B, n) 0/1 -> their columns idx (B, C), which of them are kept
@@ -244,9 +251,7 @@ class Transkimmer(nn.Module):
     def fastest_masks(self, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first
         predictor still sees every token."""
-        only_cls = torch.zeros_like(attention_mask, dtype=torch.float)                 # (B, N)
-        only_cls[:, 0] = 1
-        return [only_cls] * self.config.num_hidden_layers
+        return [cls_only(attention_mask)] * self.config.num_hidden_layers
 
     @property
     def config(self):

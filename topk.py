@@ -151,9 +151,7 @@ class TopK(nn.Module):
     def fastest_masks(self, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first layer
         computes every token: there is no attention yet to rank them by."""
-        only_cls = torch.zeros_like(attention_mask, dtype=torch.float)                 # (B, N)
-        only_cls[:, 0] = 1
-        return [attention_mask.float()] + [only_cls] * (self.config.num_hidden_layers - 1)
+        return [attention_mask.float()] + [skim.cls_only(attention_mask)] * (self.config.num_hidden_layers - 1)
 
     @property
     def config(self):

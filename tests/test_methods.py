@@ -4,15 +4,20 @@ the interface computes what the plain BertForSequenceClassification computes."""
 
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
 import flops
 import methods
+import recipe
+import skim
+import skipmiddle
+import topk
 import train
 from model import BertForSequenceClassification, padding_bias
-from conftest import SENTENCES, write_sst2
+from conftest import SENTENCES, padded_batch, small_config, write_sst2
 
 
 class LayerGates(nn.Module):
@@ -96,3 +101,35 @@ def test_the_dense_method_computes_what_the_classifier_computes(tiny):
     counter = dense.flops_counter()
     counter.add(out.masks, mask)
     assert counter.summary()["none"]["speedup"] == 1.0
+
+
+def skimmer_deciding_at_random(bert):
+    model = skim.Transkimmer(bert)
+    torch.manual_seed(1)
+    for predictor in model.predictors:  # an untrained Eq. 9 init keeps everything
+        predictor.reset_parameters(mu0=0.3, std=0.5)
+    return model
+
+
+def skipper_with_closing_gates(bert):
+    model = skipmiddle.SkipMiddle(bert)
+    with torch.no_grad():
+        for gate in model.gates:
+            gate.weight.normal_(0, 0.01)
+            gate.bias.fill_(1.0)  # >> w . h: every increment positive, so a large enough scale shuts every gate
+    return model
+
+
+@pytest.mark.parametrize("make", [skimmer_deciding_at_random, lambda bert: topk.TopK(bert, rho=0.5),
+                                  skipper_with_closing_gates], ids=["skim", "topk", "skipmiddle"])
+def test_a_methods_fastest_masks_are_what_it_computes_at_its_highest_operating_point(make):
+    """recipe.reachable_speedup refuses a --target-speedup beyond a method's fastest_masks; they must be the
+    masks the method itself reaches as its keep threshold goes to 1, not a bound written apart from it."""
+    torch.manual_seed(0)
+    model = make(BertForSequenceClassification(small_config(4))).eval()
+    ids, mask, types = padded_batch(100, [9, 5, 7, 2])
+    model.keep_threshold = 1 - 1e-12
+    reached = model.infer(ids, mask, types).masks
+    assert all(torch.equal(r.float(), f) for r, f in zip(reached, model.fastest_masks(mask)))
+    batches = [{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}]
+    assert recipe.reachable_speedup(model, batches) == pytest.approx(recipe.speedup_at(model, batches, 1 - 1e-12))

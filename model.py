@@ -108,8 +108,7 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
-        B, N = input_ids.shape
-        positions = torch.arange(N, device=input_ids.device)                     # (N,)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)    # (N,)
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, N, d)
         return self.dropout(self.norm(x))
 
@@ -133,10 +132,7 @@ class SelfAttention(nn.Module):
         with_probs: also return the attention probabilities (B, nh, N, N), before dropout (topk.py's hook)."""
         B, N, d = x.shape
         nh, hs = self.n_head, d // self.n_head
-        q, k, v = self.qkv(x).split(d, dim=2)                                      # 3 x (B, N, d)
-        q = q.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
-        k = k.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
-        v = v.view(B, N, nh, hs).transpose(1, 2)                                   # (B, nh, N, hs)
+        q, k, v = (t.view(B, N, nh, hs).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))  # 3 x (B, nh, N, hs)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))                    # (B, nh, N, N)
         att = F.softmax(att + pad_bias, dim=-1)
         if keep is not None:
@@ -170,7 +166,7 @@ def packed_attention(q, k, v, q_lengths, lengths, nh, key_bias=None):
     k and v (T, d) `lengths` keys and values; nh heads; key_bias (T,) or None. One fused call per example
     that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d)."""
     d = q.shape[1]
-    biases = [None] * len(lengths) if key_bias is None else key_bias.split(lengths)
+    biases = [None] * len(lengths) if key_bias is None else key_bias.split(lengths)  # views: nothing copied
     ys = []
     parts = (zip(q.split(q_lengths), k.split(lengths), v.split(lengths), biases) if len(lengths) > 1
              else [(q, k, v, key_bias)])
@@ -206,10 +202,8 @@ class Layer(nn.Module):
 
     def forward(self, x, pad_bias, keep=None, with_probs=False):
         """-> (B, N, d); with_probs, also the attention probabilities (SelfAttention.forward)."""
-        if with_probs:
-            h, probs = self.attn(x, pad_bias, keep, with_probs=True)               # (B, N, d), (B, nh, N, N)
-        else:
-            h = self.attn(x, pad_bias, keep)                                       # (B, N, d)
+        h = self.attn(x, pad_bias, keep, with_probs)
+        h, probs = h if with_probs else (h, None)                                  # (B, N, d), (B, nh, N, N) or None
         x = self.attn_norm(x + self.dropout(h))                                    # (B, N, d)
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)
         return (x, probs) if with_probs else x
@@ -341,10 +335,9 @@ class BertForSequenceClassification(Bert):
         assert not self.training, "infer is for inference; call .eval() first"
         x, attention_mask = self.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         x, _, lengths = pack(x, attention_mask)                                    # (T, d)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            cls_rows = first_rows(lengths, x.device) if i == last else None
-            x = layer.infer(x, lengths, cls_rows)                                  # (T, d); last: (B, d)
+        for layer in self.layers[:-1]:
+            x = layer.infer(x, lengths)                                            # (T, d)
+        x = self.layers[-1].infer(x, lengths, first_rows(lengths, x.device))       # (B, d): [CLS] alone
         return self.classify(self.pool(x))                                         # (B, num_labels)
 
 

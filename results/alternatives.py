@@ -13,7 +13,10 @@ over seeds), on the seeds both have trained on the same kind of device: runs on 
 
     GLUE_DIR=/path/to/glue python results/alternatives.py        # writes results/alternatives.md, .json and .png
     ... --time runs    # also times the models saved in runs/sst2-recipe-NAME/ and runs/sst2-alt-NAME/, at batch
-                       # 1 and 32 (timing.measure_speedup, the function behind train.py's "measured")
+                       # 1 and 32 (timing.measure_speedup, the function behind train.py's "measured"), those
+                       # that OUT.json has no timing for yet; --retime times them all again
+A run timed before keeps its timing in OUT.json (with the command, date and machine it was timed by), so adding
+a seed and rerunning loses nothing.
 """
 
 import argparse
@@ -26,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
+import bench  # noqa: E402
 import compare  # noqa: E402
 
 METHODS = {  # method: (its runs' folder under results/, {target: the prefix of its runs}, colour)
@@ -89,8 +93,15 @@ def verdict(rows):
             f"{'exceeds' if beyond else 'does not exceed'} the seed-to-seed spread.")
 
 
-def report(rows, results, measured, command):
-    lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`.\n",
+def timed_before(path):
+    """The timings an earlier run of this script wrote to `path` ({run name: {batch size: speedup, "by": the
+    command, date and machine}}), or none."""
+    return json.loads(Path(path).read_text()).get("timings", {}) if Path(path).exists() else {}
+
+
+def report(rows, results, measured, command, timed_by=()):
+    lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`."
+             + "".join(f" Timed by {by}." for by in timed_by) + "\n",
              "| method | FLOPs target | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | "
              "measured CPU speedup, batch 1 / 32 | tokens computed per layer (mean) |", "|---|---|---|---|---|---|---|---|"]
     for method, (folder, targets, _) in [("dense", ("recipe", {1.0: "dense"}, None)), *METHODS.items()]:
@@ -135,19 +146,28 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "alternatives"), help="writes OUT.md, OUT.json and OUT.png")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--time", metavar="RUNS", default=None, help="time the models saved in RUNS/ at batch 1 and 32")
+    p.add_argument("--retime", action="store_true", help="with --time: time again the runs timed before")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     from checkpoint import atomic_write
 
     data_dir, labels = compare.sst2_dev(args.data_dir)
     rows = load(args.results, labels, set(args.seeds))
-    measured = {}
+    timings = {} if args.retime else timed_before(args.out + ".json")  # {run name: {"1": x, "32": x, "by": ...}}
     if args.time:
         every = specs("recipe") + specs("alternatives")
-        measured = {bs: compare.time_models(rows, args.time, data_dir, bs, args.repeats, every,
-                                            ("sst2-recipe-", "sst2-alt-")) for bs in BATCH_SIZES}
+        m = bench.machine()
+        by = (f"`python results/alternatives.py --time {args.time}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} "
+              f"threads, torch {m['torch']}, load average {m['loadavg_before'][0]:.2f} before)")
+        for bs in BATCH_SIZES:
+            new = compare.time_models(rows, args.time, data_dir, bs, args.repeats, every, ("sst2-recipe-", "sst2-alt-"),
+                                      skip={n for n, t in timings.items() if str(bs) in t})
+            for name, speedup in new.items():
+                timings.setdefault(name, {})[str(bs)] = speedup
+                timings[name]["by"] = by
+    measured = {bs: {n: t[str(bs)] for n, t in timings.items() if str(bs) in t} for bs in BATCH_SIZES}
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
-    text, sentence, pairs = report(rows, args.results, measured, command)
+    text, sentence, pairs = report(rows, args.results, measured, command, sorted({t["by"] for t in timings.values()}))
     lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
     def label(method, targets):  # each line says how many seeds its 2x point is the mean of
         seeds = len(rows[targets[2.0]]["names"]) if targets[2.0] in rows else 0
@@ -162,7 +182,8 @@ def main(argv=None):
                for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(
-        json.dumps({"command": command, "rows": summary, "pairs": pairs, "verdict": sentence}, indent=1) + "\n"))
+        json.dumps({"command": command, "rows": summary, "pairs": pairs, "verdict": sentence, "timings": timings},
+                   indent=1) + "\n"))
     print(text)
 
 

@@ -164,10 +164,10 @@ def load_rows(runs_dir, labels, seeds=None, specs=ROWS):
     return rows
 
 
-def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",)):
+def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=()):
     """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
     {run name: speedup} for the runs whose model is saved under `folders` as PREFIX + name, for the first of
-    `prefixes` that has it (the others are not timed)."""
+    `prefixes` that has it (the others are not timed), and not in `skip` (timed before)."""
     import methods
     import timing
     from checkpoint import load_tokenizer
@@ -188,7 +188,7 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
     if reference is None:
         return {}
     return {name: timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
-            for name, m in models.items()}
+            for name, m in models.items() if name not in skip}
 
 
 def verdict(rows):

@@ -79,6 +79,10 @@ def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_fo
 def test_time_finds_a_method_saved_by_run_alternatives_and_times_it_at_batch_1_and_32(tmp_path, tiny):
     """--time: a model results/run_alternatives.sh saved (runs/sst2-alt-NAME/) is timed by the one timing
     function at both batch sizes; a row whose model is not on this machine says so."""
+    timed_once(tmp_path, tiny)
+
+
+def timed_once(tmp_path, tiny):
     import skipmiddle
     from model import BertForSequenceClassification
 
@@ -97,3 +101,25 @@ def test_time_finds_a_method_saved_by_run_alternatives_and_times_it_at_batch_1_a
     text = (tmp_path / "out.md").read_text()
     assert "| skip the middle layers | 2x | 42, 43, 44 (3 cpu) |" in text and "x / " in text
     assert "not timed" in next(l for l in text.splitlines() if l.startswith("| static top-k (PoWER-BERT) | 2x |"))
+    assert "Timed by `python results/alternatives.py --time " in text                 # and on what machine, when
+    return results, glue, out
+
+
+def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_path, tiny, monkeypatch):
+    """Adding a seed and rerunning the script must not lose what was timed before, nor time it again."""
+    import timing
+    results, glue, first = timed_once(tmp_path, tiny)
+    out = tmp_path / "out"
+    alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out)])  # no --time
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["rows"]["sm20"]["measured_speedup"] == first["rows"]["sm20"]["measured_speedup"]
+    assert again["timings"] == first["timings"] and "sm20-seed42" in again["timings"]
+    calls = []
+    monkeypatch.setattr(timing, "measure_speedup", lambda *a, **k: calls.append(1) or {"measured_speedup": 9.0})
+    alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
+                       str(tmp_path / "runs"), "--repeats", "1"])
+    assert calls == [] and json.loads(out.with_suffix(".json").read_text())["timings"] == first["timings"]
+    alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
+                       str(tmp_path / "runs"), "--repeats", "1", "--retime"])
+    assert len(calls) == 2 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
+        "1": [9.0, None, None], "32": [9.0, None, None]}

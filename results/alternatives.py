@@ -14,7 +14,8 @@ over seeds), on the seeds both have trained on the same kind of device: runs on 
     GLUE_DIR=/path/to/glue python results/alternatives.py        # writes results/alternatives.md, .json and .png
     ... --time runs    # also times the models saved in runs/sst2-recipe-NAME/ and runs/sst2-alt-NAME/, at batch
                        # 1 and 32 (timing.measure_speedup, the function behind train.py's "measured"), those
-                       # that OUT.json has no timing for yet; --retime times them all again
+                       # that OUT.json has no timing for yet; --retime times them all again. A fewer-layers run
+                       # whose model is not here is timed on the checkpoint cut to its layers (compare.stand_in)
 A run timed before keeps its timing in OUT.json (with the command, date and machine it was timed by), so adding
 a seed and rerunning loses nothing.
 """
@@ -42,6 +43,7 @@ DENSE = ("dense", "dense, 6 layers (each Transkimmer run's dense stage)", "t20",
 AT_2X = {"Transkimmer": "t20", "static top-k": "topk20", "skipping the middle layers": "sm20",
          "the first 3 layers": "layers3"}  # the verdict's names of the rows at 2x
 BATCH_SIZES = (1, 32)
+PREFIXES = ("sst2-recipe-", "sst2-alt-")  # the runs/ folder of a run NAME: run_recipe.sh's or run_alternatives.sh's
 
 
 def specs(folder):
@@ -99,7 +101,7 @@ def timed_before(path):
     return json.loads(Path(path).read_text()).get("timings", {}) if Path(path).exists() else {}
 
 
-def report(rows, results, measured, command, timed_by=()):
+def report(rows, results, measured, command, timed_by=(), stand_ins=()):
     lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`."
              + "".join(f" Timed by {by}." for by in timed_by) + "\n",
              "| method | FLOPs target | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | "
@@ -113,7 +115,7 @@ def report(rows, results, measured, command, timed_by=()):
             (mean, std), devices = compare.mean_std(r["acc"]), r["devices"]
             where = ", ".join(f"{devices.count(d)} {d}" for d in sorted(set(devices)))
             timed = [" / ".join(f"{measured[bs][n]:.2f}x" if n in measured.get(bs, {}) else "-" for bs in BATCH_SIZES)
-                     for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
+                     + ("*" if n in stand_ins else "") for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
             timed = ", ".join(timed) if any(t != "- / -" for t in timed) else "not timed"
             per_layer = kept(results, r["names"], folder) if key != "dense" else None
             lines.append(f"| {method} | {target:g}x | {', '.join(str(compare.seed_of(n)) for n in r['names'])} ({where}) | "
@@ -135,6 +137,9 @@ def report(rows, results, measured, command, timed_by=()):
             pairs[f"{a} vs {b}"] = {"seeds": seeds, "diff": diff, "low": low, "high": high}
             lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
     sentence = verdict(rows)
+    if stand_ins:
+        lines += ["", "\\* timed on the checkpoint cut to the run's layers, the run's own model not being on the machine "
+                  "that timed it: a dense model's time does not depend on its weights."]
     lines += ["", sentence or "The verdict at 2x waits for three seeds of every method there."]
     return "\n".join(lines) + "\n", sentence, pairs
 
@@ -160,14 +165,17 @@ def main(argv=None):
         by = (f"`python results/alternatives.py --time {args.time}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} "
               f"threads, torch {m['torch']}, load average {m['loadavg_before'][0]:.2f} before)")
         for bs in BATCH_SIZES:
-            new = compare.time_models(rows, args.time, data_dir, bs, args.repeats, every, ("sst2-recipe-", "sst2-alt-"),
-                                      skip={n for n, t in timings.items() if str(bs) in t})
+            new = compare.time_models(rows, args.time, data_dir, bs, args.repeats, every, PREFIXES,
+                                      skip={n for n, t in timings.items() if str(bs) in t}, stand_ins=True)
             for name, speedup in new.items():
                 timings.setdefault(name, {})[str(bs)] = speedup
                 timings[name]["by"] = by
+                timings[name]["model"] = ("saved" if compare.saved_model(args.time, PREFIXES, name) else
+                                          "stand-in: the checkpoint cut to the run's layers")
     measured = {bs: {n: t[str(bs)] for n, t in timings.items() if str(bs) in t} for bs in BATCH_SIZES}
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
-    text, sentence, pairs = report(rows, args.results, measured, command, sorted({t["by"] for t in timings.values()}))
+    text, sentence, pairs = report(rows, args.results, measured, command, sorted({t["by"] for t in timings.values()}),
+                                   {n for n, t in timings.items() if t.get("model", "saved") != "saved"})
     lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
     def label(method, targets):  # each line says how many seeds its 2x point is the mean of
         seeds = len(rows[targets[2.0]]["names"]) if targets[2.0] in rows else 0

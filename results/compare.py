@@ -143,7 +143,7 @@ def load_rows(runs_dir, labels, seeds=None, specs=ROWS):
         paths = [Path(runs_dir) / f"{name}.json" for name in names]
         if not paths:
             continue
-        right, accs, speedups, devices = [], [], [], []
+        right, accs, speedups, devices, args = [], [], [], [], []
         for p in paths:
             m = json.loads(p.read_text())
             if which in ("stage0", "stage1"):
@@ -158,16 +158,38 @@ def load_rows(runs_dir, labels, seeds=None, specs=ROWS):
             accs.append(float(100 * right[-1].mean()))
             speedups.append(speedup)
             devices.append(m.get("args", {}).get("device", "cpu"))
+            args.append(m.get("args", {}))
         else:
             rows[key] = {"what": what, "names": names, "right": np.array(right), "acc": accs, "flops": speedups,
-                         "devices": devices}
+                         "devices": devices, "args": args}
     return rows
 
 
-def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=()):
+def saved_model(folders, prefixes, name):
+    """The folder under `folders` that holds run `name`'s model (PREFIX + name, the first of `prefixes` that has
+    one), or None: the run was trained on another machine."""
+    return next((Path(folders) / f"{p}{name}" for p in prefixes
+                 if (Path(folders) / f"{p}{name}" / "model.safetensors").exists()), None)
+
+
+def stand_in(args, num_labels=2):
+    """For timing only, a dense run's model rebuilt from the checkpoint it started from, cut to its --keep-layers:
+    the time of a dense model does not depend on its weights. None for a run that skims (its time does)."""
+    import methods
+    import model
+    stages = args.get("stages")
+    if not stages or args.get("method") not in (None, "dense") or any(stage[0] != "dense" for stage in stages):
+        return None
+    dense = model.BertForSequenceClassification.from_pretrained(args.get("model"), num_labels=num_labels)
+    return methods.Dense(model.keep_layers(dense, args["keep_layers"]) if args.get("keep_layers") else dense)
+
+
+def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=(),
+                stand_ins=False):
     """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
     {run name: speedup} for the runs whose model is saved under `folders` as PREFIX + name, for the first of
-    `prefixes` that has it (the others are not timed), and not in `skip` (timed before)."""
+    `prefixes` that has it, and not in `skip` (timed before). A run whose model is not here is not timed, unless
+    `stand_ins` and it is dense: then its stand_in is."""
     import methods
     import timing
     from checkpoint import load_tokenizer
@@ -179,11 +201,11 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
     models = {}
     for key, *_, which in specs:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
-            for name in rows[key]["names"]:
-                saved = [Path(folders) / f"{prefix}{name}" for prefix in prefixes]
-                saved = [f for f in saved if (f / "model.safetensors").exists()]
-                if saved:  # runs trained elsewhere are left untimed
-                    models[name] = methods.load_saved(saved[0])
+            for name, args in zip(rows[key]["names"], rows[key].get("args") or [{}] * len(rows[key]["names"])):
+                saved = saved_model(folders, prefixes, name)
+                model = methods.load_saved(saved) if saved else stand_in(args) if stand_ins else None
+                if model is not None:
+                    models[name] = model
     reference = next((m.bert for m in models.values() if not isinstance(m, methods.Dense)), None)
     if reference is None:
         return {}

@@ -19,7 +19,7 @@ SEEDS = (42, 43, 44)
 WRONG = {"t20": [24, 26, 25], "layers3": [22, 23, 21], "topk20": [12, 14, 13], "sm20": [40, 42, 41]}  # of 200
 
 
-def make_runs(tmp_path, labels, sm20_devices=("cpu", "cpu", "cpu"), sm20_seeds=SEEDS):
+def make_runs(tmp_path, labels, sm20_devices=("cpu", "cpu", "cpu"), sm20_seeds=SEEDS, layers3_args=None):
     """Fake runs of every method at 2x, seeds 42-44, in results/'s two folders; the wrong sentences of each run
     are the first k of a fixed order, so that two runs disagree on exactly the difference of their k."""
     order = np.random.default_rng(0).permutation(len(labels))
@@ -31,7 +31,8 @@ def make_runs(tmp_path, labels, sm20_devices=("cpu", "cpu", "cpu"), sm20_seeds=S
     recipe.mkdir(parents=True), alt.mkdir()
     for i, seed in enumerate(SEEDS):
         fake_recipe_run(recipe, f"t20-seed{seed}", wrong(WRONG["t20"][i]), 2.0, dense_predictions=wrong(10))
-        fake_recipe_run(recipe, f"layers3-seed{seed}", wrong(WRONG["layers3"][i]), 1.0, over_checkpoint=2.0)
+        fake_recipe_run(recipe, f"layers3-seed{seed}", wrong(WRONG["layers3"][i]), 1.0, over_checkpoint=2.0,
+                        args=layers3_args)
         fake_recipe_run(alt, f"topk20-seed{seed}", wrong(WRONG["topk20"][i]), 2.02)
     for i, (seed, device) in enumerate(zip(sm20_seeds, sm20_devices)):
         fake_recipe_run(alt, f"sm20-seed{seed}", wrong(WRONG["sm20"][i]), 1.99, device=device)
@@ -78,7 +79,8 @@ def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_fo
 
 def test_time_finds_a_method_saved_by_run_alternatives_and_times_it_at_batch_1_and_32(tmp_path, tiny):
     """--time: a model results/run_alternatives.sh saved (runs/sst2-alt-NAME/) is timed by the one timing
-    function at both batch sizes; a row whose model is not on this machine says so."""
+    function at both batch sizes; a row whose model is not on this machine says so, unless it is a dense one
+    (fewer layers): that is timed on the checkpoint it started from, cut to its layers, and marked so."""
     timed_once(tmp_path, tiny)
 
 
@@ -88,7 +90,8 @@ def timed_once(tmp_path, tiny):
 
     labels = np.random.default_rng(1).integers(0, 2, 200)
     glue = write_dev(tmp_path / "glue", labels)
-    results = make_runs(tmp_path, labels)
+    results = make_runs(tmp_path, labels, layers3_args={"model": str(tiny), "stages": [["dense", 2.0]],
+                                                         "keep_layers": [0, 1]})
     sm = skipmiddle.SkipMiddle(BertForSequenceClassification.from_pretrained(tiny, num_labels=2))
     sm.save_pretrained(tmp_path / "runs" / "sst2-alt-sm20-seed42", sm.bert.tokenizer)
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(tmp_path / "out"),
@@ -98,7 +101,12 @@ def timed_once(tmp_path, tiny):
         timed = out["rows"]["sm20"]["measured_speedup"][bs]
         assert timed[0] > 0 and timed[1:] == [None, None]                          # seeds 43, 44: not saved here
         assert out["rows"]["topk20"]["measured_speedup"][bs] == [None] * 3
+        assert all(x > 0 for x in out["rows"]["layers3"]["measured_speedup"][bs])  # 2 of tiny's 3 layers
+    assert out["timings"]["layers3-seed42"]["model"].startswith("stand-in")
+    assert out["timings"]["sm20-seed42"]["model"] == "saved"
     text = (tmp_path / "out.md").read_text()
+    layers3 = next(l for l in text.splitlines() if l.startswith("| fewer layers (4, 3, 2) | 2x |"))
+    assert layers3.count("x*") == 3 and "\\* timed on the checkpoint cut to the run's layers" in text
     assert "| skip the middle layers | 2x | 42, 43, 44 (3 cpu) |" in text and "x / " in text
     assert "not timed" in next(l for l in text.splitlines() if l.startswith("| static top-k (PoWER-BERT) | 2x |"))
     assert "Timed by `python results/alternatives.py --time " in text                 # and on what machine, when
@@ -120,6 +128,6 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
                        str(tmp_path / "runs"), "--repeats", "1"])
     assert calls == [] and json.loads(out.with_suffix(".json").read_text())["timings"] == first["timings"]
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
-                       str(tmp_path / "runs"), "--repeats", "1", "--retime"])
-    assert len(calls) == 2 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
+                       str(tmp_path / "runs"), "--repeats", "1", "--retime"])  # sm20-seed42, 3 x layers3; 2 sizes
+    assert len(calls) == 2 * 4 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
         "1": [9.0, None, None], "32": [9.0, None, None]}

@@ -53,11 +53,11 @@ def write_dev(root, labels):
 
 
 def fake_recipe_run(runs, name, predictions, speedup, dense_predictions=None, over_checkpoint=None,
-                    skim_predictions=None, device=None):
+                    skim_predictions=None, device=None, args=None):
     """The fields of a train.py metrics.json that compare.py reads."""
     m = {"predictions": list(map(int, predictions)), "flops": {"none": {"speedup": speedup}}, "stages": []}
-    if device:
-        m["args"] = {"device": device}
+    if device or args:
+        m["args"] = {"device": device or "cpu", **(args or {})}
     if dense_predictions is not None:
         m["stages"] = [{"stage": "dense", "dev": {"predictions": list(map(int, dense_predictions)), "flops_speedup": 1.0}},
                        {"stage": "skim", "dev": {"predictions": [], "flops_speedup": 2.3}}]

@@ -172,16 +172,20 @@ def saved_model(folders, prefixes, name):
                  if (Path(folders) / f"{p}{name}" / "model.safetensors").exists()), None)
 
 
-def stand_in(args, num_labels=2):
+def stand_in(args, cache, num_labels=2):
     """For timing only, a dense run's model rebuilt from the checkpoint it started from, cut to its --keep-layers:
-    the time of a dense model does not depend on its weights. None for a run that skims (its time does)."""
+    the time of a dense model does not depend on its weights. None for a run that skims (its time does). The
+    runs of one checkpoint and the same layers get the one model, kept in `cache`."""
     import methods
     import model
     stages = args.get("stages")
     if not stages or args.get("method") not in (None, "dense") or any(stage[0] != "dense" for stage in stages):
         return None
-    dense = model.BertForSequenceClassification.from_pretrained(args.get("model"), num_labels=num_labels)
-    return methods.Dense(model.keep_layers(dense, args["keep_layers"]) if args.get("keep_layers") else dense)
+    like = (args.get("model"), str(args.get("keep_layers")))
+    if like not in cache:
+        dense = model.BertForSequenceClassification.from_pretrained(args.get("model"), num_labels=num_labels)
+        cache[like] = methods.Dense(model.keep_layers(dense, args["keep_layers"]) if args.get("keep_layers") else dense)
+    return cache[like]
 
 
 def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=(),
@@ -189,7 +193,7 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
     """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
     {run name: speedup} for the runs whose model is saved under `folders` as PREFIX + name, for the first of
     `prefixes` that has it, and not in `skip` (timed before). A run whose model is not here is not timed, unless
-    `stand_ins` and it is dense: then its stand_in is."""
+    `stand_ins` and it is dense: then its stand_in is, once for all the runs of the same checkpoint and layers."""
     import methods
     import timing
     from checkpoint import load_tokenizer
@@ -198,19 +202,22 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
     tok = load_tokenizer(None)
     dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
     batches = list(data.batches(dev, batch_size))
-    models = {}
+    models, shared = {}, {}  # run name: its model; the stand-ins made (stand_in's cache)
     for key, *_, which in specs:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name, args in zip(rows[key]["names"], rows[key].get("args") or [{}] * len(rows[key]["names"])):
                 saved = saved_model(folders, prefixes, name)
-                model = methods.load_saved(saved) if saved else stand_in(args) if stand_ins else None
+                model = methods.load_saved(saved) if saved else stand_in(args, shared) if stand_ins else None
                 if model is not None:
                     models[name] = model
     reference = next((m.bert for m in models.values() if not isinstance(m, methods.Dense)), None)
     if reference is None:
         return {}
-    return {name: timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
-            for name, m in models.items() if name not in skip}
+    speedups = {}  # id(model): its measured speedup, so that a shared stand-in is timed once
+    for name, m in models.items():
+        if name not in skip and id(m) not in speedups:
+            speedups[id(m)] = timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
+    return {name: speedups[id(m)] for name, m in models.items() if name not in skip}
 
 
 def verdict(rows):

@@ -102,6 +102,7 @@ def timed_once(tmp_path, tiny):
         assert timed[0] > 0 and timed[1:] == [None, None]                          # seeds 43, 44: not saved here
         assert out["rows"]["topk20"]["measured_speedup"][bs] == [None] * 3
         assert all(x > 0 for x in out["rows"]["layers3"]["measured_speedup"][bs])  # 2 of tiny's 3 layers
+        assert len(set(out["rows"]["layers3"]["measured_speedup"][bs])) == 1        # one stand-in, timed once
     assert out["timings"]["layers3-seed42"]["model"].startswith("stand-in")
     assert out["timings"]["sm20-seed42"]["model"] == "saved"
     text = (tmp_path / "out.md").read_text()
@@ -128,6 +129,7 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
                        str(tmp_path / "runs"), "--repeats", "1"])
     assert calls == [] and json.loads(out.with_suffix(".json").read_text())["timings"] == first["timings"]
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
-                       str(tmp_path / "runs"), "--repeats", "1", "--retime"])  # sm20-seed42, 3 x layers3; 2 sizes
-    assert len(calls) == 2 * 4 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
+                       str(tmp_path / "runs"), "--repeats", "1", "--retime"])  # sm20-seed42 and one stand-in for
+    # the three layers3 runs (one checkpoint, the same layers), at 2 batch sizes
+    assert len(calls) == 2 * 2 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
         "1": [9.0, None, None], "32": [9.0, None, None]}

@@ -253,3 +253,19 @@ def test_paired_runs_for_another_dev_set_are_one_clear_error(tmp_path):
     fake_recipe_run(ref, "ours-seed42", [0, 1], 1.0)
     with pytest.raises(SystemExit, match="ours-seed42.json: 2 predictions, but the dev set has 3"):
         compare.main(["--data-dir", str(glue), "--paired", str(ref / "hf"), str(ref / "ours")])
+
+
+def test_a_stand_in_is_made_for_dense_runs_alone_and_once_per_checkpoint_and_layers(tiny):
+    """compare.stand_in, which times a fewer-layers run whose model is gone: only a run trained densely throughout
+    gets one (a skimming run's time depends on its weights), cut to its layers, and runs alike share one."""
+    import methods
+
+    cache = {}
+    three = compare.stand_in({"model": str(tiny), "stages": [["dense", 2.0]], "keep_layers": [0, 1]}, cache)
+    assert isinstance(three, methods.Dense) and len(three.bert.layers) == 2
+    assert compare.stand_in({"model": str(tiny), "stages": [["dense", 2.0, 5e-5]], "keep_layers": [0, 1]}, cache) is three
+    whole = compare.stand_in({"model": str(tiny), "stages": [["dense", 1.0]]}, cache)
+    assert len(whole.bert.layers) == 3 and whole is not three
+    for skims in ({"model": str(tiny), "stages": [["dense", 1.0], ["skim", 0.5], ["frozen", 0.5]]},
+                  {"model": str(tiny), "stages": [["dense", 1.0], ["frozen", 1.0]], "method": "topk"}, {}):
+        assert compare.stand_in(skims, cache) is None

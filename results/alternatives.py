@@ -101,11 +101,19 @@ def timed_before(path):
     return json.loads(Path(path).read_text()).get("timings", {}) if Path(path).exists() else {}
 
 
-def report(rows, results, measured, command, timed_by=(), stand_ins=()):
+def report(rows, results, timings, command):
+    def timed(name):  # measured at batch 1 / 32 (the FLOPs speedup of what was timed); * on a stand-in
+        t = timings.get(name, {})
+        if not any(str(bs) in t for bs in BATCH_SIZES):
+            return None
+        cell = " / ".join(f"{t[str(bs)]:.2f}x" if str(bs) in t else "-" for bs in BATCH_SIZES)
+        return cell + (f" ({t['flops_executed']:.2f}x)" if "flops_executed" in t else "") + "*" * (t["model"] != "saved")
+    timed_by = sorted({t["by"] for t in timings.values()})
     lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`."
              + "".join(f" Timed by {by}." for by in timed_by) + "\n",
              "| method | FLOPs target | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | "
-             "measured CPU speedup, batch 1 / 32 | tokens computed per layer (mean) |", "|---|---|---|---|---|---|---|---|"]
+             "measured CPU speedup, batch 1 / 32 (FLOPs as run) | tokens computed per layer (mean) |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, (folder, targets, _) in [("dense", ("recipe", {1.0: "dense"}, None)), *METHODS.items()]:
         for target, key in targets.items():
             if key not in rows:
@@ -114,13 +122,12 @@ def report(rows, results, measured, command, timed_by=(), stand_ins=()):
             r = rows[key]
             (mean, std), devices = compare.mean_std(r["acc"]), r["devices"]
             where = ", ".join(f"{devices.count(d)} {d}" for d in sorted(set(devices)))
-            timed = [" / ".join(f"{measured[bs][n]:.2f}x" if n in measured.get(bs, {}) else "-" for bs in BATCH_SIZES)
-                     + ("*" if n in stand_ins else "") for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
-            timed = ", ".join(timed) if any(t != "- / -" for t in timed) else "not timed"
+            cells = [timed(n) or "-" for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
+            cells = ", ".join(cells) if any(c != "-" for c in cells) else "not timed"
             per_layer = kept(results, r["names"], folder) if key != "dense" else None
             lines.append(f"| {method} | {target:g}x | {', '.join(str(compare.seed_of(n)) for n in r['names'])} ({where}) | "
                          f"{mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
-                         f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {timed} | {per_layer or ''} |")
+                         f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {cells} | {per_layer or ''} |")
     lines += ["", "Paired at 2x on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only "
               "B; seeds trained on the same kind of device):", "",
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
@@ -137,11 +144,36 @@ def report(rows, results, measured, command, timed_by=(), stand_ins=()):
             pairs[f"{a} vs {b}"] = {"seeds": seeds, "diff": diff, "low": low, "high": high}
             lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
     sentence = verdict(rows)
-    if stand_ins:
+    lines += ["", "FLOPs as run: flops.py's count of what the timed paths compute, the last layer for [CLS] alone "
+              "(its \"cls\" convention, no padding), over the dense model run the same way: the figure a measured "
+              "speedup is bounded by. It is below the FLOPs speedup for a method that skims in the last layer, where "
+              "the dense model does little work either."]
+    if any(t["model"] != "saved" for t in timings.values()):
         lines += ["", "\\* timed on the checkpoint cut to the run's layers, the run's own model not being on the machine "
                   "that timed it: a dense model's time does not depend on its weights."]
     lines += ["", sentence or "The verdict at 2x waits for three seeds of every method there."]
     return "\n".join(lines) + "\n", sentence, pairs
+
+
+def time_runs(rows, runs, data_dir, repeats, timings):
+    """Into `timings`, for every run whose model is in `runs` (or that has a stand-in) and has no timing there yet:
+    its measured speedup at each batch size, the FLOPs speedup of what was timed, and by what, when, on what."""
+    every = specs("recipe") + specs("alternatives")
+    m = bench.machine()
+    by = (f"`python results/alternatives.py --time {runs}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} "
+          f"threads, torch {m['torch']}, load average {m['loadavg_before'][0]:.2f} before)")
+    for bs in BATCH_SIZES:
+        new = compare.time_models(rows, runs, data_dir, bs, repeats, every, PREFIXES,
+                                  skip={n for n, t in timings.items() if str(bs) in t}, stand_ins=True)
+        for name, speedup in new.items():
+            timings.setdefault(name, {}).update({str(bs): speedup, "by": by})
+    models, reference = compare.models_here(rows, runs, every, PREFIXES, stand_ins=True)
+    batches = compare.dev_batches(data_dir, max(BATCH_SIZES))
+    for name, model in models.items():
+        if name in timings and "flops_executed" not in timings[name]:
+            timings[name]["flops_executed"] = round(compare.executed_flops_speedup(model, reference, batches), 3)
+            timings[name]["model"] = ("saved" if compare.saved_model(runs, PREFIXES, name) else
+                                      "stand-in: the checkpoint cut to the run's layers")
 
 
 def main(argv=None):
@@ -160,22 +192,9 @@ def main(argv=None):
     rows = load(args.results, labels, set(args.seeds))
     timings = {} if args.retime else timed_before(args.out + ".json")  # {run name: {"1": x, "32": x, "by": ...}}
     if args.time:
-        every = specs("recipe") + specs("alternatives")
-        m = bench.machine()
-        by = (f"`python results/alternatives.py --time {args.time}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} "
-              f"threads, torch {m['torch']}, load average {m['loadavg_before'][0]:.2f} before)")
-        for bs in BATCH_SIZES:
-            new = compare.time_models(rows, args.time, data_dir, bs, args.repeats, every, PREFIXES,
-                                      skip={n for n, t in timings.items() if str(bs) in t}, stand_ins=True)
-            for name, speedup in new.items():
-                timings.setdefault(name, {})[str(bs)] = speedup
-                timings[name]["by"] = by
-                timings[name]["model"] = ("saved" if compare.saved_model(args.time, PREFIXES, name) else
-                                          "stand-in: the checkpoint cut to the run's layers")
-    measured = {bs: {n: t[str(bs)] for n, t in timings.items() if str(bs) in t} for bs in BATCH_SIZES}
+        time_runs(rows, args.time, data_dir, args.repeats, timings)
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")
-    text, sentence, pairs = report(rows, args.results, measured, command, sorted({t["by"] for t in timings.values()}),
-                                   {n for n, t in timings.items() if t.get("model", "saved") != "saved"})
+    text, sentence, pairs = report(rows, args.results, timings, command)
     lines = {method: (targets, colour) for method, (_, targets, colour) in METHODS.items()}
     def label(method, targets):  # each line says how many seeds its 2x point is the mean of
         seeds = len(rows[targets[2.0]]["names"]) if targets[2.0] in rows else 0
@@ -186,7 +205,7 @@ def main(argv=None):
                                                         "that have run: means, and each seed's dot")
     summary = {key: {"what": r["what"], "runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"],
                      "flops_speedup": r["flops"],
-                     "measured_speedup": {bs: [measured.get(bs, {}).get(n) for n in r["names"]] for bs in BATCH_SIZES}}
+                     "measured_speedup": {bs: [timings.get(n, {}).get(str(bs)) for n in r["names"]] for bs in BATCH_SIZES}}
                for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(

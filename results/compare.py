@@ -188,20 +188,13 @@ def stand_in(args, cache, num_labels=2):
     return cache[like]
 
 
-def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=(),
-                stand_ins=False):
-    """Measured speedup of each row's saved models over the 6-layer dense model, packed inference path:
-    {run name: speedup} for the runs whose model is saved under `folders` as PREFIX + name, for the first of
-    `prefixes` that has it, and not in `skip` (timed before). A run whose model is not here is not timed, unless
-    `stand_ins` and it is dense: then its stand_in is, once for all the runs of the same checkpoint and layers."""
+def models_here(rows, folders, specs=ROWS, prefixes=("sst2-recipe-",), stand_ins=False):
+    """({run name: model}, the 6-layer dense model to measure them against) for the rows' runs whose model is
+    saved under `folders` as PREFIX + name (the first of `prefixes` that has it); a run whose model is not here
+    is left out, unless `stand_ins` and it is dense: then its stand_in is there, one for all the runs of the same
+    checkpoint and layers. The reference is the encoder and classifier of the first method's model, every token
+    kept; none (and no models) if no method's model is here."""
     import methods
-    import timing
-    from checkpoint import load_tokenizer
-
-    task = data.get_task("sst2")
-    tok = load_tokenizer(None)
-    dev = data.encode(tok, data.read_split(task, "dev", data_dir), task.max_seq_length)
-    batches = list(data.batches(dev, batch_size))
     models, shared = {}, {}  # run name: its model; the stand-ins made (stand_in's cache)
     for key, *_, which in specs:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
@@ -211,13 +204,47 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
                 if model is not None:
                     models[name] = model
     reference = next((m.bert for m in models.values() if not isinstance(m, methods.Dense)), None)
-    if reference is None:
-        return {}
-    speedups = {}  # id(model): its measured speedup, so that a shared stand-in is timed once
+    return (models, reference) if reference is not None else ({}, None)
+
+
+def dev_batches(data_dir, batch_size):
+    """SST-2 dev, tokenized by the default checkpoint's tokenizer and batched in order, as the timings take it."""
+    from checkpoint import load_tokenizer
+    task = data.get_task("sst2")
+    dev = data.encode(load_tokenizer(None), data.read_split(task, "dev", data_dir), task.max_seq_length)
+    return list(data.batches(dev, batch_size))
+
+
+def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=(),
+                stand_ins=False):
+    """Measured speedup of each of models_here over its dense reference, packed inference path: {run name:
+    speedup}, for the runs not in `skip` (timed before); a shared stand-in is timed once."""
+    import timing
+    models, reference = models_here(rows, folders, specs, prefixes, stand_ins)
+    batches = dev_batches(data_dir, batch_size) if models else []
+    speedups = {}  # id(model): its measured speedup
     for name, m in models.items():
         if name not in skip and id(m) not in speedups:
             speedups[id(m)] = timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
     return {name: speedups[id(m)] for name, m in models.items() if name not in skip}
+
+
+def executed_flops_speedup(model, reference, batches):
+    """The FLOPs speedup of what the timed paths compute, to read a measured speedup against: flops.py's count, no
+    padding, under its "cls" convention (every `infer` computes the last layer for [CLS] alone), of `model`'s
+    decisions on `batches`, over the dense `reference` run the same way. Below the table's FLOPs speedup for a
+    method that skims in the last layer, where the dense model does little work either."""
+    import torch
+
+    import methods
+    ours, dense = model.flops_counter(last_layer="cls"), methods.Dense(reference).flops_counter(last_layer="cls")
+    L = reference.config.num_hidden_layers
+    with torch.inference_mode():
+        for b in batches:
+            out = model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            ours.add(out.masks, b["attention_mask"])
+            dense.add([b["attention_mask"].float()] * L, b["attention_mask"])
+    return dense.summary()["none"]["dense"] / ours.summary()["none"]["skim"]
 
 
 def verdict(rows):

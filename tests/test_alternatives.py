@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "results"))
 sys.path.insert(0, str(ROOT / "tests"))
 import alternatives  # noqa: E402  (results/ is a folder of scripts, not a package)
+import compare  # noqa: E402
 from test_compare import fake_recipe_run, write_dev  # noqa: E402
 
 SEEDS = (42, 43, 44)
@@ -84,7 +86,20 @@ def test_time_finds_a_method_saved_by_run_alternatives_and_times_it_at_batch_1_a
     timed_once(tmp_path, tiny)
 
 
+def executed(m, glue):
+    """torch's FlopCounterMode over one pass of m.infer on the test's dev set at batch 32 (SDPA's math kernel,
+    whose matrix products it counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        for b in compare.dev_batches(glue, 32):
+            m.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    return counter.get_total_flops()
+
+
 def timed_once(tmp_path, tiny):
+    import methods
+    import model
     import skipmiddle
     from model import BertForSequenceClassification
 
@@ -107,7 +122,14 @@ def timed_once(tmp_path, tiny):
     assert out["timings"]["sm20-seed42"]["model"] == "saved"
     text = (tmp_path / "out.md").read_text()
     layers3 = next(l for l in text.splitlines() if l.startswith("| fewer layers (4, 3, 2) | 2x |"))
-    assert layers3.count("x*") == 3 and "\\* timed on the checkpoint cut to the run's layers" in text
+    assert layers3.count("x)*") == 3 and "\\* timed on the checkpoint cut to the run's layers" in text
+    # FLOPs as run, against torch's own count of what each infer executes over dev at batch 32
+    saved = methods.load_saved(tmp_path / "runs" / "sst2-alt-sm20-seed42")
+    two_layers = methods.Dense(model.keep_layers(BertForSequenceClassification.from_pretrained(tiny, num_labels=2), [0, 1]))
+    for name, m in (("sm20-seed42", saved), ("layers3-seed43", two_layers)):
+        assert out["timings"][name]["flops_executed"] == pytest.approx(executed(saved.bert, glue) / executed(m, glue),
+                                                                       abs=1e-3)
+    assert out["timings"]["layers3-seed43"]["flops_executed"] > 1.4                # 2 layers of 3, [CLS] alone in the last
     assert "| skip the middle layers | 2x | 42, 43, 44 (3 cpu) |" in text and "x / " in text
     assert "not timed" in next(l for l in text.splitlines() if l.startswith("| static top-k (PoWER-BERT) | 2x |"))
     assert "Timed by `python results/alternatives.py --time " in text                 # and on what machine, when

@@ -155,3 +155,26 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
     # the three layers3 runs (one checkpoint, the same layers), at 2 batch sizes
     assert len(calls) == 2 * 2 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
         "1": [9.0, None, None], "32": [9.0, None, None]}
+
+
+def test_topk_attention_times_the_hand_written_and_the_fused_layers_on_the_inputs_topk_meets(tmp_path, tiny):
+    """results/topk_attention.py: one pass of a saved top-k model records what its layers receive; both ways of
+    running them are timed on exactly those inputs, and a model of another method is one error line."""
+    import topk
+    import topk_attention
+    from model import BertForSequenceClassification
+
+    glue = write_dev(tmp_path / "glue", np.random.default_rng(1).integers(0, 2, 40))
+    model = topk.TopK(BertForSequenceClassification.from_pretrained(tiny, num_labels=2), rho=0.6)
+    model.save_pretrained(tmp_path / "topk", model.bert.tokenizer)
+    batches = compare.dev_batches(glue, 8)
+    seen = topk_attention.recorded_inputs(model.eval(), batches)
+    assert len(seen) == len(batches) * (len(model.bert.layers) - 1)                  # every layer but the last
+    assert [len(x) for _, x, _ in seen[:2]] == [sum(n) for _, _, n in seen[:2]]      # packed: no padding
+    assert sum(seen[1][2]) < sum(seen[0][2])                                         # the second layer on fewer
+    topk_attention.main([str(tmp_path / "topk"), "--data-dir", str(glue), "--batch-sizes", "8", "--repeats", "1",
+                         "--out", str(tmp_path / "out.json")])
+    r = json.loads((tmp_path / "out.json").read_text())["results"]["8"]
+    assert r["calls"] == len(seen) and min(r["layers_by_hand_seconds"], r["layers_fused_seconds"], r["infer_seconds"]) > 0
+    with pytest.raises(SystemExit, match="is not a top-k model"):
+        topk_attention.main([str(tiny), "--data-dir", str(glue), "--out", str(tmp_path / "no.json")])

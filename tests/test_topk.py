@@ -12,7 +12,7 @@ import recipe
 import topk
 import train
 from conftest import SENTENCES, executed_and_counted, padded_batch, small_config, write_sst2
-from model import BertForSequenceClassification
+from model import BertForSequenceClassification, padding_bias
 
 SMALL = small_config(4)
 
@@ -72,6 +72,21 @@ def test_packed_inference_equals_the_masked_computation(small_bert, lengths, rho
     if len(lengths) > 2:  # the counts differ between examples (and layers), so the packing is exercised
         assert len({int(n) for n in packed.masks[1].sum(1)}) > 1
     assert masked.aux_loss == 0 and packed.aux_loss == 0
+
+
+def test_its_hand_written_attention_is_layer_infers_and_the_attention_each_token_received(small_bert):
+    """topk.infer_layer writes out what the fused Layer.infer computes, to also return the attention each token
+    received (results/topk_attention.py times the two against each other on the same inputs)."""
+    ids, mask, types = padded_batch(SMALL.vocab_size, [9, 4, 7])
+    lengths = mask.sum(1).tolist()
+    with torch.no_grad():
+        x, _ = small_bert.embed(ids, mask, types)
+        packed = x[mask.bool()]                                                     # (T, d)
+        layer = small_bert.layers[0]
+        y, received = topk.infer_layer(layer, packed, lengths)
+        assert torch.allclose(y, layer.infer(packed, lengths), atol=1e-5)
+        _, probs = layer(x, padding_bias(mask, x.dtype), with_probs=True)           # (B, nh, N, N)
+        assert torch.allclose(received, topk.significance(probs, mask.float())[mask.bool()], atol=1e-5)
 
 
 def test_dropping_tokens_changes_the_output(small_bert):

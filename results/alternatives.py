@@ -43,6 +43,16 @@ DENSE = ("dense", "dense, 6 layers (each Transkimmer run's dense stage)", "t20",
 AT_2X = {"Transkimmer": "t20", "static top-k": "topk20", "skipping the middle layers": "sm20",
          "the first 3 layers": "layers3"}  # the verdict's names of the rows at 2x
 BATCH_SIZES = (1, 32)
+MARKS = {  # what a run's timing was made on: its mark in the table, and the note that says so
+    "saved": ("", "the run's own saved model"),
+    "stand-in": ("\\*", "timed on the checkpoint cut to the run's layers, the run's own model not being on the machine "
+                 "that timed it: a dense model's time does not depend on its weights."),
+    "bench": ("†", "timed by bench.py as the default command's model (`results/bench_cpu_checkpoint.json`, its "
+              "\"measured\": timing.measure_speedup), which is this run: the same dev predictions and tokens kept per "
+              "layer (`results/default_command_1thread.json`); FLOPs as run: bench.py's count on its infer path."),
+}
+# runs timed elsewhere by the one timing function: run name -> (the run that made the same model, the bench JSON)
+BENCHED = {"t20-seed42": ("default_command_1thread.json", "bench_cpu_checkpoint.json")}
 PREFIXES = ("sst2-recipe-", "sst2-alt-")  # the runs/ folder of a run NAME: run_recipe.sh's or run_alternatives.sh's
 
 
@@ -101,13 +111,34 @@ def timed_before(path):
     return json.loads(Path(path).read_text()).get("timings", {}) if Path(path).exists() else {}
 
 
+def benched(results):
+    """The timings of BENCHED's runs, read from bench.py's JSON, for each run whose model is the one bench.py timed
+    (the same dev predictions and tokens kept per layer as the run that made that model): {name: timing}."""
+    out = {}
+    for name, (twin, bench_json) in BENCHED.items():
+        paths = [Path(results) / "recipe" / f"{name}.json", Path(results) / twin, Path(results) / bench_json]
+        if not all(p.exists() for p in paths):
+            continue
+        run, made, timed = (json.loads(p.read_text()) for p in paths)
+        infer32 = next(r for r in timed["results"] if r["path"] == "infer" and r["batch_size"] == 32)
+        if (run["predictions"], run["flops"]["kept_fraction"]) != (made["predictions"], made["flops"]["kept_fraction"]) \
+                or infer32["kept_fraction"] != made["flops"]["kept_fraction"]:
+            continue  # not the model bench.py timed
+        m, measured = timed["machine"], {r["batch_size"]: r["measured_speedup"] for r in timed["measured"]}
+        out[name] = {**{str(bs): measured[bs] for bs in BATCH_SIZES if bs in measured}, "model": "bench",
+                     "flops_executed": round(infer32["flops_speedup"], 3),
+                     "by": f"`{timed['command']}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, "
+                           f"load average {m['loadavg_before'][0]:.2f} before)"}
+    return out
+
+
 def report(rows, results, timings, command):
-    def timed(name):  # measured at batch 1 / 32 (the FLOPs speedup of what was timed); * on a stand-in
+    def timed(name):  # measured at batch 1 / 32 (the FLOPs speedup of what was timed), marked by what was timed
         t = timings.get(name, {})
         if not any(str(bs) in t for bs in BATCH_SIZES):
             return None
         cell = " / ".join(f"{t[str(bs)]:.2f}x" if str(bs) in t else "-" for bs in BATCH_SIZES)
-        return cell + (f" ({t['flops_executed']:.2f}x)" if "flops_executed" in t else "") + "*" * (t["model"] != "saved")
+        return cell + (f" ({t['flops_executed']:.2f}x)" if "flops_executed" in t else "") + MARKS[t["model"]][0]
     timed_by = sorted({t["by"] for t in timings.values()})
     lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`."
              + "".join(f" Timed by {by}." for by in timed_by) + "\n",
@@ -145,12 +176,12 @@ def report(rows, results, timings, command):
             lines.append(f"| {a} vs {b} | {'; '.join(per_seed)} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
     sentence = verdict(rows)
     lines += ["", "FLOPs as run: flops.py's count of what the timed paths compute, the last layer for [CLS] alone "
-              "(its \"cls\" convention, no padding), over the dense model run the same way: the figure a measured "
-              "speedup is bounded by. It is below the FLOPs speedup for a method that skims in the last layer, where "
+              "(its \"cls\" convention, no padding), over the dense model run the same way: the figure to read a measured "
+              "speedup against. It is below the FLOPs speedup for a method that skims in the last layer, where "
               "the dense model does little work either."]
-    if any(t["model"] != "saved" for t in timings.values()):
-        lines += ["", "\\* timed on the checkpoint cut to the run's layers, the run's own model not being on the machine "
-                  "that timed it: a dense model's time does not depend on its weights."]
+    for kind, (mark, what) in MARKS.items():
+        if mark and any(t["model"] == kind for t in timings.values()):
+            lines += ["", f"{mark} {what}"]
     lines += ["", sentence or "The verdict at 2x waits for three seeds of every method there."]
     return "\n".join(lines) + "\n", sentence, pairs
 
@@ -172,8 +203,7 @@ def time_runs(rows, runs, data_dir, repeats, timings):
     for name, model in models.items():
         if name in timings and "flops_executed" not in timings[name]:
             timings[name]["flops_executed"] = round(compare.executed_flops_speedup(model, reference, batches), 3)
-            timings[name]["model"] = ("saved" if compare.saved_model(runs, PREFIXES, name) else
-                                      "stand-in: the checkpoint cut to the run's layers")
+            timings[name]["model"] = "saved" if compare.saved_model(runs, PREFIXES, name) else "stand-in"
 
 
 def main(argv=None):
@@ -191,6 +221,7 @@ def main(argv=None):
     data_dir, labels = compare.sst2_dev(args.data_dir)
     rows = load(args.results, labels, set(args.seeds))
     timings = {} if args.retime else timed_before(args.out + ".json")  # {run name: {"1": x, "32": x, "by": ...}}
+    timings.update(benched(args.results))
     if args.time:
         time_runs(rows, args.time, data_dir, args.repeats, timings)
     command = "python results/alternatives.py" + (f" --time {args.time}" if args.time else "")

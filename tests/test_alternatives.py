@@ -44,7 +44,7 @@ def make_runs(tmp_path, labels, sm20_devices=("cpu", "cpu", "cpu"), sm20_seeds=S
     return tmp_path / "results"
 
 
-def run(tmp_path, results, glue):
+def run_alternatives(tmp_path, results, glue):
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
     return json.loads((tmp_path / "out.json").read_text()), (tmp_path / "out.md").read_text()
 
@@ -52,7 +52,7 @@ def run(tmp_path, results, glue):
 def test_every_method_at_2x_is_read_from_its_folder_and_the_leader_is_named_with_its_paired_margin(tmp_path):
     labels = np.random.default_rng(1).integers(0, 2, 200)
     glue = write_dev(tmp_path / "glue", labels)
-    out, text = run(tmp_path, make_runs(tmp_path, labels), glue)
+    out, text = run_alternatives(tmp_path, make_runs(tmp_path, labels), glue)
     for key, wrong in WRONG.items():
         assert out["rows"][key]["accuracy"] == pytest.approx([100 * (1 - w / 200) for w in wrong])
     assert out["rows"]["dense"]["accuracy"] == pytest.approx([95.0] * 3)            # the t20 runs' dense stage
@@ -69,13 +69,13 @@ def test_every_method_at_2x_is_read_from_its_folder_and_the_leader_is_named_with
 def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_for_three_seeds(tmp_path):
     labels = np.random.default_rng(1).integers(0, 2, 200)
     glue = write_dev(tmp_path / "glue", labels)
-    out, text = run(tmp_path, make_runs(tmp_path, labels, sm20_devices=("cuda", "cpu", "cpu")), glue)
+    out, text = run_alternatives(tmp_path, make_runs(tmp_path, labels, sm20_devices=("cuda", "cpu", "cpu")), glue)
     line = next(l for l in text.splitlines() if l.startswith("| topk20 vs sm20 |"))
     assert "42:" not in line and "43:" in line and "44:" in line                     # seed 42 of sm20: on cuda
     assert out["rows"]["sm20"]["trained_on"] == ["cuda", "cpu", "cpu"] and out["pairs"]["topk20 vs sm20"]["seeds"] == [43, 44]
 
     results = make_runs(tmp_path / "two", labels, sm20_seeds=(42, 43))
-    out, text = run(tmp_path, results, glue)
+    out, text = run_alternatives(tmp_path, results, glue)
     assert out["verdict"] is None and "waits for three seeds of every method" in text
 
 
@@ -122,7 +122,7 @@ def timed_once(tmp_path, tiny):
     assert out["timings"]["sm20-seed42"]["model"] == "saved"
     text = (tmp_path / "out.md").read_text()
     layers3 = next(l for l in text.splitlines() if l.startswith("| fewer layers (4, 3, 2) | 2x |"))
-    assert layers3.count("x)*") == 3 and "\\* timed on the checkpoint cut to the run's layers" in text
+    assert layers3.count("x)\\*") == 3 and "\\* timed on the checkpoint cut to the run's layers" in text
     # FLOPs as run, against torch's own count of what each infer executes over dev at batch 32
     saved = methods.load_saved(tmp_path / "runs" / "sst2-alt-sm20-seed42")
     two_layers = methods.Dense(model.keep_layers(BertForSequenceClassification.from_pretrained(tiny, num_labels=2), [0, 1]))
@@ -178,3 +178,31 @@ def test_topk_attention_times_the_hand_written_and_the_fused_layers_on_the_input
     assert r["calls"] == len(seen) and min(r["layers_by_hand_seconds"], r["layers_fused_seconds"], r["infer_seconds"]) > 0
     with pytest.raises(SystemExit, match="is not a top-k model"):
         topk_attention.main([str(tiny), "--data-dir", str(glue), "--out", str(tmp_path / "no.json")])
+
+
+@pytest.mark.parametrize("same_model", [True, False])
+def test_a_run_timed_by_bench_py_as_the_same_model_takes_that_timing_and_says_so(tmp_path, same_model):
+    """BENCHED: t20-seed42's model is the default command's, which bench.py timed with the one timing function;
+    its timing is taken only while the two runs' dev predictions and tokens kept per layer are the same."""
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    results = make_runs(tmp_path, labels)
+    run = json.loads((results / "recipe" / "t20-seed42.json").read_text())
+    run["flops"]["kept_fraction"] = kept = [1.0, 0.5, 0.25]
+    (results / "recipe" / "t20-seed42.json").write_text(json.dumps(run))
+    twin = {"predictions": run["predictions"] if same_model else [1 - p for p in run["predictions"]],
+            "flops": {"kept_fraction": kept}}
+    (results / "default_command_1thread.json").write_text(json.dumps(twin))
+    machine = {"date": "2026-12-02T15:16:13+00:00", "cpu": "AMD EPYC", "threads": 2, "torch": "2.13.0+cpu",
+               "loadavg_before": [0.5, 0, 0]}
+    bench = {"command": "python bench.py --checkpoint out/sst2", "machine": machine,
+             "results": [{"path": "infer", "batch_size": 32, "kept_fraction": kept, "flops_speedup": 1.7476}],
+             "measured": [{"batch_size": 1, "measured_speedup": 0.948}, {"batch_size": 32, "measured_speedup": 1.522}]}
+    (results / "bench_cpu_checkpoint.json").write_text(json.dumps(bench))
+    out, text = run_alternatives(tmp_path, results, glue)
+    line = next(l for l in text.splitlines() if l.startswith("| Transkimmer | 2x |"))
+    if same_model:
+        assert out["rows"]["t20"]["measured_speedup"] == {"1": [0.948, None, None], "32": [1.522, None, None]}
+        assert "0.95x / 1.52x (1.75x)†" in line and "Timed by `python bench.py --checkpoint out/sst2` on 2026-12-02" in text
+    else:
+        assert "not timed" in line and "†" not in text

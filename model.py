@@ -202,7 +202,7 @@ class Layer(nn.Module):
 
     def forward(self, x, pad_bias, keep=None, with_probs=False):
         """-> (B, N, d); with_probs, also the attention probabilities (SelfAttention.forward)."""
-        h = self.attn(x, pad_bias, keep, with_probs)
+        h = self.attn(x, pad_bias, keep, with_probs=True) if with_probs else self.attn(x, pad_bias, keep)
         h, probs = h if with_probs else (h, None)                                  # (B, N, d), (B, nh, N, N) or None
         x = self.attn_norm(x + self.dropout(h))                                    # (B, N, d)
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))                           # (B, N, d)

@@ -100,9 +100,9 @@ def verdict(rows):
     seeds, a, b = paired(rows, AT_2X[first], AT_2X[second])
     diff, low, high = compare.paired_bootstrap(a, b) if seeds else (m1 - m2, float("nan"), float("nan"))
     beyond = m1 - m2 > max(s1, s2) and low > 0
-    return (f"At 2x, {first} leads ({m1:.2f} ± {s1:.2f}) over {second} ({m2:.2f} ± {s2:.2f}) by {m1 - m2:.2f} points "
-            f"(paired over seeds {', '.join(map(str, seeds))}: {diff:+.2f} [{low:+.2f}, {high:+.2f}]), which "
-            f"{'exceeds' if beyond else 'does not exceed'} the seed-to-seed spread.")
+    return (f"At 2x the best is {first} ({m1:.2f} ± {s1:.2f}), {m1 - m2:.2f} points above {second} ({m2:.2f} ± "
+            f"{s2:.2f}; paired over seeds {', '.join(map(str, seeds))}: {diff:+.2f} [{low:+.2f}, {high:+.2f}]): a "
+            f"difference that {'exceeds' if beyond else 'does not exceed'} the seed-to-seed spread.")
 
 
 def timed_before(path):

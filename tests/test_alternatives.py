@@ -60,9 +60,9 @@ def test_every_method_at_2x_is_read_from_its_folder_and_the_leader_is_named_with
     assert "[1.0, 0.5, 0.25]" in text                                              # the one run that recorded it
     # top-k leads (13 wrong on average) over the 3 layers (22): by 4.5 points, every seed right on 8 to 10 more
     # sentences and wrong on none more, far beyond a spread of 0.5
-    assert out["verdict"].startswith("At 2x, static top-k leads (93.50 ± 0.50) over the first 3 layers "
-                                     "(89.00 ± 0.50) by 4.50 points (paired over seeds 42, 43, 44: +4.50 [+")
-    assert out["verdict"].endswith("which exceeds the seed-to-seed spread.")
+    assert out["verdict"].startswith("At 2x the best is static top-k (93.50 ± 0.50), 4.50 points above the first 3 "
+                                     "layers (89.00 ± 0.50; paired over seeds 42, 43, 44: +4.50 [+")
+    assert out["verdict"].endswith("a difference that exceeds the seed-to-seed spread.")
     assert "| topk20 vs sm20 | 42: +14.00, 28 : 0, p = 0.00;" in text
 
 

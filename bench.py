@@ -81,7 +81,7 @@ import flops
 import timing
 from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint
 from skim import Transkimmer, fixed_columns
-from timing import interleaved_pass, one_pass, synchronize
+from timing import cpu_name, interleaved_pass, one_pass, synchronize
 
 
 # the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
@@ -186,13 +186,6 @@ def module_times(model, run, batches, device="cpu"):
         for m, method in wrapped:
             delattr(m, method)
     return {**spent, "other": total - sum(spent.values()), "total": total}
-
-
-def cpu_name():
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def machine(device="cpu"):

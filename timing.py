@@ -10,10 +10,26 @@ change in machine load hits both alike. The median pass of each is reported, wit
 (path, device, batch size, passes, threads), since a CPU's figure depends on all of them.
 """
 
+import platform
 import statistics
 import time
 
 import torch
+
+
+def cpu_name():
+    """The processor's model name (/proc/cpuinfo), or what platform knows of it."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def machine_line(device="cpu"):
+    """What a run trains or is timed on, in one line: the processor (or GPU), the threads, torch. Two machines'
+    arithmetic differs in rounding, so a seed trained on each is not the same run."""
+    where = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_name()
+    return f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def synchronize(device):
@@ -78,7 +94,7 @@ def measure_speedup(method, batches, repeats=3, device="cpu", dense=None):
     times = [interleaved_pass(passes, device) for _ in range(repeats)]
     dense, pruned = (statistics.median(t[name] for t in times) for name in ("dense", "pruned"))
     return {"dense_seconds": round(dense, 6), "pruned_seconds": round(pruned, 6),
-            "measured_speedup": round(dense / pruned, 3),
+            "measured_speedup": round(dense / pruned, 3), "machine": machine_line(device),
             "timing": f"infer path against the dense infer, {device}, batch {len(batches[0]['input_ids'])}, "
                       f"median of {repeats} passes over {sum(len(b['input_ids']) for b in batches)} examples, "
                       f"{torch.get_num_threads()} threads"}

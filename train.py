@@ -41,6 +41,7 @@ import flags
 import methods
 import recipe
 import skim
+import timing
 from checkpoint import ModelError
 from evaluation import to_device
 from timing import inputs
@@ -138,6 +139,9 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
     clipped = clip_groups(model, settings)
     schedule = linear_schedule(optimizer, total_steps, round(settings.warmup * total_steps))
     steering = recipe.Steering(settings, kind, total_steps, calibration, record)
+    machines = record.setdefault("machines", [])  # where the stage trained: resumed on another machine, both
+    if timing.machine_line(settings.device) not in machines:
+        machines.append(timing.machine_line(settings.device))
     step = 0
     if resumed:
         model.load_state_dict(resumed["model"])

@@ -82,6 +82,24 @@ def test_resume_from_a_copied_folder_writes_only_into_the_copy(glue, tiny, tmp_p
     assert json.loads((tmp_path / "copy" / "metrics.json").read_text())["args"]["output_dir"] == str(tmp_path / "copy")
 
 
+def test_a_stage_resumed_on_another_machine_records_both_machines(glue, tiny, tmp_path, monkeypatch):
+    """Two machines round differently, so a run that trained on two is not the run either would make alone: each
+    stage's record lists where it trained (timing.machine_line), and the timing says where it was timed."""
+    import timing
+
+    args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--stages", "dense:1,skim:1", "--batch-size", 8,
+            "--timing-repeats", 1, "--output-dir", tmp_path / "o"]
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)                                                      # in the dense stage
+        assert run_cli(*args).returncode == 130
+    here = timing.machine_line()
+    monkeypatch.setattr(timing, "machine_line", lambda device="cpu": "another machine, 1 threads, torch x")
+    m = main("--resume", tmp_path / "o")
+    assert [stage["machines"] for stage in m["stages"]] == [[here, "another machine, 1 threads, torch x"],
+                                                            ["another machine, 1 threads, torch x"]]
+    assert m["machine"] == "another machine, 1 threads, torch x"                  # where "measured" was timed
+
+
 def test_resume_takes_the_data_folder_anew_when_it_has_moved(glue, tiny, tmp_path, monkeypatch):
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim", *FAST, "--output-dir", tmp_path / "o"]
     with monkeypatch.context() as patch:

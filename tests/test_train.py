@@ -18,6 +18,7 @@ import torch
 import data
 import flags
 import recipe
+import timing
 import train
 from conftest import SENTENCES, write_sst2
 
@@ -123,7 +124,8 @@ def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_fold
         assert torch.equal(after[name], expected), name
     assert any(not torch.equal(after[name], before[name]) for name in before.keys() - set(predictors))
     assert m["args"]["freeze_predictors"] == 0.7 and m["stages"] == [
-        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "train_steps": 2, "train_seconds": m["train_seconds"]}]
+        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "machines": [timing.machine_line()], "train_steps": 2,
+         "train_seconds": m["train_seconds"]}]
 
 
 def test_freeze_predictors_needs_a_model_with_trained_predictors(glue, tiny, tmp_path):

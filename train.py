@@ -139,9 +139,9 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
     clipped = clip_groups(model, settings)
     schedule = linear_schedule(optimizer, total_steps, round(settings.warmup * total_steps))
     steering = recipe.Steering(settings, kind, total_steps, calibration, record)
-    machines = record.setdefault("machines", [])  # where the stage trained: resumed on another machine, both
-    if timing.machine_line(settings.device) not in machines:
-        machines.append(timing.machine_line(settings.device))
+    machine, machines = timing.machine_line(settings.device), record.setdefault("machines", [])
+    if machine not in machines:  # where the stage trained: resumed on another machine, both
+        machines.append(machine)
     step = 0
     if resumed:
         model.load_state_dict(resumed["model"])

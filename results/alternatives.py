@@ -21,7 +21,9 @@ a seed and rerunning loses nothing.
 """
 
 import argparse
+import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-import bench  # noqa: E402
 import compare  # noqa: E402
+import timing  # noqa: E402
 
 METHODS = {  # method: (its runs' folder under results/, {target: the prefix of its runs}, colour)
     "Transkimmer": ("recipe", {1.5: "t15", 2.0: "t20", 3.0: "t30"}, "tab:green"),
@@ -189,20 +191,20 @@ def report(rows, results, timings, command):
 def time_runs(rows, runs, data_dir, repeats, timings):
     """Into `timings`, for every run whose model is in `runs` (or that has a stand-in) and has no timing there yet:
     its measured speedup at each batch size, the FLOPs speedup of what was timed, and by what, when, on what."""
-    every = specs("recipe") + specs("alternatives")
-    m = bench.machine()
-    by = (f"`python results/alternatives.py --time {runs}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} "
-          f"threads, torch {m['torch']}, load average {m['loadavg_before'][0]:.2f} before)")
-    for bs in BATCH_SIZES:
-        new = compare.time_models(rows, runs, data_dir, bs, repeats, every, PREFIXES,
-                                  skip={n for n, t in timings.items() if str(bs) in t}, stand_ins=True)
+    by = (f"`python results/alternatives.py --time {runs}` on {datetime.date.today()} ({timing.machine_line()}, "
+          f"load average {os.getloadavg()[0]:.2f} before)")
+    models, reference = compare.models_here(rows, runs, specs("recipe") + specs("alternatives"), PREFIXES,
+                                            stand_ins=True)
+    batches = {bs: compare.dev_batches(data_dir, bs) for bs in BATCH_SIZES} if models else {}
+    for bs in batches:
+        new = compare.time_loaded(models, reference, batches[bs], repeats,
+                                  skip={n for n, t in timings.items() if str(bs) in t})
         for name, speedup in new.items():
             timings.setdefault(name, {}).update({str(bs): speedup, "by": by})
-    models, reference = compare.models_here(rows, runs, every, PREFIXES, stand_ins=True)
-    batches = compare.dev_batches(data_dir, max(BATCH_SIZES))
     for name, model in models.items():
         if name in timings and "flops_executed" not in timings[name]:
-            timings[name]["flops_executed"] = round(compare.executed_flops_speedup(model, reference, batches), 3)
+            timings[name]["flops_executed"] = round(compare.executed_flops_speedup(model, reference,
+                                                                                   batches[max(BATCH_SIZES)]), 3)
             timings[name]["model"] = "saved" if compare.saved_model(runs, PREFIXES, name) else "stand-in"
 
 

@@ -217,11 +217,15 @@ def dev_batches(data_dir, batch_size):
 
 def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefixes=("sst2-recipe-",), skip=(),
                 stand_ins=False):
-    """Measured speedup of each of models_here over its dense reference, packed inference path: {run name:
-    speedup}, for the runs not in `skip` (timed before); a shared stand-in is timed once."""
-    import timing
+    """Measured speedup of each of models_here over its dense reference, packed inference path, on SST-2 dev at
+    `batch_size`: {run name: speedup}, for the runs not in `skip` (timed before)."""
     models, reference = models_here(rows, folders, specs, prefixes, stand_ins)
-    batches = dev_batches(data_dir, batch_size) if models else []
+    return time_loaded(models, reference, dev_batches(data_dir, batch_size) if models else [], repeats, skip)
+
+
+def time_loaded(models, reference, batches, repeats, skip=()):
+    """time_models on models already loaded ({run name: model}, models_here's): a shared stand-in is timed once."""
+    import timing
     speedups = {}  # id(model): its measured speedup
     for name, m in models.items():
         if name not in skip and id(m) not in speedups:

@@ -23,8 +23,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "results"))
 import bench  # noqa: E402
-import data  # noqa: E402
+import compare  # noqa: E402
 import methods  # noqa: E402
 import topk  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
@@ -68,16 +69,11 @@ def main(argv=None):
     model = methods.load_saved(args.model).eval()
     if not isinstance(model, topk.TopK):
         sys.exit(f"error: {args.model} is not a top-k model (train.py --method topk)")
-    task = data.get_task("sst2")
-    try:
-        data_dir = data.find_data_dir(task, args.data_dir, download=False)
-    except data.DataError as e:
-        sys.exit(f"error: {e}")
-    dev = data.encode(model.bert.tokenizer, data.read_split(task, "dev", data_dir), task.max_seq_length)
+    data_dir, _ = compare.sst2_dev(args.data_dir)
     out = {"command": "python results/topk_attention.py " + " ".join(argv or sys.argv[1:]), "machine": bench.machine(),
            "model": args.model, "results": {}}
     for bs in args.batch_sizes:
-        out["results"][bs] = r = measure(model, list(data.batches(dev, bs)), args.repeats)
+        out["results"][bs] = r = measure(model, compare.dev_batches(data_dir, bs), args.repeats)
         print(f"batch {bs}: layers by hand {r['layers_by_hand_seconds']:.3f} s, fused {r['layers_fused_seconds']:.3f} s, "
               f"whole infer {r['infer_seconds']:.3f} s: the hand-written attention adds {100 * r['share_of_infer']:.1f}% "
               f"of it")

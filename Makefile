@@ -23,7 +23,7 @@ train: $(VENV)/.runtime
 	$(PY) train.py --task sst2
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: $(VENV)/.runtime
 	$(PY) bench.py

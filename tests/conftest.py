@@ -1,7 +1,16 @@
 """Fixtures and helpers shared by the test files."""
 
+import os
+
 import pytest
 import torch
+
+# Under `pytest -n 2` (make test) each of the two worker processes takes one core: one thread, for its own
+# tensors and for the processes its tests start (train.py, torchrun, the notebook kernels). Two threads
+# each would ask four threads of two cores; most tensors here are small, and one thread is as fast on them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -141,9 +141,11 @@ def report(rows, results, timings, command):
             return None
         cell = " / ".join(f"{t[str(bs)]:.2f}x" if str(bs) in t else "-" for bs in BATCH_SIZES)
         return cell + (f" ({t['flops_executed']:.2f}x)" if "flops_executed" in t else "") + MARKS[t["model"]][0]
-    timed_by = sorted({t["by"] for t in timings.values()})
+    timed_by = {}  # {how it was timed: the runs so timed}
+    for name, t in sorted(timings.items()):
+        timed_by.setdefault(t["by"], []).append(name)
     lines = ["# SST-2: is token skimming worth it?\n", f"Made by `{command}`."
-             + "".join(f" Timed by {by}." for by in timed_by) + "\n",
+             + "".join(f" Timed by {by}: {', '.join(names)}." for by, names in sorted(timed_by.items())) + "\n",
              "| method | FLOPs target | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | "
              "measured CPU speedup, batch 1 / 32 (FLOPs as run) | tokens computed per layer (mean) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -132,7 +132,9 @@ def timed_once(tmp_path, tiny):
     assert out["timings"]["layers3-seed43"]["flops_executed"] > 1.4                # 2 layers of 3, [CLS] alone in the last
     assert "| skip the middle layers | 2x | 42, 43, 44 (3 cpu) |" in text and "x / " in text
     assert "not timed" in next(l for l in text.splitlines() if l.startswith("| static top-k (PoWER-BERT) | 2x |"))
-    assert "Timed by `python results/alternatives.py --time " in text                 # and on what machine, when
+    assert "Timed by `python results/alternatives.py --time " in text                 # and on what machine, when,
+    timed_line = text.split("Timed by `python results/alternatives.py --time ")[1].splitlines()[0]
+    assert all(name in timed_line for name in out["timings"])                         # and which runs
     return results, glue, out
 
 

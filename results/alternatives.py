@@ -155,13 +155,13 @@ def report(rows, results, timings, command):
                 lines.append(f"| {method} | {target:g}x | not run yet | | | | | |")
                 continue
             r = rows[key]
-            (mean, std), devices = compare.mean_std(r["acc"]), r["devices"]
+            devices = r["devices"]
             where = ", ".join(f"{devices.count(d)} {d}" for d in sorted(set(devices)))
             cells = [timed(n) or "-" for n in r["names"]] if key != "dense" else ["1.00x / 1.00x"]
             cells = ", ".join(cells) if any(c != "-" for c in cells) else "not timed"
             per_layer = kept(results, r["names"], folder) if key != "dense" else None
             lines.append(f"| {method} | {target:g}x | {', '.join(str(compare.seed_of(n)) for n in r['names'])} ({where}) | "
-                         f"{mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+                         f"{compare.mean_std_text(r['acc'])} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
                          f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {cells} | {per_layer or ''} |")
     lines += ["", "Paired at 2x on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only "
               "B; seeds trained on the same kind of device):", "",

@@ -101,6 +101,12 @@ def mean_std(values):
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def mean_std_text(values):
+    """"mean ± std" in points, or "value (one seed)": one run has no spread to show, not a spread of 0."""
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} (one seed)"
+
+
 def stage_dev(m, which):
     """A recipe run's dev record of its dense stage ("stage0"), or of its skim stage at the threshold
     calibrated to the target ("stage1"; None in runs made before train.py scored it there)."""
@@ -285,11 +291,10 @@ def report(rows, measured, command):
             continue
         r = rows[key]
         names = r["names"]
-        mean, std = mean_std(r["acc"])
         shown = ", ".join(f"{t:.2f}x" for t in measured_of(key, names, measured) if t) or "not timed"
         seeds = ", ".join(str(seed_of(n)) for n in names)
         where = ", ".join(f"{r['devices'].count(d)} {d}" for d in sorted(set(r["devices"])))
-        lines.append(f"| {what} | {seeds} ({where}) | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+        lines.append(f"| {what} | {seeds} ({where}) | {mean_std_text(r['acc'])} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
                      f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {shown} |")
     lines += ["", "Paired on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only B):", "",
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
@@ -352,7 +357,7 @@ def picture(rows, path, spec=CURVES, title=None):
     import matplotlib.pyplot as plt
     from checkpoint import atomic_write
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for line, points in curves(rows, spec).items():
         x, y, std, seeds = zip(*points)
         colour = spec[line][1]
@@ -363,7 +368,7 @@ def picture(rows, path, spec=CURVES, title=None):
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: clear of every point
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)

@@ -129,7 +129,9 @@ def test_a_row_holds_every_seed_of_its_runs_and_says_where_each_was_trained(tmp_
     assert rows["layers3"]["names"] == ["layers3-seed9", "layers3-seed42", "layers3-seed50"]   # by seed, not by name
     assert rows["layers3"]["devices"] == ["cpu", "cpu", "cuda"]                                 # no device: an older run, cpu
     compare.main(["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")])
-    assert "| 9, 42, 50 (2 cpu, 1 cuda) | 100.00 ± 0.00 |" in (tmp_path / "out.md").read_text()
+    text = (tmp_path / "out.md").read_text()
+    assert "| 9, 42, 50 (2 cpu, 1 cuda) | 100.00 ± 0.00 |" in text
+    assert "| 42 (1 cpu) | 100.00 (one seed) |" in text                                         # no spread to show
 
 
 def test_seeds_reports_a_subset_of_the_seeds_and_writes_nothing(tmp_path, capsys):

@@ -7,8 +7,8 @@ speedup (no padding). The runs are results/run_recipe.sh's and results/run_alter
   - skipping the middle layers (skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
   - fewer layers: the first 4, 3 and 2 of the 6 trained densely (1.5x, 2x, 3x)    results/recipe/layersK-seedS.json
   - the 6-layer dense model: each Transkimmer run's dense stage, evaluated when it ended
-Seeds 42 to 44 (--seeds), those of them that have run. Each method at 2x is paired with Transkimmer at 2x and
-with the first 3 layers, on the 872 dev sentences (results/compare.py's McNemar per seed and paired bootstrap
+Seeds 42 to 44 (--seeds), those of them that have run. At each target every two methods are paired, and each
+with dense, on the 872 dev sentences (results/compare.py's McNemar per seed and paired bootstrap
 over seeds), on the seeds both have trained on the same kind of device: runs on different devices are not paired.
 
     GLUE_DIR=/path/to/glue python results/alternatives.py        # writes results/alternatives.md, .json and .png
@@ -80,6 +80,15 @@ def paired(rows, a, b):
                                                                                rows[k]["devices"])} for k in (a, b)]
     seeds = [s for s in sorted(set(by_seed[0]) & set(by_seed[1])) if by_seed[0][s][1] == by_seed[1][s][1]]
     return seeds, [by_seed[0][s][0] for s in seeds], [by_seed[1][s][0] for s in seeds]
+
+
+def at_each_target():
+    """The pairs compared: at each FLOPs target, every two methods' rows, then each against dense."""
+    out = []
+    for target in sorted({t for _, targets, _ in METHODS.values() for t in targets}):
+        keys = [targets[target] for _, targets, _ in METHODS.values() if target in targets]
+        out += [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]] + [(k, "dense") for k in keys]
+    return out
 
 
 def kept(results, names, folder):
@@ -163,11 +172,11 @@ def report(rows, results, timings, command):
             lines.append(f"| {method} | {target:g}x | {', '.join(str(compare.seed_of(n)) for n in r['names'])} ({where}) | "
                          f"{compare.mean_std_text(r['acc'])} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
                          f"{', '.join(f'{s:.2f}x' for s in r['flops'])} | {cells} | {per_layer or ''} |")
-    lines += ["", "Paired at 2x on the 872 dev sentences (A - B in points; b = sentences only A gets right, c = only "
-              "B; seeds trained on the same kind of device):", "",
+    lines += ["", "Paired at each target on the 872 dev sentences (A - B in points; b = sentences only A gets right, "
+              "c = only B; seeds trained on the same kind of device):", "",
               "| A vs B | per seed: A - B, b : c, McNemar p | mean A - B [95% bootstrap interval] |", "|---|---|---|"]
-    keys, pairs = list(AT_2X.values()), {}
-    for a, b in [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]] + [(k, "dense") for k in keys]:
+    pairs = {}
+    for a, b in at_each_target():
         if a in rows and b in rows:
             seeds, ra, rb = paired(rows, a, b)
             if not seeds:

@@ -66,6 +66,21 @@ def test_every_method_at_2x_is_read_from_its_folder_and_the_leader_is_named_with
     assert "| topk20 vs sm20 | 42: +14.00, 28 : 0, p = 0.00;" in text
 
 
+def test_the_methods_are_paired_at_every_target_where_two_have_run(tmp_path):
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    glue = write_dev(tmp_path / "glue", labels)
+    results = make_runs(tmp_path, labels)
+    right = labels.copy()
+    right[:6] = 1 - right[:6]                                                        # 6 wrong: 97.00
+    fake_recipe_run(results / "alternatives", "topk15-seed42", labels, 1.5)          # none wrong
+    fake_recipe_run(results / "alternatives", "sm15-seed42", right, 1.5)
+    out, text = run_alternatives(tmp_path, results, glue)
+    assert "| topk15 vs sm15 | 42: +3.00, 6 : 0, p = 0.03 |" in text
+    assert out["pairs"]["topk15 vs dense"]["seeds"] == [42]                          # dense: the t20 runs' stage
+    assert not any(k.startswith("t15 ") or k.endswith(" t15") for k in out["pairs"])  # not run: not paired
+    assert "topk15 vs t20" not in out["pairs"]                                      # only at the same target
+
+
 def test_seeds_trained_on_another_device_are_not_paired_and_the_verdict_waits_for_three_seeds(tmp_path):
     labels = np.random.default_rng(1).integers(0, 2, 200)
     glue = write_dev(tmp_path / "glue", labels)

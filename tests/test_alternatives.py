@@ -70,10 +70,10 @@ def test_the_methods_are_paired_at_every_target_where_two_have_run(tmp_path):
     labels = np.random.default_rng(1).integers(0, 2, 200)
     glue = write_dev(tmp_path / "glue", labels)
     results = make_runs(tmp_path, labels)
-    right = labels.copy()
-    right[:6] = 1 - right[:6]                                                        # 6 wrong: 97.00
-    fake_recipe_run(results / "alternatives", "topk15-seed42", labels, 1.5)          # none wrong
-    fake_recipe_run(results / "alternatives", "sm15-seed42", right, 1.5)
+    six_wrong = labels.copy()
+    six_wrong[:6] = 1 - six_wrong[:6]                                                # 97.00
+    fake_recipe_run(results / "alternatives", "topk15-seed42", labels, 1.5)          # none wrong: 100.00
+    fake_recipe_run(results / "alternatives", "sm15-seed42", six_wrong, 1.5)
     out, text = run_alternatives(tmp_path, results, glue)
     assert "| topk15 vs sm15 | 42: +3.00, 6 : 0, p = 0.03 |" in text
     assert out["pairs"]["topk15 vs dense"]["seeds"] == [42]                          # dense: the t20 runs' stage

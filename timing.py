@@ -29,7 +29,12 @@ def machine_line(device="cpu"):
     """What a run trains or is timed on, in one line: the processor (or GPU), the threads, torch. Two machines'
     arithmetic differs in rounding, so a seed trained on each is not the same run."""
     where = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_name()
-    return f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return describe_machine(where, torch.get_num_threads(), torch.__version__)
+
+
+def describe_machine(where, threads, torch_version):
+    """machine_line's words, also for a machine recorded earlier (bench.py's JSON)."""
+    return f"{where}, {threads} threads, torch {torch_version}"
 
 
 def synchronize(device):

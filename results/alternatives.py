@@ -138,9 +138,14 @@ def benched(results):
         m, measured = timed["machine"], {r["batch_size"]: r["measured_speedup"] for r in timed["measured"]}
         out[name] = {**{str(bs): measured[bs] for bs in BATCH_SIZES if bs in measured}, "model": "bench",
                      "flops_executed": round(infer32["flops_speedup"], 3),
-                     "by": f"`{timed['command']}` on {m['date'][:10]} ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, "
-                           f"load average {m['loadavg_before'][0]:.2f} before)"}
+                     "by": timed_by(timed["command"], m["date"][:10], timing.describe_machine(m["cpu"], m["threads"], m["torch"]),
+                                    m["loadavg_before"][0])}
     return out
+
+
+def timed_by(command, date, machine, load):
+    """How a timing was made, as the report's "Timed by" sentences say it."""
+    return f"`{command}` on {date} ({machine}, load average {load:.2f} before)"
 
 
 def report(rows, results, timings, command):
@@ -202,8 +207,8 @@ def report(rows, results, timings, command):
 def time_runs(rows, runs, data_dir, repeats, timings):
     """Into `timings`, for every run whose model is in `runs` (or that has a stand-in) and has no timing there yet:
     its measured speedup at each batch size, the FLOPs speedup of what was timed, and by what, when, on what."""
-    by = (f"`python results/alternatives.py --time {runs}` on {datetime.date.today()} ({timing.machine_line()}, "
-          f"load average {os.getloadavg()[0]:.2f} before)")
+    by = timed_by(f"python results/alternatives.py --time {runs}", datetime.date.today(), timing.machine_line(),
+                  os.getloadavg()[0])
     models, reference = compare.models_here(rows, runs, specs("recipe") + specs("alternatives"), PREFIXES,
                                             stand_ins=True)
     batches = {bs: compare.dev_batches(data_dir, bs) for bs in BATCH_SIZES} if models else {}

@@ -14,6 +14,8 @@
 # Seeds 42 to 46 (WNLI: 42 to 44), seed by seed, the cheaper tasks first, so that a stopped series has whole seeds.
 #   GLUE_DIR=/path/to/glue bash results/run_glue.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_glue.sh ...                      (new runs train on the GPU: train.py --device)
+# Two of these may share one list (one per core, OMP_NUM_THREADS=1 each): a run another is training is passed by
+# (each run holds a flock on runs/glue-NAME/.lock while it trains).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -38,8 +40,11 @@ for name in ${@:-${names[@]}}; do
   out=runs/glue-$name
   [[ -f results/glue/$name.json ]] && { echo "== $name: done (results/glue/$name.json)"; continue; }
   mkdir -p "$out"
+  exec {lock}> "$out/.lock"
+  flock -n "$lock" || { echo "== $name: being trained by another run_glue.sh"; exec {lock}>&-; continue; }
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/glue/$name.json"
+  exec {lock}>&-
 done

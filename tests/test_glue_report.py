@@ -36,3 +36,17 @@ def test_a_keep_layers_models_speedup_is_over_the_whole_checkpoint():
     assert glue.over_checkpoint(m, "sequence") == pytest.approx((6 * 300 + head) / (3 * 100 + head))
     m["args"] = {"keep_layers": None, "checkpoint_layers": None}
     assert glue.over_checkpoint(m, "sequence") == pytest.approx((3 * 300 + head) / (3 * 100 + head))
+
+
+def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
+    one, two = glue.spread([80.0]), glue.spread([80.0, 82.0])
+    assert one == (80.0, None) and two == (81.0, pytest.approx(2 ** 0.5))
+    assert glue.fmt(one, unit="x") == "80.00x" and "±" in glue.fmt(two)
+    assert glue.fmt(one, one=" (one seed)") == "80.00 (one seed)" and glue.fmt(None) == "—"
+    row = lambda score, speedup: {"accuracy": score, "speedup": (speedup, None)}  # noqa: E731
+    s = {"dense": row(one, 1.0), "recipe2": row((79.0, None), 2.0), "layers3": row((78.0, None), 2.0)}
+    g = glue.goals("rte", s, {})
+    assert g["at 2x: within dense's seed-to-seed spread"] is None
+    assert g["at 2x: above the 3-layer model"] is True
+    s["dense"] = row(two, 1.0)  # 81 - 1.41 = 79.59 > 79: missed, not unjudged
+    assert glue.goals("rte", s, {})["at 2x: within dense's seed-to-seed spread"] is False

@@ -50,3 +50,14 @@ def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
     assert g["at 2x: above the 3-layer model"] is True
     s["dense"] = row(two, 1.0)  # 81 - 1.41 = 79.59 > 79: missed, not unjudged
     assert glue.goals("rte", s, {})["at 2x: within dense's seed-to-seed spread"] is False
+
+
+def test_the_average_drop_is_over_the_tasks_named_ours_beside_the_papers():
+    res = lambda dense, ours, speedup: {"summary": {"dense": {"accuracy": (dense, None)},  # noqa: E731
+                                                    "recipepaper": {"accuracy": (ours, None), "speedup": (speedup, None)}}}
+    results = {"rte": res(70.0, 66.0, 3.0), "wnli": res(40.0, 56.0, 6.0)}
+    text = glue.average_drops(results, ["rte"])
+    paper = glue.PAPER["rte"]
+    assert text.startswith("our average drop at the paper's speedups +4.00 points at 3.00x")
+    assert f"{paper[0] - paper[1]:+.2f} at {paper[2]:.2f}x" in text
+    assert "-6.00 points at 4.50x" in glue.average_drops(results, ["rte", "wnli"])  # (4 - 16) / 2, (3 + 6) / 2

@@ -188,7 +188,8 @@ VERDICT = {True: "met", False: "MISSED", None: "not judged yet (dense has one se
 def report(results, command):
     lines = ["# GLUE: the paper's Table 3, on all-MiniLM-L6-v2\n", f"Made by `{command}` from `results/glue/*.json` "
              "(SST-2: `results/recipe/*.json`); the runs by `results/run_glue.sh` and `results/run_recipe.sh`. "
-             "Scores in points; mean ± std over the seeds listed (one seed: its value alone); FLOPs speedups over the 6-layer dense model. "
+             "Scores in points; mean ± std over the seeds listed (one seed: its value alone); FLOPs speedups over "
+             "the 6-layer dense model. "
              "Compare the drop from dense and the speedup with the paper's, not the scores: its backbone is "
              "BERT-base (12 layers, 768 wide). The measured CPU speedup is train.py's own, at each run's end "
              "(`timing.py`: the infer path against the dense infer, batch 32, median of 3 passes over dev, at the "
@@ -220,7 +221,8 @@ def report(results, command):
                          + " ".join(f"{k:.2f}" for k in x["kept"]) + f" | {fmt(x['train_minutes'], 1)} |")
         if r["pairs"]:
             mcnemar_key = "; b : c = examples only A : only B gets right, McNemar's p" if main == "accuracy" else ""
-            lines += ["", f"Paired on the dev examples ({main}, A - B in points{mcnemar_key}):", "", "| A vs B | seeds | per seed | A - B [95% bootstrap interval] |", "|---|---|---|---|"]
+            lines += ["", f"Paired on the dev examples ({main}, A - B in points{mcnemar_key}):", "",
+                      "| A vs B | seeds | per seed | A - B [95% bootstrap interval] |", "|---|---|---|---|"]
             for name, c in r["pairs"].items():
                 per = "; ".join(f"{e['diff']:+.2f}" + (f", {e['b']} : {e['c']}, p = {e['p']:.2f}" if "p" in e else "")
                                 for e in c["per_seed"])

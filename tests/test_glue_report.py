@@ -53,8 +53,9 @@ def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
 
 
 def test_the_average_drop_is_over_the_tasks_named_ours_beside_the_papers():
-    res = lambda dense, ours, speedup: {"summary": {"dense": {"accuracy": (dense, None)},  # noqa: E731
-                                                    "recipepaper": {"accuracy": (ours, None), "speedup": (speedup, None)}}}
+    def res(dense, ours, speedup):
+        return {"summary": {"dense": {"accuracy": (dense, None)},
+                            "recipepaper": {"accuracy": (ours, None), "speedup": (speedup, None)}}}
     results = {"rte": res(70.0, 66.0, 3.0), "wnli": res(40.0, 56.0, 6.0)}
     text = glue.average_drops(results, ["rte"])
     paper = glue.PAPER["rte"]

@@ -101,10 +101,16 @@ def mean_std(values):
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def mean_std_text(values):
-    """"mean ± std" in points, or "value (one seed)": one run has no spread to show, not a spread of 0."""
+def spread(values):
+    """(mean, sample standard deviation), the deviation None for one value: one run has no spread, not one of 0."""
     mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} (one seed)"
+    return mean, std if len(values) > 1 else None
+
+
+def mean_std_text(values):
+    """"mean ± std" in points, or "value (one seed)" (spread)."""
+    mean, std = spread(values)
+    return f"{mean:.2f} (one seed)" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def stage_dev(m, which):

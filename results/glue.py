@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "results"))
 import data  # noqa: E402
 import compare  # noqa: E402
-from compare import mcnemar, mean_std, paired_bootstrap  # noqa: E402
+from compare import mcnemar, paired_bootstrap, spread  # noqa: E402
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
 # Table 3, BERT-base, Transkimmer with no padding: (dense, Transkimmer, FLOPs speedup); main metric, points
@@ -129,12 +129,6 @@ def compare_rows(task, a, b, labels):
         for entry, (x, y) in zip(per_seed, pairs):
             entry["b"], entry["c"], entry["p"] = mcnemar(x["preds"] == labels, y["preds"] == labels)
     return {"seeds": [x["seed"] for x, _ in pairs], "diff": diff, "low": low, "high": high, "per_seed": per_seed}
-
-
-def spread(values):
-    """(mean, sample standard deviation), the deviation None for one value: one run has no spread, not one of 0."""
-    mean, std = mean_std(values)
-    return mean, std if len(values) > 1 else None
 
 
 def summary(row, task):

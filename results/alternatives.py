@@ -234,6 +234,8 @@ def main(argv=None):
     p.add_argument("--retime", action="store_true", help="with --time: time again the runs timed before")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
+    if args.retime and not args.time:  # it would only erase the timings kept
+        p.error("--retime needs --time RUNS")
     from checkpoint import atomic_write
 
     data_dir, labels = compare.sst2_dev(args.data_dir)

@@ -7,7 +7,8 @@ stage is steered on whole sentences (train.py --steer-every) with the recipe of 
 
     GLUE_DIR=/path/to/glue python results/compare.py [--runs results/recipe] [--out results/sst2_recipe]
                                        # writes OUT.md, OUT.json and OUT.png (accuracy against speedup)
-    ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine
+    ... --time runs        # also time the saved models (runs/sst2-recipe-NAME/) on this machine, those OUT.json
+                           # has no timing for yet (--retime: all of them again, as after retraining a run)
     python results/compare.py --pair A/metrics.json B/metrics.json   # any two runs on SST-2 dev
     python results/compare.py --paired results/reference/hf-full results/reference/ours-full
                            # two models over seeds: A-seedS.json against B-seedS.json, for each seed both have
@@ -279,6 +280,15 @@ def verdict(rows):
     return goals
 
 
+def timed_before(path):
+    """The measured speedups an earlier run of this script wrote to `path`: ({run name: speedup}, {run name: the
+    command that timed it}). A rerun without --time keeps them, so redrawing the table never erases a timing."""
+    if not Path(path).exists():
+        return {}, {}
+    out = json.loads(Path(path).read_text())
+    return out.get("timings", {}), out.get("timed_by", {})
+
+
 def measured_of(key, names, measured):
     """A row's measured speedups: the dense model's is 1 by definition; the saved (final) models were timed;
     a skim stage's model was not saved, so it has none."""
@@ -287,8 +297,9 @@ def measured_of(key, names, measured):
     return [None if key == "skimstage" else measured.get(n) for n in names]
 
 
-def report(rows, measured, command):
-    lines = [f"# SST-2: the recipe against its baselines\n", f"Made by `{command}` from `results/recipe/*.json`.\n",
+def report(rows, measured, command, timed_by=None):
+    by = "; the measured speedups by `" + "`, `".join(sorted(set(timed_by.values()))) + "`" if timed_by else ""
+    lines = [f"# SST-2: the recipe against its baselines\n", f"Made by `{command}` from `results/recipe/*.json`{by}.\n",
              "| model | seeds (trained on) | dev acc, mean ± std | per seed | FLOPs speedup | measured CPU speedup |",
              "|---|---|---|---|---|---|"]
     for key, what, *_ in ROWS:
@@ -396,6 +407,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None, help="GLUE folder (default: $GLUE_DIR)")
     p.add_argument("--out", default=str(ROOT / "results" / "sst2_recipe"), help="writes OUT.md and OUT.json")
     p.add_argument("--time", metavar="RUNS", default=None, help="time the saved models in RUNS/sst2-recipe-NAME/")
+    p.add_argument("--retime", action="store_true", help="with --time: time again the runs timed before")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="only compare two metrics.json files' final "
@@ -405,6 +417,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="only the runs of these seeds (a subset: the report is printed, nothing is written)")
     args = p.parse_args(argv)
+    if args.retime and not args.time:  # it would only erase the timings kept
+        p.error("--retime needs --time RUNS")
     from checkpoint import atomic_write
 
     data_dir, labels = sst2_dev(args.data_dir)
@@ -423,15 +437,21 @@ def main(argv=None):
     if args.seeds:
         print(report(rows, {}, "python results/compare.py --seeds " + " ".join(map(str, args.seeds)))[0])
         return
-    measured = time_models(rows, args.time, data_dir, args.batch_size, args.repeats) if args.time else {}
-    command = "python results/compare.py" + (f" --time {args.time} --batch-size {args.batch_size}" if args.time else "")
-    text, goals = report(rows, measured, command)
+    measured, timed_by = ({}, {}) if args.retime else timed_before(args.out + ".json")
+    command = "python results/compare.py"
+    if args.time:
+        command += f" --time {args.time} --batch-size {args.batch_size}"
+        new = time_models(rows, args.time, data_dir, args.batch_size, args.repeats, skip=set(measured))
+        measured.update(new)
+        timed_by.update({name: command for name in new})
+    text, goals = report(rows, measured, command, timed_by)
     summary = {key: {"runs": r["names"], "trained_on": r["devices"], "accuracy": r["acc"], "flops_speedup": r["flops"],
                      "measured_speedup": measured_of(key, r["names"], measured)} for key, r in rows.items()}
     atomic_write(args.out + ".md", lambda path: Path(path).write_text(text))
     picture(rows, args.out + ".png")
     atomic_write(args.out + ".json", lambda path: Path(path).write_text(
-        json.dumps({"command": command, "rows": summary, "goals": goals}, indent=1) + "\n"))
+        json.dumps({"command": command, "rows": summary, "goals": goals, "timings": measured, "timed_by": timed_by},
+                   indent=1) + "\n"))
     print(text)
 
 

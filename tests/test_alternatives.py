@@ -172,6 +172,10 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
     # the three layers3 runs (one checkpoint, the same layers), at 2 batch sizes
     assert len(calls) == 2 * 2 and json.loads(out.with_suffix(".json").read_text())["rows"]["sm20"]["measured_speedup"] == {
         "1": [9.0, None, None], "32": [9.0, None, None]}
+    kept = out.with_suffix(".json").read_text()
+    with pytest.raises(SystemExit):                                     # --retime alone would only erase them
+        alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--retime"])
+    assert out.with_suffix(".json").read_text() == kept
 
 
 def test_topk_attention_times_the_hand_written_and_the_fused_layers_on_the_inputs_topk_meets(tmp_path, tiny):

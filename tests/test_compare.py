@@ -229,6 +229,38 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
     assert any(c["pruned"].masks[-1].sum() < c["batch"]["attention_mask"].sum() for c in calls)  # the recipe skims
 
 
+def test_a_rerun_keeps_every_timing_and_times_only_the_runs_not_timed_yet(tmp_path, monkeypatch):
+    """Redrawing the table without --time used to erase the measured column; --time timed everything again."""
+    labels = np.array([0, 1] * 10)
+    glue = write_dev(tmp_path / "glue", labels)
+    runs = tmp_path / "recipe"
+    runs.mkdir()
+    fake_recipe_run(runs, "t20-seed42", labels, 2.0, dense_predictions=labels)
+    fake_recipe_run(runs, "layers3-seed42", labels, 1.0, over_checkpoint=2.0)
+    skipped = []
+
+    def timed(rows, folders, data_dir, batch_size, repeats, skip=()):  # what time_models would measure
+        skipped.append(set(skip))
+        return {n: s for n, s in {"t20-seed42": 1.5, "layers3-seed42": 2.25}.items() if n not in skip}
+    monkeypatch.setattr(compare, "time_models", timed)
+    out = ["--runs", str(runs), "--data-dir", str(glue), "--out", str(tmp_path / "out")]
+    written = lambda: json.loads((tmp_path / "out.json").read_text())
+    compare.main(out + ["--time", "saved"])
+    assert written()["timings"] == {"t20-seed42": 1.5, "layers3-seed42": 2.25}
+    compare.main(out)                                                        # no --time: the timings stay
+    assert written()["rows"]["recipe"]["measured_speedup"] == [1.5]
+    text = (tmp_path / "out.md").read_text()
+    assert "| 2.00x | 1.50x |" in text and "the measured speedups by `python results/compare.py --time saved" in text
+    fake_recipe_run(runs, "t20-seed43", labels, 2.0, dense_predictions=labels)
+    compare.main(out + ["--time", "saved"])                                  # only what has no timing yet
+    assert skipped[-1] == {"t20-seed42", "layers3-seed42"}
+    compare.main(out + ["--time", "saved", "--retime"])                      # all of them again
+    assert skipped[-1] == set()
+    with pytest.raises(SystemExit):                                          # it would only erase them
+        compare.main(out + ["--retime"])
+    assert written()["timings"] == {"t20-seed42": 1.5, "layers3-seed42": 2.25}
+
+
 def test_paired_meets_two_models_on_the_seeds_both_have(tmp_path, capsys):
     labels = np.array([0, 1] * 50)
     glue = write_dev(tmp_path / "glue", labels)

@@ -209,8 +209,9 @@ def time_runs(rows, runs, data_dir, repeats, timings):
     its measured speedup at each batch size, the FLOPs speedup of what was timed, and by what, when, on what."""
     by = timed_by(f"python results/alternatives.py --time {runs}", datetime.date.today(), timing.machine_line(),
                   os.getloadavg()[0])
+    done = {n for n, t in timings.items() if "flops_executed" in t and all(str(bs) in t for bs in BATCH_SIZES)}
     models, reference = compare.models_here(rows, runs, specs("recipe") + specs("alternatives"), PREFIXES,
-                                            stand_ins=True)
+                                            stand_ins=True, skip=done)  # a model timed before is not even loaded
     batches = {bs: compare.dev_batches(data_dir, bs) for bs in BATCH_SIZES} if models else {}
     for bs in batches:
         new = compare.time_loaded(models, reference, batches[bs], repeats,

@@ -201,17 +201,19 @@ def stand_in(args, cache, num_labels=2):
     return cache[like]
 
 
-def models_here(rows, folders, specs=ROWS, prefixes=("sst2-recipe-",), stand_ins=False):
+def models_here(rows, folders, specs=ROWS, prefixes=("sst2-recipe-",), stand_ins=False, skip=()):
     """({run name: model}, the 6-layer dense model to measure them against) for the rows' runs whose model is
     saved under `folders` as PREFIX + name (the first of `prefixes` that has it); a run whose model is not here
     is left out, unless `stand_ins` and it is dense: then its stand_in is there, one for all the runs of the same
-    checkpoint and layers. The reference is the encoder and classifier of the first method's model, every token
-    kept; none (and no models) if no method's model is here."""
+    checkpoint and layers. The runs in `skip` (timed before) are not loaded. The reference is the encoder and
+    classifier of the first method's model, every token kept; none (and no models) if no method's model is here."""
     import methods
     models, shared = {}, {}  # run name: its model; the stand-ins made (stand_in's cache)
     for key, *_, which in specs:
         if which == "final" and key in rows:  # the rows whose model is the run's saved one
             for name, args in zip(rows[key]["names"], rows[key].get("args") or [{}] * len(rows[key]["names"])):
+                if name in skip:
+                    continue
                 saved = saved_model(folders, prefixes, name)
                 model = methods.load_saved(saved) if saved else stand_in(args, shared) if stand_ins else None
                 if model is not None:
@@ -232,8 +234,8 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
                 stand_ins=False):
     """Measured speedup of each of models_here over its dense reference, packed inference path, on SST-2 dev at
     `batch_size`: {run name: speedup}, for the runs not in `skip` (timed before)."""
-    models, reference = models_here(rows, folders, specs, prefixes, stand_ins)
-    return time_loaded(models, reference, dev_batches(data_dir, batch_size) if models else [], repeats, skip)
+    models, reference = models_here(rows, folders, specs, prefixes, stand_ins, skip)
+    return time_loaded(models, reference, dev_batches(data_dir, batch_size) if models else [], repeats)
 
 
 def time_loaded(models, reference, batches, repeats, skip=()):

@@ -1,5 +1,6 @@
-"""results/glue.py: its bootstrap is compare.py's for accuracy and brackets the metric's difference otherwise, and
-a --keep-layers model's speedup is counted over the whole checkpoint, with and without padding."""
+"""results/glue.py: its bootstrap is compare.py's for accuracy and brackets the metric's difference otherwise, a
+--keep-layers model's speedup is counted over the whole checkpoint, with and without padding, and the goals judge
+differences on paired seeds (the drop) and paired intervals (above the 3 layers)."""
 
 import sys
 from pathlib import Path
@@ -47,15 +48,45 @@ def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
     s = {"dense": row(one, 1.0), "recipe2": row((79.0, None), 2.0), "layers3": row((78.0, None), 2.0)}
     g = glue.goals("rte", s, {})
     assert g["at 2x: within dense's seed-to-seed spread"] is None
-    assert g["at 2x: above the 3-layer model"] is True
     s["dense"] = row(two, 1.0)  # 81 - 1.41 = 79.59 > 79: missed, not unjudged
     assert glue.goals("rte", s, {})["at 2x: within dense's seed-to-seed spread"] is False
+
+
+def test_above_the_3_layers_is_judged_by_the_paired_interval_not_by_the_means():
+    s = {"recipe2": {"accuracy": (79.0, None), "speedup": (2.0, None)}, "layers3": {"accuracy": (78.0, None)}}
+    goal = "at 2x: above the 3-layer model"
+    verdict = lambda low, high: glue.goals("rte", s, {"recipe2 vs layers3": {"diff": 1.0, "low": low, "high": high}})[goal]  # noqa: E731
+    assert verdict(+0.2, +1.8) is True
+    assert verdict(-0.5, +2.5) == "level" and "MISSED" in glue.VERDICT["level"]  # a mean 1 point above, not told apart
+    assert verdict(-3.0, -0.1) is False
+    assert goal not in glue.goals("rte", s, {})  # no seed of the two rows pairs (another device): not judged
+
+
+def test_the_drop_is_paired_over_the_seeds_both_rows_have():
+    """Dense has seeds 42 and 43, the recipe at the paper's speedup only 42: its drop is seed 42's, everywhere it is
+    shown (the goal, the table, the average), not dense's mean less the recipe's."""
+    labels = np.array([0, 1] * 50)
+    right, wrong_10 = labels.copy(), labels.copy()
+    wrong_10[:10] = 1 - wrong_10[:10]
+    run = lambda seed, preds: {"seed": seed, "preds": preds, "device": "cpu",  # noqa: E731
+                               "metrics": {"accuracy": 100 * float((preds == labels).mean())}}
+    dense = [run(42, right), run(43, wrong_10)]  # 100 and 90: mean 95
+    paper = [run(42, wrong_10)]                  # 90: 10 below its own seed's dense, 5 below dense's mean
+    pairs = {"recipepaper vs dense": glue.compare_rows("rte", paper, dense, labels)}
+    assert pairs["recipepaper vs dense"]["seeds"] == [42]
+    assert glue.drop(pairs, "recipepaper") == pytest.approx(10.0)
+    s = {"dense": {"accuracy": (95.0, 7.07)},
+         "recipepaper": {"accuracy": (90.0, None), "speedup": (3.0, None)}}
+    assert "at the paper's speedup: drop +10.00 <= the paper's -3.20" in glue.goals("rte", s, pairs)
+    results = {"rte": {"summary": s, "pairs": pairs}}
+    assert glue.average_drops(results, ["rte"]).startswith("our average drop at the paper's speedups +10.00 points")
 
 
 def test_the_average_drop_is_over_the_tasks_named_ours_beside_the_papers():
     def res(dense, ours, speedup):
         return {"summary": {"dense": {"accuracy": (dense, None)},
-                            "recipepaper": {"accuracy": (ours, None), "speedup": (speedup, None)}}}
+                            "recipepaper": {"accuracy": (ours, None), "speedup": (speedup, None)}},
+                "pairs": {"recipepaper vs dense": {"diff": ours - dense}}}
     results = {"rte": res(70.0, 66.0, 3.0), "wnli": res(40.0, 56.0, 6.0)}
     text = glue.average_drops(results, ["rte"])
     paper = glue.PAPER["rte"]

@@ -14,7 +14,8 @@ Rows (each run's name is TASK-RUN-seedS.json; SST-2's are RUN-seedS.json in --ss
   - recipe at 2x (t20), at the paper's speedup (tpaper; SST-2: t15, target 1.5, the nearest run to the paper's
     1.58), and the 3- and 2-layer models (layers3, layers2: 2x and 3x FLOPs).
 Every metric is computed from the saved dev predictions by data.compute_metrics, the function train.py reports.
-Paired comparisons use the seeds both rows have, trained on one device (runs on different devices are not paired):
+Paired comparisons use the seeds both rows have, trained on one machine (two machines' arithmetic rounds apart, so
+a seed trained on each is not the same run; the seeds column names each run's machine):
   - a paired bootstrap over dev examples of the main metric's difference, the seeds pooled: resample the examples
     with replacement (one draw for every seed and both rows) 10,000 times, the metric recomputed on each resample,
     the difference averaged over the seeds; the 2.5th and 97.5th percentiles are the 95% interval. For accuracy it
@@ -26,6 +27,7 @@ layers, 768 wide): compare the drop from dense and the speedup, not the scores.
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -81,8 +83,17 @@ def over_checkpoint(m, padding):
     return dense / ran
 
 
+def machine_of(m):
+    """Where a run trained, in short: the processor or GPU its stages record ("Intel Xeon", "AMD EPYC"; two joined
+    by " + " for a run resumed elsewhere), else its --device (the runs made before stages recorded it)."""
+    names = {re.sub(r"\(R\)|\(TM\)| Processor|\s+(?=\s)", "", line.split(",")[0]).strip()
+             for stage in m["stages"] for line in stage.get("machines") or []}
+    return " + ".join(sorted(names)) or m["args"].get("device", "cpu")
+
+
 def load_row(task, labels, prefix, which, runs, sst2_runs):
-    """[{seed, preds, metrics, speedup, speedup_seq, measured, kept, train_minutes, device}] over the row's runs."""
+    """[{seed, preds, metrics, speedup, speedup_seq, measured, kept, train_minutes, device, machine}] over the row's
+    runs."""
     out = []
     for path in run_paths(task, prefix, runs, sst2_runs):
         m = json.loads(path.read_text())
@@ -99,7 +110,7 @@ def load_row(task, labels, prefix, which, runs, sst2_runs):
         out.append({"seed": seed_of(path), "preds": preds, "speedup": speedup, "speedup_seq": speedup_seq,
                     "metrics": {k: 100 * v for k, v in data.compute_metrics(data.get_task(task), preds, labels).items()},
                     "measured": measured, "kept": kept, "train_minutes": minutes, "timing": m.get("timing"),
-                    "device": m["args"].get("device", "cpu")})
+                    "device": m["args"].get("device", "cpu"), "machine": machine_of(m)})
     return out
 
 
@@ -117,10 +128,11 @@ def metric_bootstrap(name, a_preds, b_preds, labels, resamples=10_000, seed=0):
 
 
 def compare_rows(task, a, b, labels):
-    """The paired comparison of two rows over the seeds both have on one device, or None (nothing to pair)."""
+    """The paired comparison of two rows over the seeds both have on one machine, or None (nothing to pair)."""
     main = data.get_task(task).main_metric
     b_by_seed = {r["seed"]: r for r in b}
-    pairs = [(r, b_by_seed[r["seed"]]) for r in a if r["seed"] in b_by_seed and b_by_seed[r["seed"]]["device"] == r["device"]]
+    pairs = [(r, b_by_seed[r["seed"]]) for r in a
+             if r["seed"] in b_by_seed and b_by_seed[r["seed"]]["machine"] == r["machine"]]
     if not pairs:
         return None
     diff, low, high = metric_bootstrap(main, [x["preds"] for x, _ in pairs], [y["preds"] for _, y in pairs], labels)
@@ -141,8 +153,15 @@ def summary(row, task):
                                                                 or r["device"] == "cpu")]
         s[key] = spread(values) if values else None
     s["kept"] = list(np.mean([r["kept"] for r in row], axis=0))
-    s["seeds"], s["devices"] = [r["seed"] for r in row], sorted({r["device"] for r in row})
+    s["seeds"], s["where"] = [r["seed"] for r in row], seeds_where(row)
     return s
+
+
+def seeds_where(row):
+    """"42, 43 (Intel Xeon); 44 (AMD EPYC)": a row's seeds, grouped by the machine each trained on."""
+    machines = list(dict.fromkeys(r["machine"] for r in row))
+    return "; ".join(", ".join(str(r["seed"]) for r in row if r["machine"] == where) + f" ({where})"
+                     for where in machines)
 
 
 def drop(pairs, key):
@@ -219,7 +238,7 @@ def report(results, command):
                 lines.append(f"| {what} | not run yet |" + " |" * (len(names) + 5))
                 continue
             x = s[key]
-            lines.append(f"| {what} | {', '.join(map(str, x['seeds']))} ({', '.join(x['devices'])}) | "
+            lines.append(f"| {what} | {x['where']} | "
                          + " | ".join(fmt(x[n]) for n in names)
                          + f" | {fmt(x['speedup'], unit='x')} | {fmt(x['speedup_seq'], unit='x')} | {fmt(x['measured'], unit='x')} | "
                          + " ".join(f"{k:.2f}" for k in x["kept"]) + f" | {fmt(x['train_minutes'], 1)} |")

@@ -68,7 +68,7 @@ def test_the_drop_is_paired_over_the_seeds_both_rows_have():
     labels = np.array([0, 1] * 50)
     right, wrong_10 = labels.copy(), labels.copy()
     wrong_10[:10] = 1 - wrong_10[:10]
-    run = lambda seed, preds: {"seed": seed, "preds": preds, "device": "cpu",  # noqa: E731
+    run = lambda seed, preds: {"seed": seed, "preds": preds, "machine": "Intel Xeon",  # noqa: E731
                                "metrics": {"accuracy": 100 * float((preds == labels).mean())}}
     dense = [run(42, right), run(43, wrong_10)]  # 100 and 90: mean 95
     paper = [run(42, wrong_10)]                  # 90: 10 below its own seed's dense, 5 below dense's mean
@@ -93,3 +93,19 @@ def test_the_average_drop_is_over_the_tasks_named_ours_beside_the_papers():
     assert text.startswith("our average drop at the paper's speedups +4.00 points at 3.00x")
     assert f"{paper[0] - paper[1]:+.2f} at {paper[2]:.2f}x" in text
     assert "-6.00 points at 4.50x" in glue.average_drops(results, ["rte", "wnli"])  # (4 - 16) / 2, (3 + 6) / 2
+
+
+def test_seeds_pair_only_on_one_machine_and_the_seeds_column_names_each_machine():
+    record = lambda *machines: {"stages": [{"machines": list(machines)}, {}], "args": {"device": "cpu"}}  # noqa: E731
+    intel = "Intel(R) Xeon(R) Processor, 1 threads, torch 2.13.0+cpu"
+    assert glue.machine_of(record(intel)) == "Intel Xeon"
+    assert glue.machine_of(record(intel, "AMD EPYC, 1 threads, torch 2.13.0+cpu")) == "AMD EPYC + Intel Xeon"
+    assert glue.machine_of({"stages": [{"machines": None}], "args": {"device": "cuda"}}) == "cuda"
+    labels = np.array([0, 1] * 20)
+    run = lambda seed, machine: {"seed": seed, "preds": labels, "machine": machine,  # noqa: E731
+                                 "metrics": {"accuracy": 100.0}}
+    a = [run(42, "Intel Xeon"), run(43, "Intel Xeon"), run(44, "AMD EPYC")]
+    b = [run(42, "Intel Xeon"), run(43, "AMD EPYC"), run(44, "AMD EPYC")]
+    assert glue.compare_rows("rte", a, b, labels)["seeds"] == [42, 44]
+    assert glue.compare_rows("rte", a[1:2], b[1:2], labels) is None
+    assert glue.seeds_where(a) == "42, 43 (Intel Xeon); 44 (AMD EPYC)"

@@ -13,6 +13,7 @@ Rows (each run's name is TASK-RUN-seedS.json; SST-2's are RUN-seedS.json in --ss
     skimming stages started from), so the recipe is compared with its own dense model, example by example.
   - recipe at 2x (t20), at the paper's speedup (tpaper; SST-2: t15, target 1.5, the nearest run to the paper's
     1.58), and the 3- and 2-layer models (layers3, layers2: 2x and 3x FLOPs).
+A recipe run's drop from dense is from its own dense stage (the tpaper runs' too; OWN_DENSE).
 Every metric is computed from the saved dev predictions by data.compute_metrics, the function train.py reports.
 Paired comparisons use the seeds both rows have, trained on one machine (two machines' arithmetic rounds apart, so
 a seed trained on each is not the same run; the seeds column names each run's machine):
@@ -59,6 +60,10 @@ ROWS = [("dense", "dense, 6 layers (each t20 run's dense stage)", "t20", "stage0
 SST2_PREFIX = {"t20": "t20", "tpaper": "t15", "layers3": "layers3", "layers2": "layers2"}
 PAIRS = [("recipe2", "dense"), ("recipe2", "layers3"), ("layers3", "dense"), ("recipepaper", "dense"),
          ("recipepaper", "layers2")]
+# A recipe row against dense is each run against its own dense stage (its first, evaluated when it ended): for t20
+# that is the dense row itself; for tpaper it is the same model as t20's of its seed wherever both trained on one
+# machine (same_dense counts it), and still the right one where they did not.
+OWN_DENSE = (("recipe2", "t20"), ("recipepaper", "tpaper"))
 NEAR_3X = ("mrpc", "stsb", "rte")  # the tasks whose paper speedup (3.13, 3.45, 2.85) is within 15% of layers2's 3x
 
 
@@ -143,6 +148,14 @@ def compare_rows(task, a, b, labels):
     return {"seeds": [x["seed"] for x, _ in pairs], "diff": diff, "low": low, "high": high, "per_seed": per_seed}
 
 
+def pair_rows(task, rows, own, labels):
+    """{"A vs B": compare_rows(...)} for the PAIRS both sides of which have runs; a recipe row (a key of `own`) against
+    dense is paired with its own runs' dense stages (own[A]), any other row with the dense row."""
+    partner = lambda a, b: own[a] if b == "dense" and own.get(a) else rows.get(b)  # noqa: E731
+    return {f"{a} vs {b}": c for a, b in PAIRS if a in rows and partner(a, b) and (b != "layers2" or task in NEAR_3X)
+            and (c := compare_rows(task, rows[a], partner(a, b), labels))}
+
+
 def summary(row, task):
     """Mean and standard deviation over the seeds of each metric and speedup of a row."""
     t = data.get_task(task)
@@ -155,6 +168,13 @@ def summary(row, task):
     s["kept"] = list(np.mean([r["kept"] for r in row], axis=0))
     s["seeds"], s["where"] = [r["seed"] for r in row], seeds_where(row)
     return s
+
+
+def same_dense(a, b):
+    """(equal, of): of the seeds two rows of dense stages have on one machine, how many give the same dev predictions."""
+    by_seed = {r["seed"]: r for r in b}
+    both = [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed and by_seed[r["seed"]]["machine"] == r["machine"]]
+    return sum(bool(np.array_equal(x["preds"], y["preds"])) for x, y in both), len(both)
 
 
 def seeds_where(row):
@@ -218,6 +238,11 @@ def report(results, command):
              "(`timing.py`: the infer path against the dense infer, batch 32, median of 3 passes over dev, at the "
              "run's threads; each JSON's `timing` and `machine`), not a quiet benchmark: another run may have "
              "trained beside it. Train minutes: of the runs on a CPU.\n"]
+    equal, of = (sum(results[t]["same_dense"][i] for t in TASKS) for i in (0, 1))
+    lines += ["Pairs: seeds are paired only where both rows trained on one machine. A recipe run is set against its "
+              "own dense stage: for the recipe at 2x, the dense row; at the paper's speedup, its own run's, which is "
+              f"the dense row's model, prediction for prediction, in {equal} of the {of} seeds where both trained on "
+              "one machine.\n"]
     for task in TASKS:
         r = results[task]
         s, main = r["summary"], data.get_task(task).main_metric
@@ -345,10 +370,11 @@ def main(argv=None):
             raise SystemExit(f"error: {e}")
         rows = {key: row for key, _, prefix, which in ROWS
                 if (row := load_row(task, labels, prefix, which, args.runs, args.sst2_runs))}
+        own = {key: load_row(task, labels, prefix, "stage0", args.runs, args.sst2_runs) for key, prefix in OWN_DENSE}
         s = {key: summary(row, task) for key, row in rows.items()}
-        pairs = {f"{a} vs {b}": c for a, b in PAIRS if a in rows and b in rows
-                 and (b != "layers2" or task in NEAR_3X) and (c := compare_rows(task, rows[a], rows[b], labels))}
+        pairs = pair_rows(task, rows, own, labels)
         results[task] = {"summary": s, "pairs": pairs, "goals": goals(task, s, pairs),
+                         "same_dense": same_dense(own["recipe2"], own["recipepaper"]),
                          "runs": {k: [{x: v for x, v in r.items() if x != "preds"} for r in row] for k, row in rows.items()}}
     command = "GLUE_DIR=/path/to/glue python results/glue.py" + (" " + " ".join(argv) if argv else "")
     text = report(results, command)

@@ -109,3 +109,21 @@ def test_seeds_pair_only_on_one_machine_and_the_seeds_column_names_each_machine(
     assert glue.compare_rows("rte", a, b, labels)["seeds"] == [42, 44]
     assert glue.compare_rows("rte", a[1:2], b[1:2], labels) is None
     assert glue.seeds_where(a) == "42, 43 (Intel Xeon); 44 (AMD EPYC)"
+
+
+def test_a_recipe_run_is_paired_with_its_own_dense_stage_other_rows_with_the_dense_row():
+    labels = np.array([0, 1] * 20)
+    wrong = labels.copy()
+    wrong[:4] = 1 - wrong[:4]  # 10 points below
+    run = lambda seed, machine, preds: {"seed": seed, "preds": preds, "machine": machine,  # noqa: E731
+                                        "metrics": {"accuracy": 100 * float((preds == labels).mean())}}
+    rows = {"dense": [run(43, "Intel Xeon", labels)], "layers3": [run(43, "AMD EPYC", wrong)],
+            "recipepaper": [run(43, "AMD EPYC", wrong)]}
+    own = {"recipepaper": [run(43, "AMD EPYC", labels)]}  # the tpaper run's own dense stage, trained on the AMD
+    pairs = glue.pair_rows("rte", rows, own, labels)
+    assert pairs["recipepaper vs dense"]["seeds"] == [43] and glue.drop(pairs, "recipepaper") == pytest.approx(10.0)
+    assert "layers3 vs dense" not in pairs  # the dense row's seed 43 trained on another machine
+    assert "recipepaper vs dense" not in glue.pair_rows("rte", rows, {"recipepaper": []}, labels)
+    assert glue.same_dense(rows["dense"], own["recipepaper"]) == (0, 0)
+    assert glue.same_dense(own["recipepaper"], [run(43, "AMD EPYC", labels)]) == (1, 1)
+    assert glue.same_dense(own["recipepaper"], [run(43, "AMD EPYC", wrong)]) == (0, 1)

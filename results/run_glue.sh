@@ -14,6 +14,8 @@
 # Seeds 42 to 46 (WNLI: 42 to 44), seed by seed, the cheaper tasks first, so that a stopped series has whole seeds.
 #   GLUE_DIR=/path/to/glue bash results/run_glue.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_glue.sh ...                      (new runs train on the GPU: train.py --device)
+# results/glue.py pairs a seed of two rows only where both trained on one machine (a tpaper run is set against its
+# own dense stage, so it pairs wherever it ran): run a task's t20, layers3 and layers2 of one seed on one machine.
 # Two of these may share one list (one per core, OMP_NUM_THREADS=1 each): a run another is training is passed by
 # (each run holds a flock on runs/glue-NAME/.lock while it trains).
 set -euo pipefail

@@ -171,9 +171,11 @@ def summary(row, task):
 
 
 def same_dense(a, b):
-    """(equal, of): of the seeds two rows of dense stages have on one machine, how many give the same dev predictions."""
+    """(equal, of): of the seeds two rows of dense stages have on one machine, how many give the same dev
+    predictions."""
     by_seed = {r["seed"]: r for r in b}
-    both = [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed and by_seed[r["seed"]]["machine"] == r["machine"]]
+    both = [(r, by_seed[r["seed"]]) for r in a
+            if r["seed"] in by_seed and by_seed[r["seed"]]["machine"] == r["machine"]]
     return sum(bool(np.array_equal(x["preds"], y["preds"])) for x, y in both), len(both)
 
 
@@ -186,7 +188,7 @@ def seeds_where(row):
 
 def drop(pairs, key):
     """The drop from dense of row `key` (dense - key, points), paired: the mean over the seeds both rows have on one
-    device of the per-seed difference (the paired table's A - B, negated), or None where no seed pairs. The goal,
+    machine of the per-seed difference (the paired table's A - B, negated), or None where no seed pairs. The goal,
     the summary table, the GLUE-wide average and the figure all show this one number; a difference of row means
     would set a recipe of seed 42 against a dense model averaged over seeds it never ran."""
     c = pairs.get(f"{key} vs dense")

@@ -55,11 +55,12 @@ def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
 def test_above_the_3_layers_is_judged_by_the_paired_interval_not_by_the_means():
     s = {"recipe2": {"accuracy": (79.0, None), "speedup": (2.0, None)}, "layers3": {"accuracy": (78.0, None)}}
     goal = "at 2x: above the 3-layer model"
-    verdict = lambda low, high: glue.goals("rte", s, {"recipe2 vs layers3": {"diff": 1.0, "low": low, "high": high}})[goal]  # noqa: E731
+    def verdict(low, high):
+        return glue.goals("rte", s, {"recipe2 vs layers3": {"diff": 1.0, "low": low, "high": high}})[goal]
     assert verdict(+0.2, +1.8) is True
     assert verdict(-0.5, +2.5) == "level" and "MISSED" in glue.VERDICT["level"]  # a mean 1 point above, not told apart
     assert verdict(-3.0, -0.1) is False
-    assert goal not in glue.goals("rte", s, {})  # no seed of the two rows pairs (another device): not judged
+    assert goal not in glue.goals("rte", s, {})  # no seed of the two rows pairs (another machine): not judged
 
 
 def test_the_drop_is_paired_over_the_seeds_both_rows_have():

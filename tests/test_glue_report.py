@@ -43,7 +43,7 @@ def test_one_seed_shows_no_spread_and_leaves_the_spread_goal_unjudged():
     one, two = glue.spread([80.0]), glue.spread([80.0, 82.0])
     assert one == (80.0, None) and two == (81.0, pytest.approx(2 ** 0.5))
     assert glue.fmt(one, unit="x") == "80.00x" and "±" in glue.fmt(two)
-    assert glue.fmt(one, one=" (one seed)") == "80.00 (one seed)" and glue.fmt(None) == "—"
+    assert glue.fmt(one) == "80.00" and glue.fmt(None) == "—"
     row = lambda score, speedup: {"accuracy": score, "speedup": (speedup, None)}  # noqa: E731
     s = {"dense": row(one, 1.0), "recipe2": row((79.0, None), 2.0), "layers3": row((78.0, None), 2.0)}
     g = glue.goals("rte", s, {})
@@ -128,3 +128,30 @@ def test_a_recipe_run_is_paired_with_its_own_dense_stage_other_rows_with_the_den
     assert glue.same_dense(rows["dense"], own["recipepaper"]) == (0, 0)
     assert glue.same_dense(own["recipepaper"], [run(43, "AMD EPYC", labels)]) == (1, 1)
     assert glue.same_dense(own["recipepaper"], [run(43, "AMD EPYC", wrong)]) == (0, 1)
+
+
+def test_a_summary_line_names_its_seeds_bolds_what_is_told_apart_and_pairs_the_drop():
+    assert glue.seed_text([44, 42, 43, 46]) == "42-44, 46" and glue.seed_text([42]) == "42"
+    row = lambda seeds, score, speedup=2.0: {"seeds": seeds, "pearson": score, "speedup": (speedup, None)}  # noqa: E731
+    s = {"dense": row([42, 43], (84.0, 0.1)), "recipe2": row([42, 43], (74.0, 1.0)),
+         "layers3": row([42, 43, 44], (58.0, 5.0)), "recipepaper": row([42], (64.0, None), 3.9)}
+    pairs = {"recipe2 vs layers3": {"diff": 16.0, "low": 13.0, "high": 19.0},
+             "recipepaper vs dense": {"seeds": [42], "diff": -20.0}}
+    line = glue.summary_line("stsb", {"summary": s, "pairs": pairs})
+    assert line.startswith("| STS-B (Pearson) | 42-43 | 84.00 ± 0.10 | 74.00 ± 1.00 | 58.00 ± 5.00 (seeds 42-44) |")
+    assert "| **+16.00 [+13.00, +19.00]** |" in line
+    assert line.endswith("| +20.00 at 3.90x, seed 42 (+1.2 at 3.45x) |")
+    pairs["recipe2 vs layers3"]["low"] = -1.0  # level: not bold
+    assert "| +16.00 [-1.00, +19.00] |" in glue.summary_line("stsb", {"summary": s, "pairs": pairs})
+    del s["recipepaper"], pairs["recipepaper vs dense"]
+    assert glue.summary_line("stsb", {"summary": s, "pairs": pairs}).endswith("| — (+1.2 at 3.45x) |")
+
+
+def test_the_readmes_glue_table_is_rows_of_glue_md_as_they_are():
+    """The README shows some of glue.md's summary rows; a regenerated glue.md and a README not updated differ here."""
+    import data
+    names = tuple(f"| {data.get_task(t).dir_name} (" for t in glue.TASKS)
+    readme = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(names)]
+    made = (ROOT / "results" / "glue.md").read_text().splitlines()
+    assert readme and glue.SUMMARY_HEAD in (ROOT / "README.md").read_text().splitlines()
+    assert [line for line in readme if line not in made] == []

@@ -323,6 +323,7 @@ def summary_line(task, r):
     its interval does not hold 0) and the recipe's paired drop at the paper's speedup, the paper's beside it."""
     t, s, pairs = data.get_task(task), r["summary"], r["pairs"]
     seeds = s["recipe2"]["seeds"]
+
     def cell(key):
         if key not in s:
             return "—"
@@ -337,7 +338,7 @@ def summary_line(task, r):
     paired = pairs.get("recipepaper vs dense", {}).get("seeds", [])
     drop_text = "—" if ours is None else (f"{ours:+.2f} at {s['recipepaper']['speedup'][0]:.2f}x, "
                                           f"seed{'s' * (len(paired) > 1)} {seed_text(paired)}")
-    metric = {"matthews": "Matthews", "pearson": "Pearson"}.get(t.main_metric, t.main_metric)  # after people
+    metric = {"matthews": "Matthews", "pearson": "Pearson"}.get(t.main_metric, t.main_metric)
     return (f"| {t.dir_name} ({metric}) | {seed_text(seeds)} | {cell('dense')} | "
             f"{cell('recipe2')} | {cell('layers3')} | {versus} | {drop_text} ({pd - pt:+.1f} at {ps}x) |")
 

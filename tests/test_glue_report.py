@@ -1,6 +1,7 @@
 """results/glue.py: its bootstrap is compare.py's for accuracy and brackets the metric's difference otherwise, a
 --keep-layers model's speedup is counted over the whole checkpoint, with and without padding, and the goals judge
-differences on paired seeds (the drop) and paired intervals (above the 3 layers)."""
+differences on paired seeds (the drop) and paired intervals (above the 3 layers); the summary table's rows, and the
+README's GLUE rows are glue.md's as they are."""
 
 import sys
 from pathlib import Path

@@ -199,6 +199,11 @@ def drop(pairs, key):
     return None if c is None else 0.0 - c["diff"]  # 0.0 - x: no "-0.00" for a drop of nothing
 
 
+def told_apart(c):
+    """A paired comparison's verdict: True (its 95% interval above 0), False (below 0) or "level" (it holds 0)."""
+    return True if c["low"] > 0 else False if c["high"] < 0 else "level"
+
+
 def goals(task, s, pairs):
     """The issue's goals for one task, each True (met), False (missed), "level" (a difference its paired interval
     does not tell apart from 0) or None (not judged: the spread of a dense model of one seed), and absent where a row
@@ -213,7 +218,7 @@ def goals(task, s, pairs):
         out["at 2x: within dense's seed-to-seed spread"] = (None if d[main][1] is None
                                                              else r[main][0] >= d[main][0] - d[main][1])
     if (c := pairs.get("recipe2 vs layers3")) is not None:
-        out["at 2x: above the 3-layer model"] = True if c["low"] > 0 else False if c["high"] < 0 else "level"
+        out["at 2x: above the 3-layer model"] = told_apart(c)
     if (ours := drop(pairs, "recipepaper")) is not None:
         paper = PAPER[task][0] - PAPER[task][1]
         out[f"at the paper's speedup: drop {ours:+.2f} <= the paper's {paper:+.2f}"] = ours <= paper
@@ -331,7 +336,7 @@ def summary_line(task, r):
         return fmt(s[key][t.main_metric]) + other
     c = pairs.get("recipe2 vs layers3")
     versus = "—" if c is None else f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-    if c is not None and (c["low"] > 0 or c["high"] < 0):
+    if c is not None and told_apart(c) != "level":
         versus = f"**{versus}**"
     pd, pt, ps = PAPER[task]
     ours = drop(pairs, "recipepaper")

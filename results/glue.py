@@ -367,7 +367,7 @@ def pictures(results, out):
 
     def save(fig, ax, path):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: it hid a point
         fig.tight_layout()
         atomic_write(path, lambda p: fig.savefig(p, format="png"))
         plt.close(fig)

@@ -15,6 +15,8 @@ Rows (each run's name is TASK-RUN-seedS.json; SST-2's are RUN-seedS.json in --ss
     1.58), and the 3- and 2-layer models (layers3, layers2: 2x and 3x FLOPs).
 A recipe run's drop from dense is from its own dense stage (the tpaper runs' too; OWN_DENSE).
 Every metric is computed from the saved dev predictions by data.compute_metrics, the function train.py reports.
+Each task's Targets line sets the speedup a --target-speedup run met on its calibration inputs (training inputs) beside
+its speedup on dev, and the two samples' mean lengths (input_tokens).
 Paired comparisons use the seeds both rows have, trained on one machine (two machines' arithmetic rounds apart, so
 a seed trained on each is not the same run; the seeds column names each run's machine):
   - a paired bootstrap over dev examples of the main metric's difference, the seeds pooled: resample the examples
@@ -97,24 +99,27 @@ def machine_of(m):
 
 
 def load_row(task, labels, prefix, which, runs, sst2_runs):
-    """[{seed, preds, metrics, speedup, speedup_seq, measured, kept, train_minutes, device, machine}] over the row's
-    runs."""
+    """[{seed, preds, metrics, speedup, speedup_seq, measured, kept, train_minutes, calibrated, args, device,
+    machine}] over the row's runs (calibrated: the speedup a --target-speedup run ended at on its calibration
+    inputs)."""
     out = []
     for path in run_paths(task, prefix, runs, sst2_runs):
         m = json.loads(path.read_text())
         if which == "stage0":
             stage = m["stages"][0]
             preds, speedup, speedup_seq, measured = stage["dev"]["predictions"], 1.0, None, 1.0
-            kept, minutes = stage["dev"]["kept_fraction"], stage["train_seconds"] / 60
+            kept, minutes, calibrated = stage["dev"]["kept_fraction"], stage["train_seconds"] / 60, None
         else:
             preds, speedup, speedup_seq = m["predictions"], over_checkpoint(m, "none"), over_checkpoint(m, "sequence")
             measured, kept, minutes = m.get("measured_speedup"), m["flops"]["kept_fraction"], m["train_seconds"] / 60
+            calibrated = m["stages"][-1].get("calibrated_speedup")
         if len(preds) != len(labels):
             raise SystemExit(f"{path}: {len(preds)} predictions, but {task}'s dev set has {len(labels)} examples")
         preds = np.asarray(preds)
         out.append({"seed": seed_of(path), "preds": preds, "speedup": speedup, "speedup_seq": speedup_seq,
                     "metrics": {k: 100 * v for k, v in data.compute_metrics(data.get_task(task), preds, labels).items()},
                     "measured": measured, "kept": kept, "train_minutes": minutes, "timing": m.get("timing"),
+                    "calibrated": calibrated, "args": m["args"],
                     "device": m["args"].get("device", "cpu"), "machine": machine_of(m)})
     return out
 
@@ -167,13 +172,54 @@ def summary(row, task):
     t = data.get_task(task)
     names = (t.main_metric,) + tuple(m for m in t.metrics if m != t.main_metric)
     s = {name: spread([r["metrics"][name] for r in row]) for name in names}
-    for key in ("speedup", "speedup_seq", "measured", "train_minutes"):  # time: of the runs on this CPU alone
-        values = [r[key] for r in row if r[key] is not None and (key == "speedup" or key == "speedup_seq"
-                                                                or r["device"] == "cpu")]
+    for key in ("speedup", "speedup_seq", "calibrated", "measured", "train_minutes"):  # time: of the CPU runs alone
+        values = [r[key] for r in row if r.get(key) is not None and (key in ("speedup", "speedup_seq", "calibrated")
+                                                                    or r["device"] == "cpu")]
         s[key] = spread(values) if values else None
     s["kept"] = list(np.mean([r["kept"] for r in row], axis=0))
     s["seeds"], s["where"] = [r["seed"] for r in row], seeds_where(row)
     return s
+
+
+def input_tokens(task, data_dir, args):
+    """{"calibration": tokens, "dev": tokens, "examples": n}: the mean tokens per input ([CLS] and [SEP] counted) of
+    the n training inputs on which a --target-speedup run of `task` with these args (its JSON's) calibrated its keep
+    threshold (recipe.calibration_batches, the very sample train.py draws, from the held-out slice where the run
+    held one out), and of dev, with the run's tokenizer. A run meets its target on the first; dev is another sample,
+    and a model's speedup moves with its inputs' lengths (results/speedup_by_length.py measures how)."""
+    import types
+    import checkpoint
+    import recipe
+    t = data.get_task(task)
+    folder = data.find_data_dir(t, data_dir, download=False)
+    train, dev = data.read_split(t, "train", folder), data.read_split(t, t.dev_splits[0], folder)
+    tokenizer, length = checkpoint.load_tokenizer(args.get("checkpoint") or args.get("model")), args["max_seq_length"]
+    held = data.split_holdout(train, args["holdout"]) if args.get("holdout") else None  # as train.py splits
+    if held:
+        train, held = held
+    train = train[: args.get("max_train_samples")]
+    examples, context = (held, train + held) if held else (train, None)
+    settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
+    sample = recipe.calibration_batches(examples, data.encode(tokenizer, examples, length), settings, context)
+    lengths = [int(n) for b in sample for n in b["attention_mask"].sum(1)]
+    return {"calibration": statistics.fmean(lengths), "dev": statistics.fmean(
+        len(e["input_ids"]) for e in data.encode(tokenizer, dev, length)), "examples": len(lengths)}
+
+
+def calibration_text(s, inputs):
+    """A task's line on its targets: on the calibration inputs and on dev, and the two samples' lengths."""
+    runs = [(what, s[key]) for key, what in (("recipe2", "at 2x"), ("recipepaper", "at the paper's speedup"))
+            if key in s and s[key]["calibrated"]]
+    if not runs or inputs is None:
+        return None
+    shift = 100 * (inputs["dev"] / inputs["calibration"] - 1)
+    return (f"Targets: a `--target-speedup` run sets its keep threshold where the model meets the target on "
+            f"{inputs['examples']} training inputs of {inputs['calibration']:.1f} tokens on average "
+            f"(`recipe.calibration_batches`); dev's inputs average {inputs['dev']:.1f} ({shift:+.1f}%), and a model's "
+            "speedup moves with its inputs' lengths (`results/speedup_by_length.py`). FLOPs speedup on the "
+            "calibration inputs, then on dev: "
+            + "; ".join(f"{what} {fmt(x['calibrated'], unit='x')}, {fmt(x['speedup'], unit='x')}" for what, x in runs)
+            + ".")
 
 
 def same_dense(a, b):
@@ -278,6 +324,8 @@ def report(results, command):
                          + " | ".join(fmt(x[n]) for n in names)
                          + f" | {fmt(x['speedup'], unit='x')} | {fmt(x['speedup_seq'], unit='x')} | {fmt(x['measured'], unit='x')} | "
                          + " ".join(f"{k:.2f}" for k in x["kept"]) + f" | {fmt(x['train_minutes'], 1)} |")
+        if (text := calibration_text(s, r.get("inputs"))) is not None:
+            lines += ["", text]
         if r["pairs"]:
             mcnemar_key = "; b : c = examples only A : only B gets right, McNemar's p" if main == "accuracy" else ""
             lines += ["", f"Paired on the dev examples ({main}, A - B in points{mcnemar_key}):", "",
@@ -420,9 +468,12 @@ def main(argv=None):
         own = {key: load_row(task, labels, prefix, "stage0", args.runs, args.sst2_runs) for key, prefix in OWN_DENSE}
         s = {key: summary(row, task) for key, row in rows.items()}
         pairs = pair_rows(task, rows, own, labels)
-        results[task] = {"summary": s, "pairs": pairs, "goals": goals(task, s, pairs),
+        target_runs = rows.get("recipe2") or rows.get("recipepaper")
+        inputs = input_tokens(task, args.data_dir, target_runs[0]["args"]) if target_runs else None
+        results[task] = {"summary": s, "pairs": pairs, "goals": goals(task, s, pairs), "inputs": inputs,
                          "same_dense": same_dense(rows.get("dense", []), own["recipepaper"]),
-                         "runs": {k: [{x: v for x, v in r.items() if x != "preds"} for r in row] for k, row in rows.items()}}
+                         "runs": {k: [{x: v for x, v in r.items() if x not in ("preds", "args")} for r in row]
+                                  for k, row in rows.items()}}
     command = "GLUE_DIR=/path/to/glue python results/glue.py" + (" " + " ".join(argv) if argv else "")
     text = report(results, command)
     atomic_write(f"{args.out}.md", lambda f: Path(f).write_text(text))

@@ -156,3 +156,39 @@ def test_the_readmes_glue_table_is_rows_of_glue_md_as_they_are():
     made = (ROOT / "results" / "glue.md").read_text().splitlines()
     assert readme and glue.SUMMARY_HEAD in (ROOT / "README.md").read_text().splitlines()
     assert [line for line in readme if line not in made] == []
+
+
+def test_the_targets_line_measures_the_calibration_sample_train_py_draws_and_dev(tmp_path):
+    """input_tokens: the mean tokens of the inputs recipe.calibration_batches picks (all of a small pair task's
+    training set; the held-out slice where a run held one out) and of dev, truncated at the run's length; the
+    Targets line sets them beside the speedups on the calibration inputs and on dev, and is absent without a target."""
+    import data
+    from checkpoint import load_tokenizer
+    train = [("A man plays.", "A man is playing.", "4.0"), ("Dogs run.", "A dog runs fast.", "3.5"),
+             ("It rains.", "The weather is wet.", "2.0")]
+    dev = [("A long sentence about the markets falling today.", "Stocks dropped sharply on Monday morning.", "3.0"),
+           ("The cat sat on the mat by the door.", "A cat is sitting on a mat near the door.", "4.5")]
+    root = tmp_path
+    (root / "STS-B").mkdir()
+    for split, rows in (("train", train), ("dev", dev)):
+        (root / "STS-B" / f"{split}.tsv").write_text("sentence1\tsentence2\tscore\n"
+                                                     + "".join("\t".join(r) + "\n" for r in rows))
+    tok = load_tokenizer(None)
+    n = lambda a, b: len(tok.encode(a, b).ids)  # noqa: E731
+    args = {"max_seq_length": 64, "batch_size": 32}
+    got = glue.input_tokens("stsb", root, args)
+    assert got["examples"] == 3
+    assert got["calibration"] == pytest.approx(np.mean([n(a, b) for a, b, _ in train]))
+    assert got["dev"] == pytest.approx(np.mean([n(a, b) for a, b, _ in dev])) and got["dev"] > got["calibration"]
+    assert glue.input_tokens("stsb", root, args | {"max_seq_length": 8})["dev"] == 8
+    _, held = data.split_holdout(data.read_split(data.get_task("stsb"), "train", root), 1)
+    one = glue.input_tokens("stsb", root, args | {"holdout": 1})
+    assert one["examples"] == 1 and one["calibration"] == n(held[0].text_a, held[0].text_b)
+
+    inputs = {"calibration": 27.8, "dev": 31.3, "examples": 512}
+    s = {"recipe2": {"calibrated": (2.0, 0.0), "speedup": (2.05, 0.05)},
+         "recipepaper": {"calibrated": (3.45, None), "speedup": (3.81, None)}, "layers3": {"calibrated": None}}
+    text = glue.calibration_text(s, inputs)
+    assert "512 training inputs of 27.8 tokens on average" in text and "dev's inputs average 31.3 (+12.6%)" in text
+    assert text.endswith("at 2x 2.00 ± 0.00x, 2.05 ± 0.05x; at the paper's speedup 3.45x, 3.81x.")
+    assert glue.calibration_text({"layers3": {"calibrated": None}}, inputs) is None

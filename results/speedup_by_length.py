@@ -1,0 +1,81 @@
+"""
+How a --target-speedup run's speedup moves with its inputs' lengths: a saved model's FLOPs speedup on dev's inputs
+grouped by length. A run sets its keep threshold where the model meets the target on training inputs
+(recipe.calibration_batches), and dev's inputs can be longer or shorter than those: results/glue.md's "Targets"
+lines give both samples' lengths and each row's speedup on each.
+
+    GLUE_DIR=/path/to/glue python results/speedup_by_length.py RUN_DIR [RUN_DIR ...] [--groups 4]
+                                                                [--out results/speedup_by_length.json]
+
+RUN_DIR: a folder train.py saved a --target-speedup run in (results/run_glue.sh leaves runs/glue-NAME). For each,
+the speedup at the saved model's decisions (recipe.speedup_at: FLOPs with no padding, predictors counted, the
+count its calibration and its report use) on its calibration inputs (the target, if the run ended there), on dev,
+and on dev sorted by length and cut into --groups groups of equal size, with each group's mean tokens per input.
+"""
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+import methods  # noqa: E402
+import recipe  # noqa: E402
+from checkpoint import atomic_write  # noqa: E402
+
+
+def by_length(run_dir, data_dir, groups):
+    """{"run", "task", "calibration": speedup, "dev": speedup, "groups": [{"tokens", "speedup", "inputs"}]}."""
+    run_dir = Path(run_dir)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    args, task = m["args"], data.get_task(m["task"])
+    if not args.get("target_speedup") or args.get("holdout") or args.get("max_train_samples"):
+        raise SystemExit(f"error: {run_dir}: not a --target-speedup run on the whole training set")
+    model = methods.load_saved(run_dir).eval()
+    folder = data.find_data_dir(task, data_dir, download=False)
+    settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
+    encode = lambda examples: data.encode(model.bert.tokenizer, examples, args["max_seq_length"])  # noqa: E731
+    train = data.read_split(task, "train", folder)
+    calibration = recipe.calibration_batches(train, encode(train), settings)
+    dev = encode(data.read_split(task, task.dev_splits[0], folder))
+    speedup = lambda rows: recipe.speedup_at(model, list(data.batches(rows, args["batch_size"])),  # noqa: E731
+                                             model.keep_threshold)
+    order = np.argsort([len(e["input_ids"]) for e in dev], kind="stable")
+    out = {"run": run_dir.name, "task": task.name, "target": args["target_speedup"],
+           "calibration": recipe.speedup_at(model, calibration, model.keep_threshold), "dev": speedup(dev),
+           "groups": []}
+    for part in np.array_split(order, groups):
+        rows = [dev[i] for i in part]
+        out["groups"].append({"inputs": len(rows), "tokens": float(np.mean([len(e["input_ids"]) for e in rows])),
+                              "speedup": speedup(rows)})
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p.add_argument("runs", nargs="+", help="folders train.py saved --target-speedup runs in")
+    p.add_argument("--groups", type=int, default=4, help="dev cut by length into this many groups of equal size")
+    p.add_argument("--data-dir", default=None, help="GLUE folder (default: $GLUE_DIR)")
+    p.add_argument("--out", default=str(ROOT / "results" / "speedup_by_length.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    command = "GLUE_DIR=/path/to/glue python results/speedup_by_length.py " + " ".join(argv or sys.argv[1:])
+    try:
+        runs = [by_length(run, args.data_dir, args.groups) for run in args.runs]
+    except (data.DataError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    for r in runs:
+        print(f"{r['run']}: target {r['target']:g}x; calibration inputs {r['calibration']:.2f}x, dev {r['dev']:.2f}x; "
+              "dev by length: " + ", ".join(f"{g['tokens']:.1f} tokens {g['speedup']:.2f}x" for g in r["groups"]))
+    text = json.dumps({"command": command, "runs": runs}, indent=1) + "\n"
+    atomic_write(args.out, lambda f: Path(f).write_text(text))
+
+
+if __name__ == "__main__":
+    main()

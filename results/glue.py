@@ -469,7 +469,10 @@ def main(argv=None):
         s = {key: summary(row, task) for key, row in rows.items()}
         pairs = pair_rows(task, rows, own, labels)
         target_runs = rows.get("recipe2") or rows.get("recipepaper")
-        inputs = input_tokens(task, args.data_dir, target_runs[0]["args"]) if target_runs else None
+        try:
+            inputs = input_tokens(task, args.data_dir, target_runs[0]["args"]) if target_runs else None
+        except data.DataError as e:  # a malformed training file: one line, no traceback
+            raise SystemExit(f"error: {e}")
         results[task] = {"summary": s, "pairs": pairs, "goals": goals(task, s, pairs), "inputs": inputs,
                          "same_dense": same_dense(rows.get("dense", []), own["recipepaper"]),
                          "runs": {k: [{x: v for x, v in r.items() if x not in ("preds", "args")} for r in row]

@@ -259,6 +259,14 @@ def calibration_batches(examples, encoded, settings, context=None):
     return [evaluation.to_device(b, settings.device)
             for b in data.batches([encoded[i] for i in picked], settings.batch_size)]
 
+def calibration_sample(train_examples, train_set, held_examples, held_set, settings):
+    """The calibration batches of a --target-speedup run (train.py's, and what results/glue.py reports): from its
+    held-out sentences where it held some out (--holdout), judged whole against every training row, else from its
+    training sentences."""
+    if held_examples:
+        return calibration_batches(held_examples, held_set, settings, train_examples + held_examples)
+    return calibration_batches(train_examples, train_set, settings)
+
 # -----------------------------------------------------------------------------
 # asking for a speedup instead of a lambda (not in the paper): the controller, and the threshold calibrated
 

@@ -92,8 +92,7 @@ def main(argv=None):
         train_set = data.encode(tokenizer, train_examples, settings.max_seq_length)
         calibration = None
         if settings.target_speedup:  # held-out sentences if any, judged whole against every training row
-            calibration = (recipe.calibration_batches(held_examples, held_set, settings, train_examples + held_examples)
-                           if held_examples else recipe.calibration_batches(train_examples, train_set, settings))
+            calibration = recipe.calibration_sample(train_examples, train_set, held_examples, held_set, settings)
             flags.check_reachable(settings, model, calibration)
         if rank == 0:
             print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(settings)}"

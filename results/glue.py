@@ -173,7 +173,7 @@ def summary(row, task):
     names = (t.main_metric,) + tuple(m for m in t.metrics if m != t.main_metric)
     s = {name: spread([r["metrics"][name] for r in row]) for name in names}
     for key in ("speedup", "speedup_seq", "calibrated", "measured", "train_minutes"):  # time: of the CPU runs alone
-        values = [r[key] for r in row if r.get(key) is not None and (key in ("speedup", "speedup_seq", "calibrated")
+        values = [r[key] for r in row if r[key] is not None and (key in ("speedup", "speedup_seq", "calibrated")
                                                                     or r["device"] == "cpu")]
         s[key] = spread(values) if values else None
     s["kept"] = list(np.mean([r["kept"] for r in row], axis=0))
@@ -184,7 +184,7 @@ def summary(row, task):
 def input_tokens(task, data_dir, args):
     """{"calibration": tokens, "dev": tokens, "examples": n}: the mean tokens per input ([CLS] and [SEP] counted) of
     the n training inputs on which a --target-speedup run of `task` with these args (its JSON's) calibrated its keep
-    threshold (recipe.calibration_batches, the very sample train.py draws, from the held-out slice where the run
+    threshold (recipe.calibration_sample, the very sample train.py draws, from the held-out slice where the run
     held one out), and of dev, with the run's tokenizer. A run meets its target on the first; dev is another sample,
     and a model's speedup moves with its inputs' lengths (results/speedup_by_length.py measures how)."""
     import types
@@ -194,16 +194,16 @@ def input_tokens(task, data_dir, args):
     folder = data.find_data_dir(t, data_dir, download=False)
     train, dev = data.read_split(t, "train", folder), data.read_split(t, t.dev_splits[0], folder)
     tokenizer, length = checkpoint.load_tokenizer(args.get("checkpoint") or args.get("model")), args["max_seq_length"]
-    held = data.split_holdout(train, args["holdout"]) if args.get("holdout") else None  # as train.py splits
-    if held:
-        train, held = held
+    held = []
+    if args.get("holdout"):  # split as train.py splits
+        train, held = data.split_holdout(train, args["holdout"])
     train = train[: args.get("max_train_samples")]
-    examples, context = (held, train + held) if held else (train, None)
+    encode = lambda examples: data.encode(tokenizer, examples, length)  # noqa: E731
     settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
-    sample = recipe.calibration_batches(examples, data.encode(tokenizer, examples, length), settings, context)
+    sample = recipe.calibration_sample(train, encode(train), held, encode(held), settings)
     lengths = [int(n) for b in sample for n in b["attention_mask"].sum(1)]
-    return {"calibration": statistics.fmean(lengths), "dev": statistics.fmean(
-        len(e["input_ids"]) for e in data.encode(tokenizer, dev, length)), "examples": len(lengths)}
+    return {"calibration": statistics.fmean(lengths), "dev": statistics.fmean(len(e["input_ids"]) for e in encode(dev)),
+            "examples": len(lengths)}
 
 
 def calibration_text(s, inputs):

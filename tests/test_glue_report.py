@@ -159,7 +159,7 @@ def test_the_readmes_glue_table_is_rows_of_glue_md_as_they_are():
 
 
 def test_the_targets_line_measures_the_calibration_sample_train_py_draws_and_dev(tmp_path):
-    """input_tokens: the mean tokens of the inputs recipe.calibration_batches picks (all of a small pair task's
+    """input_tokens: the mean tokens of the inputs recipe.calibration_sample picks (all of a small pair task's
     training set; the held-out slice where a run held one out) and of dev, truncated at the run's length; the
     Targets line sets them beside the speedups on the calibration inputs and on dev, and is absent without a target."""
     import data

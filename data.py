@@ -263,6 +263,15 @@ def split_holdout(examples, n):
     return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
 
 
+def training_rows(examples, holdout=0, max_train_samples=None):
+    """(train, held_out): a run's training rows as train.py takes them from the training file: --holdout rows
+    held out (split_holdout; none if not given), then the first --max-train-samples of the rest (all for None)."""
+    held = []
+    if holdout:
+        examples, held = split_holdout(examples, holdout)
+    return examples[:max_train_samples], held
+
+
 def whole_sentences(examples, context=None):
     """Indices of the examples that are not part of a longer text of `context` (default: the examples
     themselves; a held-out slice is judged against the whole training file, where its sentences' phrases

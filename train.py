@@ -65,11 +65,10 @@ def main(argv=None):
 
     # the data: every file is read and checked before the model loads
     dev_examples = data.read_split(task, dev_split, settings.data_dir)[: settings.max_eval_samples]
-    train_examples = [] if settings.eval_only else data.read_split(task, "train", settings.data_dir)
-    held_examples = []
-    if settings.holdout:
-        train_examples, held_examples = data.split_holdout(train_examples, settings.holdout)
-    train_examples = train_examples[: settings.max_train_samples]
+    train_examples, held_examples = [], []
+    if not settings.eval_only:
+        train_examples, held_examples = data.training_rows(data.read_split(task, "train", settings.data_dir),
+                                                           settings.holdout, settings.max_train_samples)
 
     # the teacher first: building it draws no random numbers after the seed is set, so --distill-coef 0
     # trains exactly the model that no --teacher does (a Transkimmer teaches with every token kept)

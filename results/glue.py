@@ -194,10 +194,7 @@ def input_tokens(task, data_dir, args):
     folder = data.find_data_dir(t, data_dir, download=False)
     train, dev = data.read_split(t, "train", folder), data.read_split(t, t.dev_splits[0], folder)
     tokenizer, length = checkpoint.load_tokenizer(args.get("checkpoint") or args.get("model")), args["max_seq_length"]
-    held = []
-    if args.get("holdout"):  # split as train.py splits
-        train, held = data.split_holdout(train, args["holdout"])
-    train = train[: args.get("max_train_samples")]
+    train, held = data.training_rows(train, args.get("holdout"), args.get("max_train_samples"))
     encode = lambda examples: data.encode(tokenizer, examples, length)  # noqa: E731
     settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
     sample = recipe.calibration_sample(train, encode(train), held, encode(held), settings)

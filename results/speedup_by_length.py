@@ -1,7 +1,7 @@
 """
 How a --target-speedup run's speedup moves with its inputs' lengths: a saved model's FLOPs speedup on dev's inputs
 grouped by length. A run sets its keep threshold where the model meets the target on training inputs
-(recipe.calibration_batches), and dev's inputs can be longer or shorter than those: results/glue.md's "Targets"
+(recipe.calibration_sample: its held-out slice where it held one out), and dev's inputs can be longer or shorter than those: results/glue.md's "Targets"
 lines give both samples' lengths and each row's speedup on each.
 
     GLUE_DIR=/path/to/glue python results/speedup_by_length.py RUN_DIR [RUN_DIR ...] [--groups 4]
@@ -31,25 +31,30 @@ from checkpoint import atomic_write  # noqa: E402
 
 
 def by_length(run_dir, data_dir, groups):
-    """{"run", "task", "calibration": speedup, "dev": speedup, "groups": [{"tokens", "speedup", "inputs"}]}."""
+    """{"run", "task", "target", "calibration": speedup, "dev": speedup, "calibration_inputs", "calibration_tokens",
+    "dev_tokens", "groups": [{"tokens", "speedup", "inputs"}]}: tokens are mean tokens per input. The calibration
+    inputs are the ones train.py drew (recipe.calibration_sample: the held-out slice where the run held one out)."""
     run_dir = Path(run_dir)
     m = json.loads((run_dir / "metrics.json").read_text())
     args, task = m["args"], data.get_task(m["task"])
-    if not args.get("target_speedup") or args.get("holdout") or args.get("max_train_samples"):
-        raise SystemExit(f"error: {run_dir}: not a --target-speedup run on the whole training set")
+    if not args.get("target_speedup"):
+        raise SystemExit(f"error: {run_dir}: not a --target-speedup run")
     model = methods.load_saved(run_dir).eval()
     folder = data.find_data_dir(task, data_dir, download=False)
     settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
     encode = lambda examples: data.encode(model.bert.tokenizer, examples, args["max_seq_length"])  # noqa: E731
-    train = data.read_split(task, "train", folder)
-    calibration = recipe.calibration_batches(train, encode(train), settings)
+    train, held = data.training_rows(data.read_split(task, "train", folder), args.get("holdout"),
+                                     args.get("max_train_samples"))
+    calibration = recipe.calibration_sample(train, encode(train), held, encode(held), settings)
+    calibration_tokens = [int(n) for b in calibration for n in b["attention_mask"].sum(1)]
     dev = encode(data.read_split(task, task.dev_splits[0], folder))
     speedup = lambda rows: recipe.speedup_at(model, list(data.batches(rows, args["batch_size"])),  # noqa: E731
                                              model.keep_threshold)
     order = np.argsort([len(e["input_ids"]) for e in dev], kind="stable")
     out = {"run": run_dir.name, "task": task.name, "target": args["target_speedup"],
            "calibration": recipe.speedup_at(model, calibration, model.keep_threshold), "dev": speedup(dev),
-           "groups": []}
+           "calibration_inputs": len(calibration_tokens), "calibration_tokens": float(np.mean(calibration_tokens)),
+           "dev_tokens": float(np.mean([len(e["input_ids"]) for e in dev])), "groups": []}
     for part in np.array_split(order, groups):
         rows = [dev[i] for i in part]
         out["groups"].append({"inputs": len(rows), "tokens": float(np.mean([len(e["input_ids"]) for e in rows])),
@@ -71,7 +76,9 @@ def main(argv=None):
     except (data.DataError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     for r in runs:
-        print(f"{r['run']}: target {r['target']:g}x; calibration inputs {r['calibration']:.2f}x, dev {r['dev']:.2f}x; "
+        print(f"{r['run']}: target {r['target']:g}x; {r['calibration_inputs']} calibration inputs of "
+              f"{r['calibration_tokens']:.1f} tokens {r['calibration']:.2f}x, dev of {r['dev_tokens']:.1f} tokens "
+              f"{r['dev']:.2f}x; "
               "dev by length: " + ", ".join(f"{g['tokens']:.1f} tokens {g['speedup']:.2f}x" for g in r["groups"]))
     text = json.dumps({"command": command, "runs": runs}, indent=1) + "\n"
     atomic_write(args.out, lambda f: Path(f).write_text(text))

@@ -192,3 +192,31 @@ def test_the_targets_line_measures_the_calibration_sample_train_py_draws_and_dev
     assert "512 training inputs of 27.8 tokens on average" in text and "dev's inputs average 31.3 (+12.6%)" in text
     assert text.endswith("at 2x 2.00 ± 0.00x, 2.05 ± 0.05x; at the paper's speedup 3.45x, 3.81x.")
     assert glue.calibration_text({"layers3": {"calibrated": None}}, inputs) is None
+
+
+def test_speedup_by_length_measures_a_holdout_run_on_the_inputs_it_calibrated_on(tiny, tmp_path):
+    """A --target-speedup run with --holdout calibrates its threshold on its held-out slice
+    (recipe.calibration_sample); results/speedup_by_length.py measures the saved model on those same inputs (as
+    many, as long), so its speedup there is the one the run recorded, and its length groups cover dev once."""
+    import data
+    import speedup_by_length
+    import train
+    from checkpoint import load_tokenizer
+    from conftest import write_sst2
+    rng = np.random.default_rng(0)
+    words = "good bad fine awful great dull film plot actors story boring moving funny tedious".split()
+    rows = [(" ".join(rng.choice(words, size=rng.integers(3, 15))) + f" {i}", i % 2) for i in range(40)]
+    root = write_sst2(tmp_path / "glue", rows)
+    write_sst2(root, rows[:12], name="dev.tsv")
+    out = tmp_path / "run"
+    m = train.main([str(a) for a in ("--task", "sst2", "--model", tiny, "--data-dir", root, "--stages", "skim:1",
+                                     "--target-speedup", 1.2, "--holdout", 8, "--batch-size", 8,
+                                     "--timing-repeats", 0, "--output-dir", out)])
+    got = speedup_by_length.by_length(out, root, 3)
+    _, held = data.training_rows(data.read_split(data.get_task("sst2"), "train", root), 8)
+    tok = load_tokenizer(None)
+    assert got["calibration_inputs"] == 8
+    assert got["calibration_tokens"] == pytest.approx(np.mean([len(tok.encode(e.text_a).ids) for e in held]))
+    assert got["calibration"] == pytest.approx(m["stages"][-1]["calibrated_speedup"])
+    assert [g["inputs"] for g in got["groups"]] == [4, 4, 4]
+    assert got["groups"][0]["tokens"] <= got["groups"][1]["tokens"] <= got["groups"][2]["tokens"]

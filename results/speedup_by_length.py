@@ -1,8 +1,8 @@
 """
 How a --target-speedup run's speedup moves with its inputs' lengths: a saved model's FLOPs speedup on dev's inputs
 grouped by length. A run sets its keep threshold where the model meets the target on training inputs
-(recipe.calibration_sample: its held-out slice where it held one out), and dev's inputs can be longer or shorter than those: results/glue.md's "Targets"
-lines give both samples' lengths and each row's speedup on each.
+(recipe.calibration_sample: its held-out slice where it held one out), and dev's inputs can be longer or shorter
+than those: results/glue.md's "Targets" lines give both samples' lengths and each row's speedup on each.
 
     GLUE_DIR=/path/to/glue python results/speedup_by_length.py RUN_DIR [RUN_DIR ...] [--groups 4]
                                                                 [--out results/speedup_by_length.json]

@@ -181,6 +181,12 @@ def summary(row, task):
     return s
 
 
+def tokens_per_input(batches):
+    """Each input's tokens in padded batches, [CLS] and [SEP] counted, padding not: the lengths that the Targets
+    lines (input_tokens) and results/speedup_by_length.py average."""
+    return [int(n) for b in batches for n in b["attention_mask"].sum(1)]
+
+
 def input_tokens(task, data_dir, args):
     """{"calibration": tokens, "dev": tokens, "examples": n}: the mean tokens per input ([CLS] and [SEP] counted) of
     the n training inputs on which a --target-speedup run of `task` with these args (its JSON's) calibrated its keep
@@ -197,10 +203,9 @@ def input_tokens(task, data_dir, args):
     train, held = data.training_rows(train, args.get("holdout"), args.get("max_train_samples"))
     encode = lambda examples: data.encode(tokenizer, examples, length)  # noqa: E731
     settings = types.SimpleNamespace(batch_size=args["batch_size"], device="cpu")
-    sample = recipe.calibration_sample(train, encode(train), held, encode(held), settings)
-    lengths = [int(n) for b in sample for n in b["attention_mask"].sum(1)]
-    return {"calibration": statistics.fmean(lengths), "dev": statistics.fmean(len(e["input_ids"]) for e in encode(dev)),
-            "examples": len(lengths)}
+    lengths = tokens_per_input(recipe.calibration_sample(train, encode(train), held, encode(held), settings))
+    dev_lengths = tokens_per_input(data.batches(encode(dev), args["batch_size"]))
+    return {"calibration": statistics.fmean(lengths), "dev": statistics.fmean(dev_lengths), "examples": len(lengths)}
 
 
 def calibration_text(s, inputs):

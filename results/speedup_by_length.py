@@ -24,7 +24,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "results"))
 import data  # noqa: E402
+import glue  # noqa: E402
 import methods  # noqa: E402
 import recipe  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
@@ -46,7 +48,7 @@ def by_length(run_dir, data_dir, groups):
     train, held = data.training_rows(data.read_split(task, "train", folder), args.get("holdout"),
                                      args.get("max_train_samples"))
     calibration = recipe.calibration_sample(train, encode(train), held, encode(held), settings)
-    calibration_tokens = [int(n) for b in calibration for n in b["attention_mask"].sum(1)]
+    calibration_tokens = glue.tokens_per_input(calibration)
     dev = encode(data.read_split(task, task.dev_splits[0], folder))
     speedup = lambda rows: recipe.speedup_at(model, list(data.batches(rows, args["batch_size"])),  # noqa: E731
                                              model.keep_threshold)
@@ -54,7 +56,7 @@ def by_length(run_dir, data_dir, groups):
     out = {"run": run_dir.name, "task": task.name, "target": args["target_speedup"],
            "calibration": recipe.speedup_at(model, calibration, model.keep_threshold), "dev": speedup(dev),
            "calibration_inputs": len(calibration_tokens), "calibration_tokens": float(np.mean(calibration_tokens)),
-           "dev_tokens": float(np.mean([len(e["input_ids"]) for e in dev])), "groups": []}
+           "dev_tokens": float(np.mean(glue.tokens_per_input(data.batches(dev, args["batch_size"])))), "groups": []}
     for part in np.array_split(order, groups):
         rows = [dev[i] for i in part]
         out["groups"].append({"inputs": len(rows), "tokens": float(np.mean([len(e["input_ids"]) for e in rows])),

@@ -50,17 +50,22 @@ def by_length(run_dir, data_dir, groups):
     calibration = recipe.calibration_sample(train, encode(train), held, encode(held), settings)
     calibration_tokens = glue.tokens_per_input(calibration)
     dev = encode(data.read_split(task, task.dev_splits[0], folder))
-    speedup = lambda rows: recipe.speedup_at(model, list(data.batches(rows, args["batch_size"])),  # noqa: E731
-                                             model.keep_threshold)
-    order = np.argsort([len(e["input_ids"]) for e in dev], kind="stable")
+
+    def measure(rows):
+        """(speedup, mean tokens per input) of rows, both from one batching of them."""
+        batches = list(data.batches(rows, args["batch_size"]))
+        return recipe.speedup_at(model, batches, model.keep_threshold), float(np.mean(glue.tokens_per_input(batches)))
+
+    dev_speedup, dev_tokens = measure(dev)
     out = {"run": run_dir.name, "task": task.name, "target": args["target_speedup"],
-           "calibration": recipe.speedup_at(model, calibration, model.keep_threshold), "dev": speedup(dev),
+           "calibration": recipe.speedup_at(model, calibration, model.keep_threshold), "dev": dev_speedup,
            "calibration_inputs": len(calibration_tokens), "calibration_tokens": float(np.mean(calibration_tokens)),
-           "dev_tokens": float(np.mean(glue.tokens_per_input(data.batches(dev, args["batch_size"])))), "groups": []}
+           "dev_tokens": dev_tokens, "groups": []}
+    order = np.argsort([len(e["input_ids"]) for e in dev], kind="stable")
     for part in np.array_split(order, groups):
         rows = [dev[i] for i in part]
-        out["groups"].append({"inputs": len(rows), "tokens": float(np.mean([len(e["input_ids"]) for e in rows])),
-                              "speedup": speedup(rows)})
+        speedup, tokens = measure(rows)
+        out["groups"].append({"inputs": len(rows), "tokens": tokens, "speedup": speedup})
     return out
 
 

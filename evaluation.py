@@ -52,9 +52,23 @@ def evaluate(model, dataset, task, settings, timing_repeats=None):
 
 def stage_record(model, dataset, task, settings):
     """What a stage's record keeps of an evaluation (no timing)."""
-    result = evaluate(model, dataset, task, settings)
-    return {k: result[k] for k in (task.main_metric, "predictions")} | {
+    return brief(evaluate(model, dataset, task, settings), task)
+
+
+def brief(result, task):
+    """An evaluation's metrics, predictions, FLOPs speedup (no padding) and kept fraction per layer."""
+    return {k: result[k] for k in (*task.metrics, "predictions")} | {
         "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
+
+
+def scored_line(scored, metric):
+    """One line on a model scored several ways (a method's `scored`, released.py)."""
+    sampled = [r[metric] for r in scored["released_sampled"]]
+    speedups = [r["flops_speedup"] for r in scored["released_sampled"]]
+    return (f"released pass, sampled x{len(sampled)}: {metric} {np.mean(sampled):.4f} +- {np.std(sampled, ddof=1):.4f}"
+            f" at {np.mean(speedups):.2f}x; argmax: {scored['released_argmax'][metric]:.4f} at "
+            f"{scored['released_argmax']['flops_speedup']:.2f}x; honest pruning: {scored['honest'][metric]:.4f} at "
+            f"{scored['honest']['flops_speedup']:.2f}x")
 
 def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records):
     """The run's last word: the evaluation on dev (timed), and on the held-out examples if any, written to
@@ -63,6 +77,10 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
     out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate(model, dev_set, task, settings, settings.timing_repeats)
+    if hasattr(model, "scored"):  # a method scored more ways than one on the same weights (released.py)
+        scored = model.scored(lambda m: evaluate(m, dev_set, task, settings), settings.seed)
+        metrics["scored"] = {name: [brief(r, task) for r in v] if isinstance(v, list) else brief(v, task)
+                             for name, v in scored.items()}
     f = metrics["flops"]
     if settings.checkpoint_layers:  # --keep-layers: the speedup over the whole checkpoint
         whole = (f["none"]["dense"] - f["head"]) * settings.checkpoint_layers / len(settings.keep_layers) + f["head"]
@@ -86,6 +104,7 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
     print(f"{task.name} {metrics['split']}: {main} {metrics[main]:.4f} | FLOPs speedup {speedup}"
           + (f" | measured {metrics['measured_speedup']:.2f}x ({metrics['timing']})" if "measured_speedup" in metrics else "")
           + (f" | held-out {main} {metrics['holdout'][main]:.4f}" if held_set else "")
+          + (f" | {scored_line(metrics['scored'], main)}" if "scored" in metrics else "")
           + f" | kept per layer {' '.join(f'{k:.2f}' for k in f['kept_fraction'])} | -> {out}")
     return metrics
 

@@ -20,6 +20,7 @@ import torch
 import data
 import methods
 import recipe
+import released
 import skim
 from checkpoint import atomic_write, read_config, resolve_checkpoint
 from model import BertConfig
@@ -32,6 +33,13 @@ class UsageError(Exception):
 MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
 LR, TARGET_SPEEDUP = 5e-5, 2.0  # LR: of a stage that names none (the default recipe's stages name theirs)
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
+# --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
+# src/run_glue_no_trainer.py), not ours: one skim stage from the pretrained checkpoint, lambda 0.5 on every task,
+# batch 32 x 2 accumulation steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no
+# warm-up, linear decay, no clipping, the released tau and init (released.py); 5 epochs on MRPC and WNLI, else 3
+RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
+                   "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint"}
+RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class Settings:
     save_every: float
     device: str
     timing_repeats: int
+    recipe: str = "ours"              # "released": the hyperparameters of the authors' script (RELEASED_RECIPE)
 
 
 class Parser(argparse.ArgumentParser):
@@ -116,6 +125,11 @@ def parser():
     g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
     g.add_argument("--mu0", type=float, default=MU0,
                    help=f"unbalanced init of the predictors (Eq. 9; default {MU0}, the paper's is {skim.MU0})")
+    g.add_argument("--recipe", default="ours", choices=["ours", "released"],
+                   help="released: the authors' released training script, theirs, not ours (one skim stage from the "
+                        "checkpoint, lambda 0.5, batch 64, lr 2e-5, no weight decay, warm-up or clipping, tau 1, "
+                        "mu0 5, joint gradient; 3 epochs, 5 on MRPC and WNLI); with --method released, also their "
+                        "forward (released.py), else our honest Transkimmer (default: ours, the recipe below)")
     g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
                    "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
 
@@ -196,6 +210,8 @@ def parse(argv=None, world=1, rank=0):
     this one's (rank 0 alone checks the output folder, which it alone writes)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    if args.recipe == "released" and args.resume is None:
+        apply_released_recipe(args, argv)
     if args.resume is not None:  # everything else comes from the saved state
         given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in ("--resume", "--data-dir")]
         if given:
@@ -213,6 +229,23 @@ def parse(argv=None, world=1, rank=0):
             check_writable(Path(settings.output_dir))
         return settings, state
     return resolve(args, world, rank), None
+
+
+def apply_released_recipe(args, argv):
+    """--recipe released: RELEASED_RECIPE's values put on args (they are theirs: a flag that would change one, or
+    the stages, is refused), and one skim stage of the task's epochs."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    for flag in [*RELEASED_RECIPE, "--stages", "--epochs", "--target-speedup", "--min-steps", "--predictor-lr",
+                 "--no-skim", "--eval-only", "--freeze-predictors", "--steer-every", "--keep-layers", "--teacher"]:
+        if flag in given:
+            raise UsageError(f"--recipe released is the authors' script as they ran it; drop {flag} (or train "
+                             "with --recipe ours)")
+    if args.method not in ("transkimmer", "released"):
+        raise UsageError(f"--recipe released trains a Transkimmer (--method transkimmer, honest) or the released "
+                         f"computation (--method released), not --method {args.method}")
+    for flag, value in RELEASED_RECIPE.items():
+        setattr(args, flag[2:].replace("-", "_"), value)
+    args.stages = f"skim:{RELEASED_EPOCHS.get(args.task, 3)}"
 
 
 def resolve(args, world=1, rank=0):
@@ -259,7 +292,7 @@ def resolve(args, world=1, rank=0):
         distill_temp=(args.distill_temp or DISTILL_TEMP) if args.teacher else None, max_grad_norm=args.max_grad_norm,
         holdout=args.holdout, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         no_skim=args.no_skim, eval_only=args.eval_only, checkpoint=args.checkpoint, save_every=args.save_every,
-        device=args.device, timing_repeats=args.timing_repeats)
+        device=args.device, timing_repeats=args.timing_repeats, recipe=args.recipe)
 
 
 def check_paths(args):

@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 import flops
+import released
 import skim
 import skipmiddle
 import topk
@@ -93,6 +94,7 @@ METHODS = {
     "transkimmer": skim.Transkimmer,
     "topk": topk.TopK,
     "skipmiddle": skipmiddle.SkipMiddle,
+    "released": released.Released,
 }
 
 

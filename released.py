@@ -21,7 +21,7 @@ deploys the model gets. Where the released code departs from skim.py (docs/metho
    says 0.1), the predictors read the (every-token) stream and train jointly with the encoder, the decisions are
    sampled at evaluation too (`sampled_eval`; False: the argmax), only [CLS] is forced kept, and the predictors
    also decide on padding, which the skim loss counts (`released_skim_loss`, BertForSequenceClassification.forward,
-   line 1637: each layer's mean over the batch of the kept positions, padding included, over the padded length).
+   line 1639: each layer's mean over the batch of the kept positions, padding included, over the padded length).
 4. The recipe as run (scripts/run_glue.sh, src/run_glue_no_trainer.py) is flags.RELEASED_RECIPE.
 5. The speedup: the released code counts kept tokens while its accuracy comes from the pass of point 1, which
    computed every token. Here both passes report the FLOPs their decisions would cost with the skimmed tokens

@@ -436,7 +436,7 @@ def test_average_ranks_match_scipy_rankdata():
 
 
 def test_compute_metrics_reports_task_metrics_main_first():
-    assert list(data.compute_metrics(data.get_task("mrpc"), [1, 0, 1], [1, 1, 1])) == ["accuracy", "f1"]
+    assert list(data.compute_metrics(data.get_task("mrpc"), [1, 0, 1], [1, 1, 1])) == ["f1", "accuracy"]
     assert list(data.compute_metrics(data.get_task("cola"), [1, 0], [1, 0])) == ["matthews"]
     m = data.compute_metrics(data.get_task("stsb"), [0.1, 0.5, 0.9], [1.0, 2.0, 4.0])
     assert list(m) == ["pearson", "spearman"] and m["spearman"] == pytest.approx(1.0)

@@ -75,7 +75,9 @@ def sample_gumbel(like):
 def straight_through_gumbel_softmax(logits, tau=TAU, gumbel=None):
     """Eq. 5, the straight-through estimator. Forward: the hard one-hot sample argmax(logits + g).
     Backward: the gradient of the relaxed sample softmax((logits + g) / tau). (logits are log pi up
-    to a constant, which the softmax ignores.) Returns (..., 2) with values exactly 0 or 1."""
+    to a constant, which the softmax ignores.) Returns (..., 2) float32 with values exactly 0 or 1: the logits
+    are taken in float32, so that under bfloat16 autocast too the noise and the softmax are float32."""
+    logits = logits.float()
     if gumbel is None:
         gumbel = sample_gumbel(logits)
     soft = F.softmax((logits + gumbel) / tau, dim=-1)                              # (..., 2) relaxed
@@ -101,9 +103,9 @@ def forward_skimmed(keep, processed, previous):
 
 
 def skim_loss(masks, pad):
-    """Eq. 6: the mean over layers of the fraction of real tokens the layer processes."""
-    pad = pad.to(masks[0].dtype)
-    return torch.stack([(keep * pad).sum() / pad.sum() for keep in masks]).mean()
+    """Eq. 6: the mean over layers of the fraction of real tokens the layer processes (in float32)."""
+    pad = pad.float()
+    return torch.stack([(keep.float() * pad).sum() / pad.sum() for keep in masks]).mean()
 
 
 def total_loss(task_loss, skim_loss_value, harmony_coef):
@@ -273,7 +275,7 @@ class Transkimmer(nn.Module):
             return straight_through_gumbel_softmax(logits, self.tau)[..., 1]
         # p(keep) = sigmoid(l_keep - l_skim) > t  <=>  l_keep - l_skim > log(t / (1 - t)), which is 0 at
         # t = 0.5: the argmax, a tie going to skim as argmax's does
-        margin = logits[..., 1] - logits[..., 0]                                   # (B, n)
+        margin = logits[..., 1].float() - logits[..., 0].float()                   # (B, n)
         t = self.keep_threshold
         return (margin > math.log(t / (1 - t))).to(x.dtype)
 

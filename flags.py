@@ -191,17 +191,18 @@ def parser():
     g.add_argument("--max-grad-norm", type=float, default=1.0,
                    help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
     g.add_argument("--no-group-by-length", action="store_true",
-                   help="draw the training batches at random, as the paper and HF's run_glue do. By default each "
-                        "batch holds sentences of about one length (data.batch_rows, as HF's group_by_length: "
-                        "sorted within megabatches of 50 batches, the batches shuffled), so that padding each batch "
-                        "to its longest sentence computes few positions beyond the real tokens; random batches "
-                        "compute 1.5x-3x the real tokens on GLUE's small tasks at batch 32 (results/bench_train.py)")
+                   help="draw the training batches at random, as the authors' script and HF's run_glue do. By "
+                        "default each batch holds sentences of about one length (data.batch_rows, as HF's "
+                        "group_by_length: sorted within megabatches of 50 batches, the batches shuffled), so that "
+                        "padding each batch to its longest sentence computes few positions beyond the real tokens "
+                        "(1.02x-1.07x the real tokens at batch 32 on the GLUE tasks counted, random batches 1.5x-3x: "
+                        "results/README.md)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="the training forward's arithmetic: bf16 runs it under bfloat16 autocast (weights, optimizer "
                         "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
-                        "runs in float32). Default auto: bf16 where the machine has bfloat16 matrix units (a CUDA GPU "
-                        "that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), where it is "
-                        "faster than float32, else fp32 (timing.native_bf16)")
+                        "runs in float32). Default auto: bf16 where the machine multiplies bfloat16 in hardware (a "
+                        "CUDA GPU that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else "
+                        "fp32 (timing.native_bf16)")
 
     g = p.add_argument_group("running")
     g.add_argument("--holdout", type=int, default=None, metavar="N",

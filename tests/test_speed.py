@@ -143,13 +143,16 @@ def test_one_bf16_step_is_within_rounding_of_fp32_and_leaves_weights_and_optimiz
     assert len(optimizer.state) == len(list(model.parameters()))                    # every parameter was stepped
 
 
-def test_the_straight_through_estimator_takes_float32_logits_under_autocast():
+def test_the_estimator_and_the_skim_loss_compute_in_float32_from_bfloat16_inputs():
     logits = torch.randn(4, 6, 2).bfloat16()
     gumbel = torch.randn(4, 6, 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         sample = skim.straight_through_gumbel_softmax(logits, 0.1, gumbel)
     assert sample.dtype == torch.float32
     assert torch.equal(sample, skim.straight_through_gumbel_softmax(logits.float(), 0.1, gumbel))
+    masks, pad = [sample[..., 1].bfloat16()] * 3, torch.ones(4, 6).bfloat16()
+    assert skim.skim_loss(masks, pad).dtype == torch.float32
+    assert skim.straight_through_gumbel_softmax(logits.double(), 0.1, gumbel).dtype == torch.float64  # kept as is
 
 
 def test_auto_precision_is_bf16_only_where_the_machine_multiplies_bfloat16_in_hardware(monkeypatch):

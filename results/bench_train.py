@@ -243,10 +243,11 @@ def markdown(result):
     if "timing" in result:
         t = result["timing"]
         lines += [f"## Training step: {result['task']} batches of {result['batch_size']}, {m['machine']}",
-                  "", "| model | precision | batches | ms/step (median) | real tokens/s | positions/token | system time |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+                  "", "| model | precision | batches | ms/step (median) | real tokens/s | positions/token | system time "
+                  "| warm-up s |", "|---|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {f['model']} | {f['precision']} | {f['batching']} | {f['median_step_ms']} | "
-                  f"{f['tokens_per_second']:,.0f} | {f['positions_per_token']:.2f} | {100 * f['system_share']:.0f}% |"
+                  f"{f['tokens_per_second']:,.0f} | {f['positions_per_token']:.2f} | {100 * f['system_share']:.0f}% | "
+                  f"{f['warmup_seconds']:.1f} |"
                   for f in t.values()]
         vs_hf, grouping, bf16 = [], [], []
         for f in t.values():

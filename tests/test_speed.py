@@ -41,8 +41,8 @@ def recorded_batches(monkeypatch):
 
 
 @pytest.mark.parametrize("k", [3, 6])  # in the first epoch of 4 batches, and in the second
-def test_a_run_resumed_after_k_batches_trains_on_batch_k_plus_1_of_the_uninterrupted_order_on(glue, tiny, tmp_path,
-                                                                                              monkeypatch, k):
+def test_a_run_resumed_after_k_batches_trains_on_batch_k_plus_1_of_the_uninterrupted_order(glue, tiny, tmp_path,
+                                                                                           monkeypatch, k):
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--no-skim", "--epochs", 2,
             "--timing-repeats", 0]
     with monkeypatch.context() as patch:

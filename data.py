@@ -318,19 +318,46 @@ def encode(tokenizer, examples, max_length):
     return encoded
 
 
-def batches(encoded, batch_size, shuffle=False, seed=0):
+MEGABATCH = 50  # batches in a megabatch of group_by_length (Hugging Face's Trainer takes at most 50 too)
+
+
+def batch_rows(lengths, batch_size, shuffle=False, seed=0, group_by_length=False):
     """
-    Yield batches of tensors, each padded (with id 0) to its own longest example:
-    input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids: (B, N) long;
-    labels: (B,) long, or float32 for regression. The last partial batch is kept.
+    The rows of each batch, as index arrays, for examples of these lengths (one batch may be partial):
+    in file order; with shuffle, in an order drawn from `seed`; with shuffle and
+    group_by_length (not in the paper), grouped by length as Hugging Face's group_by_length sampler does:
+    the shuffled order cut into megabatches of MEGABATCH batches, each sorted by length (longest first)
+    and cut into batches, and then the batches shuffled (HF leaves them longest first within each
+    megabatch). A batch then holds examples of about one length, so padding each to its longest costs
+    little, while its examples are still drawn at random. The same seed gives the same batches.
     """
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
-    order = np.arange(len(encoded))
+    lengths = np.asarray(lengths)
+    order = np.arange(len(lengths))
+    rng = np.random.default_rng(seed)
     if shuffle:
-        np.random.default_rng(seed).shuffle(order)
-    for start in range(0, len(order), batch_size):
-        yield collate([encoded[i] for i in order[start:start + batch_size]])
+        rng.shuffle(order)
+    if shuffle and group_by_length:
+        size = MEGABATCH * batch_size
+        mega = [order[i:i + size] for i in range(0, len(order), size)]                   # megabatches
+        order = np.concatenate([m[np.argsort(-lengths[m], kind="stable")] for m in mega])  # each longest first
+    rows = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if shuffle and group_by_length:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    return rows
+
+
+def batches(encoded, batch_size, shuffle=False, seed=0, group_by_length=False):
+    """
+    Yield batches of tensors, each padded (with id 0) to its own longest example:
+    input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids: (B, N) long;
+    labels: (B,) long, or float32 for regression. The last partial batch is kept. The order:
+    batch_rows (file order; shuffled by seed; or, with group_by_length, grouped by length).
+    """
+    lengths = [len(item["input_ids"]) for item in encoded]
+    for rows in batch_rows(lengths, batch_size, shuffle, seed, group_by_length):
+        yield collate([encoded[i] for i in rows])
 
 
 def collate(items):

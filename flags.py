@@ -22,6 +22,7 @@ import methods
 import recipe
 import released
 import skim
+import timing
 from checkpoint import atomic_write, read_config, resolve_checkpoint
 from model import BertConfig
 
@@ -36,9 +37,11 @@ DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hi
 # --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
 # src/run_glue_no_trainer.py), not ours: one skim stage from the pretrained checkpoint, lambda 0.5 on every task,
 # batch 32 x 2 accumulation steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no
-# warm-up, linear decay, no clipping, the released tau and init (released.py); 5 epochs on MRPC and WNLI, else 3
+# warm-up, linear decay, no clipping, the released tau and init (released.py), in float32; 5 epochs on MRPC and
+# WNLI, else 3
 RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
-                   "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint"}
+                   "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint",
+                   "--precision": "fp32", "--no-group-by-length": True}
 RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
 
@@ -85,6 +88,9 @@ class Settings:
     device: str
     timing_repeats: int
     recipe: str = "ours"              # "released": the hyperparameters of the authors' script (RELEASED_RECIPE)
+    # a state saved before these two existed trained as their defaults say: random batches, in float32
+    group_by_length: bool = False     # training batches of sentences of about one length (data.batch_rows)
+    precision: str = "fp32"           # the training forward's: "fp32", or "bf16" (bfloat16 autocast)
 
 
 class Parser(argparse.ArgumentParser):
@@ -128,8 +134,9 @@ def parser():
     g.add_argument("--recipe", default="ours", choices=["ours", "released"],
                    help="released: the authors' released training script, theirs, not ours (one skim stage from the "
                         "checkpoint, lambda 0.5, batch 64, lr 2e-5, no weight decay, warm-up or clipping, tau 1, "
-                        "mu0 5, joint gradient; 3 epochs, 5 on MRPC and WNLI); with --method released, also their "
-                        "forward (released.py), else our honest Transkimmer (default: ours, the recipe below)")
+                        "mu0 5, joint gradient, random batches in float32; 3 epochs, 5 on MRPC and WNLI); with "
+                        "--method released, also their forward (released.py), else our honest Transkimmer (default: "
+                        "ours, the recipe below)")
     g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
                    "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
 
@@ -183,6 +190,19 @@ def parser():
                    help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
     g.add_argument("--max-grad-norm", type=float, default=1.0,
                    help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
+    g.add_argument("--no-group-by-length", action="store_true",
+                   help="draw the training batches at random, as the authors' script and HF's run_glue do. By "
+                        "default each batch holds sentences of about one length (data.batch_rows, as HF's "
+                        "group_by_length: sorted within megabatches of 50 batches, the batches shuffled), so that "
+                        "padding each batch to its longest sentence computes few positions beyond the real tokens "
+                        "(1.02x-1.07x the real tokens at batch 32 on the GLUE tasks counted, random batches 1.5x-3x: "
+                        "results/README.md)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the training forward's arithmetic: bf16 runs it under bfloat16 autocast (weights, optimizer "
+                        "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
+                        "runs in float32). Default auto: bf16 where the machine multiplies bfloat16 in hardware (a "
+                        "CUDA GPU that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else "
+                        "fp32 (timing.native_bf16)")
 
     g = p.add_argument_group("running")
     g.add_argument("--holdout", type=int, default=None, metavar="N",
@@ -292,7 +312,15 @@ def resolve(args, world=1, rank=0):
         distill_temp=(args.distill_temp or DISTILL_TEMP) if args.teacher else None, max_grad_norm=args.max_grad_norm,
         holdout=args.holdout, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         no_skim=args.no_skim, eval_only=args.eval_only, checkpoint=args.checkpoint, save_every=args.save_every,
-        device=args.device, timing_repeats=args.timing_repeats, recipe=args.recipe)
+        device=args.device, timing_repeats=args.timing_repeats, recipe=args.recipe,
+        group_by_length=not args.no_group_by_length, precision=resolve_precision(args.precision, args.device))
+
+
+def resolve_precision(precision, device):
+    """--precision -> "fp32" or "bf16": auto is bf16 where the machine has bfloat16 matrix units."""
+    if precision == "auto":
+        return "bf16" if timing.native_bf16(device) else "fp32"
+    return precision
 
 
 def check_paths(args):

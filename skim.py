@@ -75,7 +75,9 @@ def sample_gumbel(like):
 def straight_through_gumbel_softmax(logits, tau=TAU, gumbel=None):
     """Eq. 5, the straight-through estimator. Forward: the hard one-hot sample argmax(logits + g).
     Backward: the gradient of the relaxed sample softmax((logits + g) / tau). (logits are log pi up
-    to a constant, which the softmax ignores.) Returns (..., 2) with values exactly 0 or 1."""
+    to a constant, which the softmax ignores.) Returns (..., 2) with values exactly 0 or 1, in float32 at
+    least: under bfloat16 autocast too, the noise and the softmax are float32."""
+    logits = at_least_float32(logits)
     if gumbel is None:
         gumbel = sample_gumbel(logits)
     soft = F.softmax((logits + gumbel) / tau, dim=-1)                              # (..., 2) relaxed
@@ -83,6 +85,11 @@ def straight_through_gumbel_softmax(logits, tau=TAU, gumbel=None):
     # value = hard, gradient = d soft. In this order the value is exactly 0/1: for the argmax entry
     # soft >= 0.5, so (1 - soft) is exact and (1 - soft) + soft == 1; elsewhere (0 - s) + s == 0.
     return hard - soft.detach() + soft
+
+
+def at_least_float32(t):
+    """t in float32 if it is in a lower precision (bfloat16, under autocast), else as it is."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def update_keep(keep, decision):
@@ -101,8 +108,8 @@ def forward_skimmed(keep, processed, previous):
 
 
 def skim_loss(masks, pad):
-    """Eq. 6: the mean over layers of the fraction of real tokens the layer processes."""
-    pad = pad.to(masks[0].dtype)
+    """Eq. 6: the mean over layers of the fraction of real tokens the layer processes (in float32 at least)."""
+    pad = at_least_float32(pad.to(masks[0].dtype))
     return torch.stack([(keep * pad).sum() / pad.sum() for keep in masks]).mean()
 
 
@@ -273,7 +280,7 @@ class Transkimmer(nn.Module):
             return straight_through_gumbel_softmax(logits, self.tau)[..., 1]
         # p(keep) = sigmoid(l_keep - l_skim) > t  <=>  l_keep - l_skim > log(t / (1 - t)), which is 0 at
         # t = 0.5: the argmax, a tie going to skim as argmax's does
-        margin = logits[..., 1] - logits[..., 0]                                   # (B, n)
+        margin = at_least_float32(logits[..., 1]) - at_least_float32(logits[..., 0])  # (B, n)
         t = self.keep_threshold
         return (margin > math.log(t / (1 - t))).to(x.dtype)
 

@@ -25,6 +25,27 @@ def cpu_name():
         return platform.processor() or "unknown"
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names of the x86 instructions that multiply bfloat16
+
+
+def cpu_flags():
+    """The processor's feature flags (/proc/cpuinfo), an empty set where there is no such file (macOS, Windows)."""
+    try:
+        return set(next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")))
+    except (OSError, StopIteration):
+        return set()
+
+
+def native_bf16(device="cpu", flags=None):
+    """Does the machine multiply bfloat16 matrices in hardware (train.py --precision auto takes bf16 there)?
+    A CUDA GPU that supports bfloat16 (Ampere and later); a CPU with AMX or AVX512-BF16 (`flags`: its
+    feature flags, default cpu_flags()). Another CPU has no bfloat16 arithmetic of its own (oneDNN converts
+    to float32 on the fly), so nothing is to be gained there."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+
+
 def machine_line(device="cpu"):
     """What a run trains or is timed on, in one line: the processor (or GPU), the threads, torch. Two machines'
     arithmetic differs in rounding, so a seed trained on each is not the same run."""

@@ -14,7 +14,10 @@ Read from main() down. The flags are checked and resolved once into a Settings (
 read; the model is built (recipe.py: the recipe's stages, each a model of its own); then every stage
 trains with train_stage(), whose loop body is the training step: AdamW with linear warm-up and decay to
 the stage's peak lr, loss = task loss + lambda * the method's loss (Eq. 7). The model is saved and
-evaluated last (evaluation.py: metric, FLOPs speedup, measured speedup, tokens kept per layer).
+evaluated last (evaluation.py: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
+paper, for speed: each training batch holds sentences of about one length (data.batch_rows), and the training
+forward runs under bfloat16 autocast where the machine multiplies bfloat16 in hardware (--precision); the
+evaluation runs in float32.
 --output-dir receives the model, metrics.json and two pictures, each file written atomically; while
 training, also resume.pt, the state --resume continues from.
 
@@ -160,18 +163,21 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
 
     while step < total_steps:
         epoch, done = divmod(step, steps_per_epoch)
+        # the epoch's batches, drawn from the seed and the epoch: a resumed run skips the `done` it trained on
         for batch in itertools.islice(data.batches(train_set, settings.batch_size, shuffle=True,
-                                                   seed=settings.seed + epoch), done, None):
-            # this process's share of the global batch (one with no share runs a row at weight 0, as DDP needs all)
-            share = len(range(rank, len(batch["labels"]), world)) * world / len(batch["labels"])
-            shard = to_device({k: v[rank::world] if share else v[:1] for k, v in batch.items()}, settings.device)
-            # forward: the logits, each layer's mask and the method's own loss
-            out = stepped(*inputs(shard))
-            loss_task = fit = task_loss(out.logits, shard["labels"], task)
+                                                   seed=settings.seed + epoch,
+                                                   group_by_length=settings.group_by_length), done, None):
+            shard, share = share_of(batch, rank, world)
+            shard = to_device(shard, settings.device)
+            # forward: the logits, each layer's mask and the method's own loss (under --precision bf16, in bfloat16
+            # where autocast takes it; the losses from float32 logits)
+            with autocast(settings):
+                out = stepped(*inputs(shard))
+            loss_task = fit = task_loss(out.logits.float(), shard["labels"], task)
             if teacher is not None:  # distillation (not in the paper)
-                with torch.no_grad():
+                with torch.no_grad(), autocast(settings):
                     teacher_logits = teacher(*inputs(shard))                                 # (B, labels)
-                loss_kd = distill_loss(out.logits, teacher_logits, task, settings.distill_temp)
+                loss_kd = distill_loss(out.logits.float(), teacher_logits.float(), task, settings.distill_temp)
                 fit = (1 - settings.distill_coef) * loss_task + settings.distill_coef * loss_kd
             loss = skim.total_loss(fit, out.aux_loss, steering.coef)                         # Eq. 7
             loss = loss * share  # DDP averages over the processes: weighed so, the mean over the global batch
@@ -213,6 +219,22 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
     record.update(train_steps=step, train_seconds=round(time.time() - started, 1))
     if steering.controller:
         record.update(target_speedup=settings.target_speedup, final_skim_coef=round(steering.coef, 4))
+
+
+def share_of(batch, rank, world):
+    """This process's share of the global batch: rows rank, rank + world, ... -> (those rows, the share's weight
+    len(rows) * world / batch size, so that DDP's average over the processes is the mean over the batch). A
+    process with no row (a last batch smaller than world) runs one row at weight 0, as DDP needs every process."""
+    rows = len(batch["labels"])
+    share = len(range(rank, rows, world)) * world / rows
+    return {k: v[rank::world] if share else v[:1] for k, v in batch.items()}, share
+
+
+def autocast(settings):
+    """The training forward's precision (--precision): bfloat16 autocast for "bf16" (matrix products in bfloat16,
+    the weights float32), else nothing changed."""
+    device = torch.device(settings.device).type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
 
 
 def show(bar, shown):
@@ -314,6 +336,7 @@ def describe(settings):
         line += f"; layers {','.join(map(str, s.keep_layers))} of the checkpoint"
     if s.teacher:
         line += f"; distilled from {s.teacher} (coef {s.distill_coef}, temperature {s.distill_temp})"
+    line += f"; {'length-grouped' if s.group_by_length else 'random'} batches, {s.precision}"
     return f"seed {s.seed}: {line}"
 
 

@@ -400,6 +400,43 @@ def test_shuffle_is_reproducible_by_seed():
     assert sorted(order(shuffle=True, seed=3)) == list(range(1, 41))  # a permutation
 
 
+def grouped_by_hand(lengths, batch_size, seed):
+    """The batches of group_by_length, computed another way: the shuffled order (the random batches, end to end)
+    cut into megabatches of MEGABATCH batches, each sorted longest first (ties in shuffled order), then cut into
+    batches. -> the batches as tuples of rows, in megabatch order (batch_rows then shuffles them)."""
+    shuffled = [int(i) for rows in data.batch_rows(lengths, batch_size, shuffle=True, seed=seed) for i in rows]
+    size = data.MEGABATCH * batch_size
+    out = []
+    for start in range(0, len(shuffled), size):
+        mega = sorted(shuffled[start:start + size], key=lambda i: -lengths[i])  # sorted() is stable
+        out += [tuple(mega[b:b + batch_size]) for b in range(0, len(mega), batch_size)]
+    return out
+
+
+def test_length_grouped_batches_are_each_epochs_permutation_cut_from_sorted_megabatches():
+    lengths = np.random.default_rng(0).integers(3, 65, size=1000).tolist()  # 125 batches of 8: 3 megabatches
+    epoch = lambda seed: [tuple(int(i) for i in rows)  # noqa: E731
+                          for rows in data.batch_rows(lengths, 8, shuffle=True, seed=seed, group_by_length=True)]
+    first = epoch(42)
+    assert sorted(i for rows in first for i in rows) == list(range(1000))          # each row once: a permutation
+    assert epoch(42) == first                                                        # the same seed and epoch
+    assert epoch(43) != first and sorted(epoch(43)) != sorted(first)               # the next epoch: other batches
+    by_hand = grouped_by_hand(lengths, 8, 42)
+    assert sorted(first) == sorted(by_hand)                                          # the same batches ...
+    assert first != by_hand                                                          # ... shuffled
+    # grouped, a batch's sentences are of about one length: little padding, where random batches have much
+    padded = lambda batches: sum(len(b) * max(lengths[i] for i in b) for b in batches) / sum(lengths)  # noqa: E731
+    random_batches = [tuple(rows) for rows in data.batch_rows(lengths, 8, shuffle=True, seed=42)]
+    assert padded(first) < 1.1 < 1.4 < padded(random_batches)
+
+
+def test_group_by_length_without_shuffle_keeps_file_order():
+    """Evaluation batches (no shuffle) stay in file order, whatever group_by_length says."""
+    lengths = [5, 2, 9, 4, 7]
+    rows = data.batch_rows(lengths, 2, group_by_length=True)
+    assert [r.tolist() for r in rows] == [[0, 1], [2, 3], [4]]
+
+
 # -----------------------------------------------------------------------------
 # metrics against sklearn / scipy
 

@@ -41,7 +41,7 @@ DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hi
 # WNLI, else 3
 RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
                    "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint",
-                   "--precision": "fp32", "--no-group-by-length": True}
+                   "--precision": "fp32", "--group-by-length": False}
 RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
 
@@ -190,19 +190,20 @@ def parser():
                    help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
     g.add_argument("--max-grad-norm", type=float, default=1.0,
                    help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
-    g.add_argument("--no-group-by-length", action="store_true",
-                   help="draw the training batches at random, as the authors' script and HF's run_glue do. By "
-                        "default each batch holds sentences of about one length (data.batch_rows, as HF's "
+    g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
+                   help="each training batch holds sentences of about one length (data.batch_rows, as HF's "
                         "group_by_length: sorted within megabatches of 50 batches, the batches shuffled), so that "
                         "padding each batch to its longest sentence computes few positions beyond the real tokens "
                         "(1.02x-1.07x the real tokens at batch 32 on the GLUE tasks counted, random batches 1.5x-3x: "
-                        "results/README.md)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        "results/README.md). Default: random batches, as the authors' script, HF's run_glue and "
+                        "every result here; it becomes the default once its time and accuracy are measured")
+    g.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
                    help="the training forward's arithmetic: bf16 runs it under bfloat16 autocast (weights, optimizer "
                         "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
-                        "runs in float32). Default auto: bf16 where the machine multiplies bfloat16 in hardware (a "
-                        "CUDA GPU that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else "
-                        "fp32 (timing.native_bf16)")
+                        "runs in float32); auto: bf16 where the machine multiplies bfloat16 in hardware (a CUDA GPU "
+                        "that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else fp32 "
+                        "(timing.native_bf16). Default fp32, as every result here; auto becomes the default once its "
+                        "time and accuracy are measured")
 
     g = p.add_argument_group("running")
     g.add_argument("--holdout", type=int, default=None, metavar="N",
@@ -255,7 +256,8 @@ def apply_released_recipe(args, argv):
     """--recipe released: RELEASED_RECIPE's values put on args (they are theirs: a flag that would change one, or
     the stages, is refused), and one skim stage of the task's epochs."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    for flag in [*RELEASED_RECIPE, "--stages", "--epochs", "--target-speedup", "--min-steps", "--predictor-lr",
+    for flag in [*RELEASED_RECIPE, "--no-group-by-length", "--stages", "--epochs", "--target-speedup", "--min-steps",
+                 "--predictor-lr",
                  "--no-skim", "--eval-only", "--freeze-predictors", "--steer-every", "--keep-layers", "--teacher"]:
         if flag in given:
             raise UsageError(f"--recipe released is the authors' script as they ran it; drop {flag} (or train "
@@ -313,7 +315,7 @@ def resolve(args, world=1, rank=0):
         holdout=args.holdout, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         no_skim=args.no_skim, eval_only=args.eval_only, checkpoint=args.checkpoint, save_every=args.save_every,
         device=args.device, timing_repeats=args.timing_repeats, recipe=args.recipe,
-        group_by_length=not args.no_group_by_length, precision=resolve_precision(args.precision, args.device))
+        group_by_length=args.group_by_length, precision=resolve_precision(args.precision, args.device))
 
 
 def resolve_precision(precision, device):

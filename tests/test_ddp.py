@@ -44,7 +44,8 @@ def flags_for(no_dropout):
     folder, glue = no_dropout
     return ["--task", "sst2", "--model", folder, "--data-dir", glue, "--batch-size", 8, "--lr", "1e-3",
             "--stages", "dense:1,skim:2,frozen:1", "--target-speedup", 2, "--mu0", -8, "--timing-repeats", 0,
-            "--precision", "fp32"]  # bfloat16 would round a batch of 8 and two of 4 apart by far more than TOL
+            "--group-by-length", "--precision", "fp32"]  # (bfloat16 would round a batch of 8 and two of 4 apart by far
+                                                         # more than TOL)
 
 
 def torchrun(*args):

@@ -44,12 +44,12 @@ def recorded_batches(monkeypatch):
 def test_a_run_resumed_after_k_batches_trains_on_batch_k_plus_1_of_the_uninterrupted_order(glue, tiny, tmp_path,
                                                                                            monkeypatch, k):
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--batch-size", 8, "--no-skim", "--epochs", 2,
-            "--timing-repeats", 0]
+            "--timing-repeats", 0, "--group-by-length"]
     with monkeypatch.context() as patch:
         whole = recorded_batches(patch)
         result = run_cli(*args, "--output-dir", tmp_path / "whole")
     assert result.returncode == 0 and len(whole) == 8                               # 30 rows: 4 batches an epoch
-    # the default: length-grouped batches, said in the printed line and in metrics.json
+    # length-grouped batches, said in the printed line and in metrics.json
     assert "length-grouped batches" in result.stderr
     assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["args"]["group_by_length"] is True
     rows = [[tuple(row[row != 0].tolist()) for row in b] for b in whole]          # each row's tokens, no padding
@@ -165,14 +165,17 @@ def test_auto_precision_is_bf16_only_where_the_machine_multiplies_bfloat16_in_ha
         assert flags.resolve_precision("fp32", "cpu") == "fp32" and flags.resolve_precision("bf16", "cpu") == "bf16"
 
 
-def test_the_defaults_group_by_length_and_the_released_recipe_trains_on_random_batches_in_float32(glue, tmp_path):
+def test_grouping_and_bf16_are_asked_for_and_the_released_recipe_trains_on_random_batches_in_float32(glue, tmp_path):
+    """Until their time and accuracy are measured, the default trains as every result did: random batches, fp32."""
     ours = settings_of(glue, tmp_path, "--task", "sst2")
-    assert ours.group_by_length and ours.precision == flags.resolve_precision("auto", "cpu")
+    assert not ours.group_by_length and ours.precision == "fp32"
+    asked = settings_of(glue, tmp_path, "--task", "sst2", "--group-by-length", "--precision", "auto")
+    assert asked.group_by_length and asked.precision == flags.resolve_precision("auto", "cpu")
     assert not settings_of(glue, tmp_path, "--task", "sst2", "--no-group-by-length").group_by_length
-    assert settings_of(glue, tmp_path, "--task", "sst2", "--precision", "fp32").precision == "fp32"
+    assert settings_of(glue, tmp_path, "--task", "sst2", "--precision", "bf16").precision == "bf16"
     theirs = settings_of(glue, tmp_path, "--task", "sst2", "--recipe", "released")
     assert theirs.precision == "fp32" and not theirs.group_by_length
-    for flag in (["--precision", "bf16"], ["--no-group-by-length"]):
+    for flag in (["--precision", "bf16"], ["--group-by-length"], ["--no-group-by-length"]):
         with pytest.raises(flags.UsageError, match="drop " + flag[0]):
             settings_of(glue, tmp_path, "--task", "sst2", "--recipe", "released", *flag)
 

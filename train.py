@@ -15,8 +15,8 @@ read; the model is built (recipe.py: the recipe's stages, each a model of its ow
 trains with train_stage(), whose loop body is the training step: AdamW with linear warm-up and decay to
 the stage's peak lr, loss = task loss + lambda * the method's loss (Eq. 7). The model is saved and
 evaluated last (evaluation.py: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
-paper, for speed: each training batch holds sentences of about one length (data.batch_rows), and the training
-forward runs under bfloat16 autocast where the machine multiplies bfloat16 in hardware (--precision); the
+paper, for speed, and off by default until measured: training batches of sentences of about one length
+(--group-by-length, data.batch_rows) and the training forward under bfloat16 autocast (--precision); the
 evaluation runs in float32.
 --output-dir receives the model, metrics.json and two pictures, each file written atomically; while
 training, also resume.pt, the state --resume continues from.

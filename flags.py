@@ -442,8 +442,9 @@ def check_checkpoints(args, task, stages, keep_layers):
     """The checks that read the checkpoints' config files (--checkpoint, --model, --teacher), before any model
     is built. -> (the layers of the checkpoint --keep-layers cuts, the evaluation's keep threshold)."""
     if args.eval_only:
-        raw = read_config(resolve_checkpoint(args.checkpoint))
-        config = BertConfig.from_dict(raw)
+        folder = resolve_checkpoint(args.checkpoint)
+        raw = read_config(folder)
+        config = BertConfig.from_dict(raw, source=str(folder / "config.json"))
         check_positions(args, task, config, args.checkpoint)
         if raw.get("finetuning_task") not in (None, task.name):
             raise UsageError(f"--checkpoint {args.checkpoint} was trained on {raw['finetuning_task']}, not {task.name}: "
@@ -455,8 +456,9 @@ def check_checkpoints(args, task, stages, keep_layers):
         predicts = saved is not None and not args.no_skim
         return None, (args.keep_threshold or skim.KEEP_THRESHOLD) if predicts else None
     name = args.model or "all-MiniLM-L6-v2"
-    raw = read_config(resolve_checkpoint(args.model))
-    config = BertConfig.from_dict(raw)
+    folder = resolve_checkpoint(args.model)
+    raw = read_config(folder)
+    config = BertConfig.from_dict(raw, source=str(folder / "config.json"))
     check_positions(args, task, config, name)
     first, kinds = stages[0][0], {kind for kind, _, _ in stages}
     has_predictors = methods.method_of(raw) is not None

@@ -3,19 +3,23 @@ another's folder unasked, --resume continues where it is told, a diverging run s
 and a Ctrl-C between stages leave a resumable state, and every bad input is one line (exit 2) with nothing
 written."""
 
+import contextlib
 import json
 import os
+import pathlib
 import shutil
 import signal
+import time
 
 import pytest
 from safetensors.torch import load_file, save_file
 
 import bench
+import data
 import evaluation
 import recipe
 from checkpoint import atomic_write
-from conftest import SENTENCES
+from conftest import SENTENCES, write_sst2
 from test_train import interrupt_at, main, one_error_line, run_cli
 
 FAST = ["--batch-size", 8, "--timing-repeats", 0]
@@ -264,3 +268,141 @@ def test_an_error_on_a_fresh_output_folder_leaves_no_empty_folder(glue, tiny, tm
     line = one_error_line(run_cli("--task", "sst2", "--model", tiny, "--data-dir", tmp_path / "nowhere",
                                   "--output-dir", tmp_path / "a" / "b"))
     assert "nowhere" in line and not (tmp_path / "a").exists()
+
+# -----------------------------------------------------------------------------
+# data that is long, odd, or not a file
+
+@contextlib.contextmanager
+def at_most(seconds):
+    """Fail (TimeoutError) what the block does if it takes longer than `seconds`, rather than hang the suite."""
+    def late(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+    previous = signal.signal(signal.SIGALRM, late)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_training_row_of_150000_characters_is_read_and_judged_whole_in_under_a_second(tmp_path):
+    words = [f"w{i % 9973}x{i // 9973}" for i in range(20_000)]               # all distinct, 6 to 7 letters
+    long_row = " ".join(words)[:150_000]                                       # past csv's 131,072 default
+    rows = SENTENCES + [(long_row, 1), (" ".join(words[7:19]), 0)]              # a run of the long row, too
+    root = write_sst2(tmp_path / "glue", rows)
+    task = data.get_task("sst2")
+    with at_most(10):
+        started = time.perf_counter()
+        examples = data.read_split(task, "train", root)
+        whole = data.whole_sentences(examples)
+        seconds = time.perf_counter() - started
+    assert seconds < 1 and examples[10].text_a == long_row
+    assert whole == list(range(11))                     # the short run of the long row is a part of it
+
+
+def test_whole_sentences_agrees_with_listing_every_run(tmp_path):
+    """The trie walk against the definition, computed by brute force: a text is a part iff it is a shorter run of
+    whole words of another text."""
+    texts = ["a b c d", "b c", "c d", "a b c d e", "x", "b c d", "d e f", "e f", "a", "x y", "b c"]
+    examples = [data.Example(t, None, 0) for t in texts]
+    runs = {tuple(t.split()[a:b]) for t in texts for a in range(len(t.split())) for b in range(a + 1, len(t.split()) + 1)
+            if b - a < len(t.split())}
+    expected, seen = [], set()
+    for i, t in enumerate(texts):
+        if tuple(t.split()) not in runs and t not in seen:
+            expected.append(i)
+            seen.add(t)
+    assert data.whole_sentences(examples) == expected == [3, 6, 9]
+
+
+@pytest.mark.parametrize("kind, says", [("folder", "is a folder, not a file"),
+                                        ("fifo", "is not a regular file (a FIFO"),
+                                        ("loop", "is a symbolic link that cannot be followed")])
+def test_a_data_file_that_is_not_a_file_is_reported_as_what_it_is(glue, kind, says):
+    train, dev = glue / "SST-2" / "train.tsv", glue / "SST-2" / "dev.tsv"
+    for path in (train, dev):
+        path.unlink()
+        if kind == "folder":
+            path.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to(path)                                              # a link to itself: a loop
+    task = data.get_task("sst2")
+    with pytest.raises(data.DataError) as e:
+        data.find_data_dir(task, glue)
+    assert says in str(e.value) and "not found" not in str(e.value)
+    with pytest.raises(data.DataError) as e:
+        data.read_split(task, "dev", glue)                                     # and a FIFO is never opened
+    assert str(e.value).startswith(f"{dev} {says}")
+
+
+def test_an_unreadable_training_file_is_one_line(glue, tiny, tmp_path, monkeypatch):
+    read_bytes = pathlib.Path.read_bytes
+
+    def refused(path):
+        if path.name == "train.tsv":
+            raise PermissionError(13, "Permission denied", str(path))           # as chmod 000 does (not to root)
+        return read_bytes(path)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", refused)
+    line = one_error_line(run_cli("--task", "sst2", "--model", tiny, "--data-dir", glue, *FAST,
+                                  "--output-dir", tmp_path / "o"))
+    assert "train.tsv cannot be read (Permission denied)" in line and not (tmp_path / "o").exists()
+
+
+def test_a_regression_score_outside_the_tasks_range_is_refused(tmp_path):
+    write(tmp_path, "STS-B", "train.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\t42.0\n")
+    with pytest.raises(data.DataError) as e:
+        data.read_split(data.get_task("stsb"), "train", tmp_path)
+    assert "line 3: score 42.0 lies outside STS-B's range, 0 to 5" in str(e.value)
+
+# -----------------------------------------------------------------------------
+# a malformed checkpoint: one line naming the file and the field, nothing written
+
+def edit_config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | changes))
+    return edit
+
+
+def vocab_without_cls(folder):
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").write_text("[PAD]\n[SEP]\n[UNK]\nfilm\n")
+
+
+def tokenizer_larger_than_the_table(folder):
+    import model
+    from checkpoint import load_tokenizer
+    config = model.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=64)
+    model.BertForSequenceClassification(config).save_pretrained(folder, load_tokenizer())
+
+
+@pytest.mark.parametrize("edit, says", [
+    (edit_config(num_attention_heads=0), "config.json: num_attention_heads must be a whole number, at least 1, got 0"),
+    (edit_config(hidden_size="32"), "config.json: hidden_size must be a whole number, at least 1, got '32'"),
+    (edit_config(hidden_dropout_prob=2), "config.json: hidden_dropout_prob must be a probability in [0, 1), got 2"),
+    (edit_config(pad_token_id=10 ** 9), "config.json: pad_token_id must be a token id"),
+    (edit_config(vocab_size=10 ** 12), "config.json: vocab_size 1000000000000 x hidden_size 32, but the checkpoint's"),
+    (edit_config(skim=3), "config.json: 'skim' must be an object of settings, got 3"),
+    (edit_config(skim={"tau": "hot"}), "config.json: skim.tau must be a finite number above 0"),
+    (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json: holds a JSON list, not an object"),
+    (lambda f: (f / "tokenizer.json").write_text("{not json"), "tokenizer.json: not a tokenizer the tokenizers library"),
+    (vocab_without_cls, "vocab.txt: has no [CLS] token"),
+    (lambda f: (f / "tokenizer_config.json").write_text('{"do_lower_case": "yes"}'),
+     "tokenizer_config.json: do_lower_case must be true or false, got 'yes'"),
+    (lambda f: (f / "tokenizer_config.json").write_text("{,}"), "tokenizer_config.json: not valid JSON"),
+    (tokenizer_larger_than_the_table, "its tokenizer gives token ids up to 30521, but config.json's vocab_size is 100"),
+])
+def test_a_malformed_checkpoint_is_one_line_naming_the_file_and_field_and_nothing_is_written(glue, tiny, tmp_path,
+                                                                                             edit, says):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    edit(broken)
+    before = files(broken)
+    line = one_error_line(run_cli("--task", "sst2", "--eval-only", "--checkpoint", broken, "--data-dir", glue,
+                                  "--timing-repeats", 0))
+    assert says in line
+    assert files(broken) == before and not any(p.is_dir() for p in broken.iterdir())  # no eval folder left inside

@@ -283,23 +283,40 @@ def has_tokenizer(folder):
 # -----------------------------------------------------------------------------
 # saving
 
+class WriteFailed(OSError, RuntimeError):
+    """A file could not be written (no room left on the disk, no permission); what was there before is left as it
+    was. str(): one line naming the file and why; .why: the reason alone. An OSError and a RuntimeError both, as
+    the writers raise either (the system; torch.save), so that code catching what the writer raised still does."""
+
+    def __init__(self, path, why):
+        super().__init__(f"{path} could not be written ({why})")
+        self.path, self.why = path, why
+
+
 def atomic_write(path, write):
     """Write a file so that it is either complete or absent: `write(tmp_path)` fills a temporary file
-    beside `path`, which is then renamed over it (a rename within one folder is atomic)."""
+    beside `path`, which is then renamed over it (a rename within one folder is atomic). A write that
+    fails (a full disk: OSError from the system, RuntimeError from torch.save, SafetensorError) is a
+    WriteFailed, and the file at `path` is the one that was there before, if any."""
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
     try:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # again: a writer that replaces the file (safetensors) makes it 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError, SafetensorError)) and not isinstance(e, WriteFailed):
+            raise WriteFailed(path, e.strerror if isinstance(e, OSError) and e.strerror else
+                              (str(e).strip().splitlines() or [type(e).__name__])[0][:160]) from e
         raise
 
 
@@ -314,13 +331,26 @@ def hf_state_dict(model):
 
 def save(directory, config, tensors, tokenizer=None):
     """Write config.json (a dict), model.safetensors ({name: tensor}) and tokenizer.json in the HF layout,
-    each atomically."""
+    each atomically, and the three together complete or absent: if one cannot be written (WriteFailed), the
+    ones this call wrote are removed again, so that no lone config.json is left to pass for a checkpoint."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
-    atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteFailed(directory, e.strerror or e) from None
+    writes = {"model.safetensors": lambda p: save_file(tensors, p, metadata={"format": "pt"}),  # the large one first
+              "config.json": lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n")}
     if tokenizer is not None:
-        atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(p))
+        writes["tokenizer.json"] = lambda p: tokenizer.save(p)
+    written = []
+    try:
+        for name, write in writes.items():
+            atomic_write(directory / name, write)
+            written.append(directory / name)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 # -----------------------------------------------------------------------------
 # tokenizer

@@ -91,20 +91,23 @@ class BertConfig:
 
     @classmethod
     def invalid(cls, name, value, values):
-        """What a value read from config.json must be, if it is not that (None if it is)."""
+        """What a value read from config.json must be, if it is not that (None if it is). values: the others."""
+        whole = isinstance(value, int) and not isinstance(value, bool)
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if name in cls.SIZES:
-            return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "a whole number, at least 1"
+            return None if whole and value >= 1 else "a whole number, at least 1"
         if name == "pad_token_id":
             vocab = values.get("vocab_size", cls.vocab_size)
-            fits = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (vocab if isinstance(vocab, int) else 0)
+            fits = whole and isinstance(vocab, int) and 0 <= value < vocab
             return None if fits else f"a token id, from 0 to vocab_size - 1 ({vocab})"
         if name in cls.FRACTIONS:
-            return None if (value is None and name == "classifier_dropout") or number and 0 <= value < 1 else "a probability in [0, 1)"
+            unset = value is None and name == "classifier_dropout"  # None: hidden_dropout_prob's
+            return None if unset or number and 0 <= value < 1 else "a probability in [0, 1)"
         if name in ("layer_norm_eps", "initializer_range"):
             return None if number and value > 0 else "a number above 0"
         if name in ("hidden_act", "finetuning_task"):
-            return None if isinstance(value, str) or (value is None and name == "finetuning_task") else "a string"
+            unset = value is None and name == "finetuning_task"
+            return None if unset or isinstance(value, str) else "a string"
         return None
 
     def to_dict(self, architecture):

@@ -4,11 +4,14 @@ and a Ctrl-C between stages leave a resumable state, and every bad input is one 
 written."""
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,7 +23,7 @@ import evaluation
 import recipe
 from checkpoint import atomic_write
 from conftest import SENTENCES, write_sst2
-from test_train import interrupt_at, main, one_error_line, run_cli
+from test_train import ROOT, interrupt_at, main, one_error_line, run_cli
 
 FAST = ["--batch-size", 8, "--timing-repeats", 0]
 
@@ -406,3 +409,204 @@ def test_a_malformed_checkpoint_is_one_line_naming_the_file_and_field_and_nothin
                                   "--timing-repeats", 0))
     assert says in line
     assert files(broken) == before and not any(p.is_dir() for p in broken.iterdir())  # no eval folder left inside
+
+# -----------------------------------------------------------------------------
+# a Ctrl-C at the end or before the start, a full disk
+
+SMALL = ["--task", "sst2", "--stages", "dense:1,skim:1", "--max-train-samples", 8, *FAST]
+NO_ROOM = OSError(errno.ENOSPC, "No space left on device")
+
+
+def comparable(metrics):
+    """metrics.json less what differs between two runs of the same command: the time and the output folder."""
+    metrics = json.loads(json.dumps(metrics))
+    metrics.pop("train_seconds")
+    metrics["args"].pop("output_dir")
+    for stage in metrics["stages"]:
+        stage.pop("train_seconds")
+    return metrics
+
+
+def test_one_ctrl_c_during_the_final_evaluation_then_the_command_it_suggests_gives_the_uninterrupted_metrics(
+        glue, tiny, tmp_path, monkeypatch):
+    args = ["--model", tiny, "--data-dir", glue, *SMALL]
+    whole = main(*args, "--output-dir", tmp_path / "whole")
+    report = evaluation.report
+
+    def pressed_as_it_starts(*a):
+        signal.raise_signal(signal.SIGINT)
+        return report(*a)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation, "report", pressed_as_it_starts)
+        result = run_cli(*args, "--output-dir", tmp_path / "cut")
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 130 and "twice" not in result.stderr
+    assert line == ("interrupted during the final evaluation; the model is saved: finish the evaluation with python "
+                    f"train.py --resume {tmp_path / 'cut'}")
+    main(*line.split("python train.py ")[1].split())                                 # the command it suggests
+    assert comparable(json.loads((tmp_path / "cut" / "metrics.json").read_text())) == comparable(whole)
+    assert not (tmp_path / "cut" / "resume.pt").exists()
+
+
+def test_one_ctrl_c_while_the_data_is_prepared_is_one_interruption_and_leaves_no_folder(glue, tiny, tmp_path,
+                                                                                       monkeypatch):
+    encode = data.encode
+
+    def pressed(*a):
+        signal.raise_signal(signal.SIGINT)
+        return encode(*a)
+    monkeypatch.setattr(data, "encode", pressed)
+    result = run_cli("--model", tiny, "--data-dir", glue, *SMALL, "--output-dir", tmp_path / "o")
+    assert result.returncode == 130 and "twice" not in result.stderr
+    assert result.stderr.strip().startswith("interrupted before training began or while the data was prepared")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_disk_without_room_for_the_run_is_one_line_before_training(glue, tiny, tmp_path, monkeypatch):
+    import flags
+    monkeypatch.setattr(flags.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 6,
+                                                                                          10 ** 6))
+    line = one_error_line(run_cli("--model", tiny, "--data-dir", glue, *SMALL, "--output-dir", tmp_path / "o"))
+    assert "--output-dir" in line and "1 MB free, but this run writes up to" in line and not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_leaves_the_last_good_state_and_says_what_was_not_saved(glue, tiny, tmp_path, monkeypatch):
+    """The disk fills up as the state is saved on Ctrl-C, then as the model is saved, then as metrics.json is
+    written (each simulated where the real one fails: torch.save's OSError, safetensors' error, the file write):
+    each is one line saying what was not saved, the state saved before stays byte for byte, no lone config.json is
+    left, the trained weights outlive the failed metrics.json, and the command it suggests finishes the run."""
+    from safetensors import SafetensorError
+
+    import checkpoint
+    import torch
+
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        assert run_cli("--model", tiny, "--data-dir", glue, *SMALL, "--output-dir", out).returncode == 130
+    state = (out / "resume.pt").read_bytes()                                        # saved at step 1 of 2
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+
+        def no_room(*a, **k):
+            raise NO_ROOM
+        patch.setattr(torch, "save", no_room)
+        result = run_cli("--resume", out)
+    line = result.stderr.strip().splitlines()[-1]                                  # after the progress bar: one line
+    assert result.returncode == 2 and line == (
+        f"error: {out / 'resume.pt'} could not be written (No space left on device; nothing was saved at step 1 of "
+        f"stage 2, the run stops (the state saved before is still there: free some space, then python train.py "
+        f"--resume {out}))")
+    assert (out / "resume.pt").read_bytes() == state
+
+    with monkeypatch.context() as patch:
+        def full(*a, **k):
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                                  'space left on device" })')
+        patch.setattr(checkpoint, "save_file", full)
+        result = run_cli("--resume", out)
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and line.startswith("error: ")
+    assert "model.safetensors could not be written (Error while serializing" in line
+    assert "nothing of the trained model was saved (the state saved during training is still there" in line
+    assert sorted(p.name for p in out.iterdir()) == ["resume.pt"] and (out / "resume.pt").read_bytes() == state
+
+    write_text = pathlib.Path.write_text
+    with monkeypatch.context() as patch:
+        def metrics_full(path, *a, **k):
+            if path.name.startswith(".metrics.json."):
+                raise NO_ROOM
+            return write_text(path, *a, **k)
+        patch.setattr(pathlib.Path, "write_text", metrics_full)
+        result = run_cli("--resume", out)
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2
+    assert line == (f"error: {out / 'metrics.json'} could not be written (No space left on device; the model is saved: "
+                    f"free some space, then finish the evaluation with python train.py --resume {out})")
+    weights = (out / "model.safetensors").read_bytes()
+    assert not (out / "metrics.json").exists()
+    metrics = main("--resume", out)
+    assert (out / "model.safetensors").read_bytes() == weights and metrics["train_steps"] == 2
+
+# -----------------------------------------------------------------------------
+# one run to a folder, and never into one it reads
+
+def test_two_runs_started_on_one_folder_exactly_one_trains(glue, tiny, tmp_path):
+    args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--no-skim", "--max-train-samples", 8, *FAST,
+            "--output-dir", tmp_path / "o"]
+    first = subprocess.Popen([sys.executable, ROOT / "train.py", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    started = time.time()
+    while not (tmp_path / "o" / recipe.LOCK).exists() and first.poll() is None and time.time() - started < 120:
+        time.sleep(0.05)
+    second = run_cli(*args)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert one_error_line(second) == (f"error: --output-dir {tmp_path / 'o'} is held by another run, still going "
+                                      f"(process {first.pid}, {tmp_path / 'o' / recipe.LOCK}); wait for it to end, "
+                                      "or give another folder")
+    assert (tmp_path / "o" / "metrics.json").is_file() and not (tmp_path / "o" / recipe.LOCK).exists()
+
+
+def test_a_lock_left_by_a_process_that_ended_is_taken_over_with_a_line_saying_so(tiny, tmp_path):
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / recipe.LOCK).write_text(f"{ended.pid}\n")
+    result = run_cli("--task", "sst2", "--model", tiny, "--data-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr.splitlines()[0] == (
+        f"note: {tmp_path / 'o' / recipe.LOCK} was left by process {ended.pid}, which is no longer running; this run "
+        "takes the folder over")
+    assert "nowhere" in result.stderr.splitlines()[-1] and list((tmp_path / "o").iterdir()) == []
+
+
+def test_resume_into_a_folder_holding_a_finished_run_beside_another_runs_state_is_refused(glue, tiny, tmp_path,
+                                                                                         monkeypatch):
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        assert run_cli("--model", tiny, "--data-dir", glue, *SMALL, "--output-dir", out).returncode == 130
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):           # a finished run, of another task
+        shutil.copy(tiny / name, out / name)
+    (out / "metrics.json").write_text(json.dumps({"task": "rte"}))
+    before = files(out)
+    line = one_error_line(run_cli("--resume", out))
+    assert f"--resume {out}: the folder holds a finished run (metrics.json) beside resume.pt, a sst2 run" in line
+    assert files(out) == before
+
+
+@pytest.mark.parametrize("folder", ["default checkpoint", "data"])
+def test_a_folder_the_run_reads_is_never_its_output_folder_even_with_overwrite(glue, tmp_path, folder):
+    from checkpoint import default_checkpoint_dir
+    out = default_checkpoint_dir() if folder == "default checkpoint" else glue / "SST-2"
+    before = files(out)
+    line = one_error_line(run_cli("--task", "sst2", "--data-dir", glue, *FAST, "--output-dir", out, "--overwrite"))
+    assert ("embedded default checkpoint's folder this run reads" if folder == "default checkpoint" else
+            "is the --data-dir folder this run reads") in line
+    assert files(out) == before
+
+# -----------------------------------------------------------------------------
+# small things, second round
+
+def test_a_teacher_trained_on_another_task_is_refused_for_training(glue, tiny, tmp_path):
+    shutil.copytree(tiny, tmp_path / "teacher")
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], finetuning_task="rte")
+    (tmp_path / "teacher" / "config.json").write_text(json.dumps(config))
+    line = one_error_line(run_cli("--task", "sst2", "--model", tiny, "--teacher", tmp_path / "teacher", "--data-dir",
+                                  glue, *FAST, "--output-dir", tmp_path / "o"))
+    assert "--teacher" in line and "was trained on rte, not sst2" in line and not (tmp_path / "o").exists()
+
+
+def test_help_shows_every_default():
+    import argparse
+
+    import flags
+    parser = flags.parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        shown = formatter._expand_help(action) if action.help else ""
+        value = action.default
+        assert "default" in shown and (str(value) in shown or isinstance(value, float) and f"{value:g}" in shown), \
+            (action.option_strings, shown)

@@ -610,3 +610,72 @@ def test_help_shows_every_default():
         value = action.default
         assert "default" in shown and (str(value) in shown or isinstance(value, float) and f"{value:g}" in shown), \
             (action.option_strings, shown)
+
+# -----------------------------------------------------------------------------
+# bench.py, by the same rules
+
+def bench_glue(tmp_path):
+    root = write_sst2(tmp_path / "glue", SENTENCES[:3])
+    return write_sst2(root, SENTENCES[:3], name="dev.tsv")
+
+
+def run_bench(capsys, *argv):
+    """bench.main as the shell runs it: (exit code, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        bench.main([str(a) for a in argv])
+        raise SystemExit(0)
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, says", [(["--repeats", "0"], "--repeats, --batch-sizes, --limit and --threads must be >= 1"),
+                                         (["--repeats", "x"], "argument --repeats: invalid int value: 'x'"),
+                                         (["--keep-ratios", "2"], "--keep-ratios must lie in (0, 1]")])
+def test_bench_a_bad_value_is_one_line_and_exit_2(capsys, flags, says):
+    code, err = run_bench(capsys, *flags)
+    assert code == 2 and err.strip() == f"error: {says}"
+
+
+@pytest.mark.parametrize("out", ["a folder", "under a file"])
+def test_bench_an_output_it_cannot_write_is_one_line_before_anything_is_timed(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.setattr(bench, "bench", lambda args: pytest.fail("the benchmark ran"))
+    (tmp_path / "a folder").mkdir()
+    (tmp_path / "a file").write_text("")
+    path = tmp_path / "a folder" if out == "a folder" else tmp_path / "a file" / "b.json"
+    code, err = run_bench(capsys, "--out", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: --out {path} is a folder" if out == "a folder" else
+                          f"error: --out {path}: its folder is not writable")
+
+
+def test_bench_ctrl_c_writes_the_batch_sizes_measured_before_it_or_says_nothing_was(tmp_path, capsys, monkeypatch):
+    import timing
+    glue, out = bench_glue(tmp_path), tmp_path / "b.json"
+    interleaved, calls = timing.interleaved_pass, [0]
+
+    def pressed_in_the_second_batch_size(*a):
+        calls[0] += 1
+        if calls[0] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return interleaved(*a)
+    monkeypatch.setattr(bench, "interleaved_pass", pressed_in_the_second_batch_size)
+    args = ["--data-dir", glue, "--batch-sizes", 1, 2, "--keep-ratios", 0.5, "--paths", "infer", "--repeats", 1]
+    code, err = run_bench(capsys, *args, "--out", out)
+    report = json.loads(out.read_text())
+    assert code == 0 and report["interrupted"] == "by Ctrl-C during batch size 2: batch sizes 1 are measured"
+    assert [d["batch_size"] for d in report["dense"]] == [1] and {r["batch_size"] for r in report["results"]} == {1}
+    calls[0] = 1                                                                     # now in the first batch size
+    code, err = run_bench(capsys, *args, "--out", tmp_path / "none.json")
+    assert code == 130 and err.strip() == "interrupted before a batch size was measured: nothing was written"
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_bench_refuses_a_checkpoint_of_another_task(tiny, tmp_path, capsys):
+    import skim
+    model = skim.Transkimmer.from_pretrained(tiny, num_labels=2)
+    model.bert.config.finetuning_task = "sst2"
+    model.save_pretrained(tmp_path / "skimmer")
+    code, err = run_bench(capsys, "--checkpoint", tmp_path / "skimmer", "--task", "rte", "--data-dir", bench_glue(tmp_path),
+                          "--out", tmp_path / "b.json")
+    assert code == 2 and err.strip() == (f"error: --checkpoint {tmp_path / 'skimmer'} was trained on sst2, not rte: time "
+                                         "it with --task sst2")
+    assert not (tmp_path / "b.json").exists()

@@ -68,6 +68,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,8 +93,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DENSE = {"HF eager": "hf_eager", "dense": "dense", "dense fast": "dense_fast"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag or value as one line and exit code 2, as train.py's, not a usage dump."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p = Parser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--checkpoint", default=None, help="a Transkimmer saved by train.py (default: forced keep ratios "
                                                       "on the embedded all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None, help="GLUE folder, holding SST-2/ (default: $GLUE_DIR)")
@@ -103,7 +112,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
                    help="the pruned paths to time (see the module docstring; default: all three)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed passes (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N dev examples")
     p.add_argument("--profile", action="store_true", help="also print where the time goes, per layer")
@@ -253,9 +262,13 @@ def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine(args.device)
-    if args.checkpoint is not None and Transkimmer.config_key not in read_config(resolve_checkpoint(args.checkpoint)):
+    saved = read_config(resolve_checkpoint(args.checkpoint)) if args.checkpoint is not None else {}
+    if args.checkpoint is not None and Transkimmer.config_key not in saved:
         raise ModelError(f"--checkpoint {args.checkpoint} is a dense model: it has no skim predictors, so there is "
                          "nothing to prune (leave --checkpoint out to time forced keep ratios)")
+    if saved.get("finetuning_task") not in (None, data.get_task(args.task).name):
+        raise ModelError(f"--checkpoint {args.checkpoint} was trained on {saved['finetuning_task']}, not "
+                         f"{args.task}: time it with --task {saved['finetuning_task']}")
     dtype = DTYPES[args.dtype]
     model = Transkimmer.from_pretrained(args.checkpoint).to(args.device, dtype).eval()
     if model.tokenizer is None:
@@ -290,68 +303,77 @@ def bench(args):
     dense_names = [name for name in DENSE if name in runs]
 
     dense_results, results, profiles, measured = [], [], {}, []
+    interrupted = None  # a Ctrl-C keeps the batch sizes measured before it
     for bs in args.batch_sizes:
-        cpu_batches = list(data.batches(encoded, bs))
-        batches = [on_device(b) for b in cpu_batches]
-        passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
-        fitted = None if forced else model.capacity_for(batches)  # no layer of these batches overflows
-        for r in ratios:
-            decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None,
-                                      capacity=[r] * L if forced else fitted)) for b in cpu_batches]
-            passes.update({(path, r): (runs[path], decided) for path in args.paths})
-            if forced and r < 1:
-                cut = [on_device(cut_to_kept(b, r)) for b in cpu_batches]
-                passes.update({("cut", path, r): (runs[PATHS[path][1]], cut) for path in args.paths})
-        times = {name: [] for name in passes}
-        with torch.inference_mode():
-            for name in dense_names:
-                one_pass(runs[name], batches, args.device)  # warm-up
-            counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
-                                             PATHS[path][0], path)
-                      for path in args.paths for r in ratios}
-            syncs = {(path, r): host_syncs(runs[path], passes[path, r][1][0], args.device)
-                     for path in args.paths for r in ratios}
-            for rep in range(args.repeats):
-                for name, t in interleaved_pass(passes, args.device).items():
-                    times[name].append(t)
-                print(f"batch {bs}, pass {rep + 1}/{args.repeats}: "
-                      + ", ".join(f"{label(name)} {ts[-1]:.2f}s" for name, ts in times.items()),
-                      file=sys.stderr, flush=True)
-            if args.profile:
-                profiles[bs] = {label(name): module_times(model, run, its_batches, args.device)
-                                for name, (run, its_batches) in passes.items() if name != "HF eager"}
-            if not forced:  # the figure train.py prints for this model: the one timing function, on these batches
-                measured.append({"batch_size": bs, **timing.measure_speedup(model, batches, args.repeats, args.device)})
-        median = {name: statistics.median(ts) for name, ts in times.items()}
-        dense_results.append({
-            "batch_size": bs, **{f"{DENSE[name]}_seconds": median[name] for name in dense_names},
-            **({"ours_over_hf": median["dense"] / median["HF eager"],
-                "fast_over_hf": median["dense fast"] / median["HF eager"]} if hf else {}),
-            **{f"{DENSE[name]}_seconds_all": times[name] for name in dense_names},
-        })
-        for path in args.paths:
-            last_layer, dense = PATHS[path]
+        try:
+            cpu_batches = list(data.batches(encoded, bs))
+            batches = [on_device(b) for b in cpu_batches]
+            passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
+            fitted = None if forced else model.capacity_for(batches)  # no layer of these batches overflows
             for r in ratios:
-                real, executed = counts[path, r]
-                t_dense, t_pruned = median[dense], median[path, r]
-                results.append({
-                    "batch_size": bs, "keep_ratio": r, "path": path, "last_layer": last_layer,
-                    "host_syncs": syncs[path, r], **({"capacity": passes[path, r][1][0]["capacity"]}
-                                                     if path == "fixed" else {}),
-                    "decisions": "forced" if forced else "predictors",
-                    "kept_fraction_mean": statistics.mean(real["kept_fraction"]),
-                    "dense_seconds": t_dense, "pruned_seconds": t_pruned,
-                    "measured_speedup": t_dense / t_pruned,
-                    "flops_speedup": real["none"]["speedup"],
-                    "measured_over_flops": t_dense / t_pruned / real["none"]["speedup"],
-                    "flops_speedup_executed": executed["none"]["speedup"],
-                    "flops_speedup_sequence": real["sequence"]["speedup"],
-                    "measured_speedup_fastest": min(times[dense]) / min(times[path, r]),
-                    **({"cut_seconds": median["cut", path, r], "no_overhead_speedup": t_dense / median["cut", path, r],
-                        "overhead": t_pruned / median["cut", path, r]} if ("cut", path, r) in median else {}),
-                    "dense_seconds_all": times[dense], "pruned_seconds_all": times[path, r],
-                    "kept_fraction": real["kept_fraction"],
-                })
+                decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None,
+                                          capacity=[r] * L if forced else fitted)) for b in cpu_batches]
+                passes.update({(path, r): (runs[path], decided) for path in args.paths})
+                if forced and r < 1:
+                    cut = [on_device(cut_to_kept(b, r)) for b in cpu_batches]
+                    passes.update({("cut", path, r): (runs[PATHS[path][1]], cut) for path in args.paths})
+            times = {name: [] for name in passes}
+            with torch.inference_mode():
+                for name in dense_names:
+                    one_pass(runs[name], batches, args.device)  # warm-up
+                counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
+                                                 PATHS[path][0], path)
+                          for path in args.paths for r in ratios}
+                syncs = {(path, r): host_syncs(runs[path], passes[path, r][1][0], args.device)
+                         for path in args.paths for r in ratios}
+                for rep in range(args.repeats):
+                    for name, t in interleaved_pass(passes, args.device).items():
+                        times[name].append(t)
+                    print(f"batch {bs}, pass {rep + 1}/{args.repeats}: "
+                          + ", ".join(f"{label(name)} {ts[-1]:.2f}s" for name, ts in times.items()),
+                          file=sys.stderr, flush=True)
+                if args.profile:
+                    profiles[bs] = {label(name): module_times(model, run, its_batches, args.device)
+                                    for name, (run, its_batches) in passes.items() if name != "HF eager"}
+                if not forced:  # the figure train.py prints for this model: the one timing function, on these batches
+                    measured.append({"batch_size": bs, **timing.measure_speedup(model, batches, args.repeats, args.device)})
+            median = {name: statistics.median(ts) for name, ts in times.items()}
+            dense_results.append({
+                "batch_size": bs, **{f"{DENSE[name]}_seconds": median[name] for name in dense_names},
+                **({"ours_over_hf": median["dense"] / median["HF eager"],
+                    "fast_over_hf": median["dense fast"] / median["HF eager"]} if hf else {}),
+                **{f"{DENSE[name]}_seconds_all": times[name] for name in dense_names},
+            })
+            for path in args.paths:
+                last_layer, dense = PATHS[path]
+                for r in ratios:
+                    real, executed = counts[path, r]
+                    t_dense, t_pruned = median[dense], median[path, r]
+                    results.append({
+                        "batch_size": bs, "keep_ratio": r, "path": path, "last_layer": last_layer,
+                        "host_syncs": syncs[path, r], **({"capacity": passes[path, r][1][0]["capacity"]}
+                                                         if path == "fixed" else {}),
+                        "decisions": "forced" if forced else "predictors",
+                        "kept_fraction_mean": statistics.mean(real["kept_fraction"]),
+                        "dense_seconds": t_dense, "pruned_seconds": t_pruned,
+                        "measured_speedup": t_dense / t_pruned,
+                        "flops_speedup": real["none"]["speedup"],
+                        "measured_over_flops": t_dense / t_pruned / real["none"]["speedup"],
+                        "flops_speedup_executed": executed["none"]["speedup"],
+                        "flops_speedup_sequence": real["sequence"]["speedup"],
+                        "measured_speedup_fastest": min(times[dense]) / min(times[path, r]),
+                        **({"cut_seconds": median["cut", path, r], "no_overhead_speedup": t_dense / median["cut", path, r],
+                            "overhead": t_pruned / median["cut", path, r]} if ("cut", path, r) in median else {}),
+                        "dense_seconds_all": times[dense], "pruned_seconds_all": times[path, r],
+                        "kept_fraction": real["kept_fraction"],
+                    })
+        except KeyboardInterrupt:
+            done = [d["batch_size"] for d in dense_results]
+            if not done:
+                raise
+            interrupted = f"by Ctrl-C during batch size {bs}: batch sizes {', '.join(map(str, done))} are measured"
+            measured = [m for m in measured if m["batch_size"] in done]
+            break
     info["loadavg_after"] = os.getloadavg()
     return {"command": "python " + shlex.join(sys.argv), "machine": info, "dtype": args.dtype,
             "checkpoint": args.checkpoint or "default (all-MiniLM-L6-v2, untrained head)",
@@ -359,6 +381,7 @@ def bench(args):
             "max_seq_length": task.max_seq_length, "repeats": args.repeats,
             "predictor_cost": "not run, not counted (forced decisions)" if forced else "timed and counted",
             "hf_eager": {"transformers": hf[1], "max_abs_logit_diff": hf[2]} if hf else "transformers not installed",
+            **({"interrupted": interrupted} if interrupted else {}),
             "dense": dense_results, "results": results, **({"measured": measured} if measured else {}),
             **({"profile": profiles} if args.profile else {})}
 
@@ -396,18 +419,41 @@ def print_report(report):
             print(f"{part:>12}" + "".join(f"{t[part]:>17.3f}" for t in runs.values()))
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def check_out(out):
+    """Fail before the benchmark, not after it: --out must be a file in a folder that can be written (a folder made
+    only to try is removed again)."""
+    if out.is_dir():
+        raise ModelError(f"--out {out} is a folder; give the JSON file to write")
+    made = next((p for p in [out.parent, *out.parent.parents][::-1] if not p.exists()), None)  # the first one missing
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out.parent / f".{out.name}.write-test", lambda p: Path(p).write_text("ok"))
+        (out.parent / f".{out.name}.write-test").unlink()
+    except OSError as e:
+        raise ModelError(f"--out {out}: its folder is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def main(argv=None):
+    """The command line: a problem the user can fix is one line and exit code 2; Ctrl-C writes what was measured
+    before it (the batch sizes done), or says that nothing was, and exits with 130."""
+    args = parse_args(argv)
+    out = Path(args.out)
+    try:
+        check_out(out)
         report = bench(args)
-    except (data.DataError, ModelError) as e:
+        print_report(report)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
+    except (data.DataError, ModelError, OSError) as e:  # OSError: WriteFailed, the disk filled up meanwhile
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print_report(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
-    print(f"wrote {out}")
+    except KeyboardInterrupt:
+        print("interrupted before a batch size was measured: nothing was written", file=sys.stderr)
+        sys.exit(130)
+    print(f"wrote {out}" + (f" (interrupted {report['interrupted']})" if "interrupted" in report else ""))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ References: HF `transformers/models/bert/modeling_bert.py` for the weight names;
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -142,13 +143,44 @@ def download_from_hub(repo_id):
 
 
 def read_config(folder):
-    path = folder / "config.json"
+    """config.json of a checkpoint folder, as a dict: a JSON object, or one ModelError line. Its values are checked
+    where they are read (model.BertConfig.from_dict, method_settings)."""
+    return read_json(folder / "config.json", f"{folder}: no config.json; a checkpoint folder needs config.json and "
+                                             "model.safetensors")
+
+
+def read_json(path, missing):
+    """A JSON object from `path` -> dict; `missing`: the one line to raise when there is no such file."""
     if not path.is_file():
-        raise ModelError(f"{folder}: no config.json; a checkpoint folder needs config.json and model.safetensors")
+        raise ModelError(missing)
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:  # no permission to read it, say
+        raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: holds a JSON {type(value).__name__}, not an object of settings")
+    return value
+
+
+POSITIVE_SETTINGS = ("tau", "rho", "gates")  # a method's settings that must be above 0 (the others: finite)
+
+
+def method_settings(config, key, folder):
+    """A method's own settings in config.json, the object under `key` (Transkimmer's tau and mu0, TopK's rho...),
+    checked: numbers finite (tau, rho and gates above 0) or switches (true/false). {} if it has none."""
+    entry = config.get(key, {})
+    source = Path(folder) / "config.json"
+    if not isinstance(entry, dict):
+        raise ModelError(f"{source}: {key!r} must be an object of settings, got {json.dumps(entry)[:40]}")
+    for name, value in entry.items():
+        if isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or (name in POSITIVE_SETTINGS and value <= 0):
+            raise ModelError(f"{source}: {key}.{name} must be a finite number" + (" above 0" if name in POSITIVE_SETTINGS
+                                                                                  else "") + f", got {json.dumps(value)[:40]}")
+    return entry
 
 
 def read_safetensors(folder):
@@ -206,6 +238,25 @@ def read_checkpoint(name_or_path=None):
     return folder, config, tensors
 
 
+def check_sizes(config, tensors, folder):
+    """config.json's sizes against the tensors that hold them (HF names, with or without "bert."), before a model
+    of that size is built: a vocab_size or layer count far larger than the checkpoint's is one line, not an
+    attempt to allocate it. Tensors the checkpoint lacks are left to load_weights."""
+    tensors = normalize_checkpoint_names(tensors, want_prefix=False)
+    expected = {"embeddings.word_embeddings.weight": ("vocab_size", "hidden_size"),
+                "embeddings.position_embeddings.weight": ("max_position_embeddings", "hidden_size"),
+                "embeddings.token_type_embeddings.weight": ("type_vocab_size", "hidden_size"),
+                "encoder.layer.0.intermediate.dense.weight": ("intermediate_size", "hidden_size")}
+    for name, sizes in expected.items():
+        if name in tensors and tuple(tensors[name].shape) != tuple(getattr(config, s) for s in sizes):
+            raise ModelError(f"{folder / 'config.json'}: {' x '.join(f'{s} {getattr(config, s)}' for s in sizes)}, "
+                             f"but the checkpoint's tensor {name} has shape {tuple(tensors[name].shape)}")
+    layers = {int(m.group(1)) for n in tensors if (m := re.match(r"encoder\.layer\.(\d+)\.", n))}
+    if layers and config.num_hidden_layers > max(layers) + 1:
+        raise ModelError(f"{folder / 'config.json'}: num_hidden_layers {config.num_hidden_layers}, but the checkpoint "
+                         f"holds {max(layers) + 1} layers")
+
+
 def split_added(tensors, prefix):
     """A checkpoint's tensors -> (a method's own, saved under `prefix`, with it taken off; BERT's, the rest)."""
     added = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -232,23 +283,40 @@ def has_tokenizer(folder):
 # -----------------------------------------------------------------------------
 # saving
 
+class WriteFailed(OSError, RuntimeError):
+    """A file could not be written (no room left on the disk, no permission); what was there before is left as it
+    was. str(): one line naming the file and why; .why: the reason alone. An OSError and a RuntimeError both, as
+    the writers raise either (the system; torch.save), so that code catching what the writer raised still does."""
+
+    def __init__(self, path, why):
+        super().__init__(f"{path} could not be written ({why})")
+        self.path, self.why = path, why
+
+
 def atomic_write(path, write):
     """Write a file so that it is either complete or absent: `write(tmp_path)` fills a temporary file
-    beside `path`, which is then renamed over it (a rename within one folder is atomic)."""
+    beside `path`, which is then renamed over it (a rename within one folder is atomic). A write that
+    fails (a full disk: OSError from the system, RuntimeError from torch.save, SafetensorError) is a
+    WriteFailed, and the file at `path` is the one that was there before, if any."""
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
     try:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it a normal file's mode
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # again: a writer that replaces the file (safetensors) makes it 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError, SafetensorError)) and not isinstance(e, WriteFailed):
+            raise WriteFailed(path, e.strerror if isinstance(e, OSError) and e.strerror else
+                              (str(e).strip().splitlines() or [type(e).__name__])[0][:160]) from e
         raise
 
 
@@ -263,13 +331,26 @@ def hf_state_dict(model):
 
 def save(directory, config, tensors, tokenizer=None):
     """Write config.json (a dict), model.safetensors ({name: tensor}) and tokenizer.json in the HF layout,
-    each atomically."""
+    each atomically, and the three together complete or absent: if one cannot be written (WriteFailed), the
+    ones this call wrote are removed again, so that no lone config.json is left to pass for a checkpoint."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
-    atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteFailed(directory, e.strerror or e) from None
+    writes = {"model.safetensors": lambda p: save_file(tensors, p, metadata={"format": "pt"}),  # the large one first
+              "config.json": lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n")}
     if tokenizer is not None:
-        atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(p))
+        writes["tokenizer.json"] = lambda p: tokenizer.save(p)
+    written = []
+    try:
+        for name, write in writes.items():
+            atomic_write(directory / name, write)
+            written.append(directory / name)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 # -----------------------------------------------------------------------------
 # tokenizer
@@ -282,11 +363,27 @@ def load_tokenizer(name_or_path=None):
 
     folder = resolve_checkpoint(name_or_path)
     settings_path = folder / "tokenizer_config.json"
-    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings = read_json(settings_path, "") if settings_path.is_file() else {}
+    for name, allowed in (("do_lower_case", (bool,)), ("strip_accents", (bool, type(None)))):
+        if name in settings and not isinstance(settings[name], allowed):
+            raise ModelError(f"{settings_path}: {name} must be true or false" + (" or null" if name == "strip_accents"
+                                                                                  else "") + f", got {settings[name]!r}")
     if (folder / "tokenizer.json").is_file():
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        try:
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise ModelError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library can read "
+                             f"({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})") from None
     elif (folder / "vocab.txt").is_file():
-        vocab = {w: i for i, w in enumerate((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())}
+        try:
+            words = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelError(f"{folder / 'vocab.txt'}: cannot be read as UTF-8 text ({e})") from None
+        vocab = {w: i for i, w in enumerate(words)}
+        for special in SPECIAL_TOKENS:
+            if special not in vocab:
+                raise ModelError(f"{folder / 'vocab.txt'}: has no {special} token; BERT's vocabulary needs "
+                                 f"{', '.join(SPECIAL_TOKENS)}")
         tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                     strip_accents=settings.get("strip_accents"),
@@ -299,9 +396,26 @@ def load_tokenizer(name_or_path=None):
         tok.decoder = decoders.WordPiece()
     else:
         raise ModelError(f"{folder}: no tokenizer.json or vocab.txt")
-    max_length = settings.get("model_max_length", 512)
-    max_length = max_length if isinstance(max_length, int) and max_length <= 1_000_000 else 512
+    for special in SPECIAL_TOKENS:
+        if tok.token_to_id(special) is None:
+            raise ModelError(f"{folder / 'tokenizer.json'}: has no {special} token; BERT's vocabulary needs "
+                             f"{', '.join(SPECIAL_TOKENS)}")
+    max_length = settings.get("model_max_length", 512)  # HF writes a huge number for "no limit": then BERT's 512
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ModelError(f"{settings_path}: model_max_length must be a whole number of tokens, at least 2, "
+                         f"got {max_length!r}")
     tok.no_padding()
-    tok.enable_truncation(max_length=max_length)
+    tok.enable_truncation(max_length=512 if max_length > 1_000_000 else max_length)
     return tok
+
+
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[UNK]")  # what data.py's inputs are made of, besides the words
+
+
+def check_token_ids(tokenizer, vocab_size, folder):
+    """Every id the tokenizer can give must be a row of the embedding table (config.json's vocab_size)."""
+    largest = max(tokenizer.get_vocab(with_added_tokens=True).values())
+    if largest >= vocab_size:
+        raise ModelError(f"{folder}: its tokenizer gives token ids up to {largest}, but config.json's vocab_size is "
+                         f"{vocab_size} (the embedding table's rows); the tokenizer is not this model's")
 

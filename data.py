@@ -15,12 +15,14 @@ Rows are never skipped: a malformed row is a DataError naming the file and line.
 silently; the QQP-clean zip downloaded here does not have them.)
 """
 
+import bisect
 import csv
 import io
 import math
 import os
 import pathlib
 import shutil
+import stat
 import tempfile
 import urllib.request
 import zipfile
@@ -52,6 +54,7 @@ class Task:
     skim_coef: float       # paper Table 2: harmony coefficient of the skim loss
     dev_splits: tuple = ("dev",)
     has_header: bool = True
+    score_range: tuple | None = None  # regression: the lowest and highest score a row may hold
 
     @property
     def num_labels(self):
@@ -67,7 +70,7 @@ TASKS = {t.name: t for t in [
     Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY,  # F1 first: the paper's MRPC column
          ("f1", "accuracy"), "f1", 128, 0.5),                                 # (docs/method.md, "The paper's metrics")
     Task("stsb", "STS-B", ("sentence1", "sentence2"), "score", None,
-         ("pearson", "spearman"), "pearson", 64, 0.3),
+         ("pearson", "spearman"), "pearson", 64, 0.3, score_range=(0.0, 5.0)),
     Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY,
          ("accuracy", "f1"), "accuracy", 128, 0.2),
     Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
@@ -118,6 +121,23 @@ def _has_task(folder, task):
     return (pathlib.Path(folder) / task.dir_name / "train.tsv").is_file()
 
 
+def _not_a_file(path):
+    """Why `path` cannot be read as a data file although something is there (a folder, a FIFO, a link that
+    leads nowhere or in a loop), or None: nothing is there, or a regular file is."""
+    path = pathlib.Path(path)
+    if not os.path.lexists(path):
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:  # a symbolic link to nothing, or in a loop
+        return f"is a symbolic link that cannot be followed ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, a socket or a device)"
+    return None
+
+
 def find_data_dir(task, data_dir=None, cache_dir=None, url=None, download=True):
     """
     Return the folder that holds <task.dir_name>/train.tsv. Looks, in order, at the
@@ -128,7 +148,8 @@ def find_data_dir(task, data_dir=None, cache_dir=None, url=None, download=True):
         if given:  # a place the user named must hold the data: no silent fallback
             if not _has_task(given, task):
                 missing = pathlib.Path(given) / task.dir_name / "train.tsv"
-                raise DataError(f"{what}: {missing} not found; {_how_to_provide(task)}")
+                why = _not_a_file(missing) or "not found"
+                raise DataError(f"{what}: {missing} {why}; {_how_to_provide(task)}")
             return pathlib.Path(given)
     cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
     if _has_task(cache_dir, task):
@@ -193,16 +214,27 @@ def read_split(task, split, data_dir):
         valid = ", ".join(("train",) + task.dev_splits)
         raise DataError(f"{task.name} has no split {split!r}; use one of: {valid}")
     path = pathlib.Path(data_dir) / task.dir_name / f"{split}.tsv"
+    if (why := _not_a_file(path)) is not None:
+        raise DataError(f"{path} {why}; {_how_to_provide(task)}")
     if not path.is_file():
         raise DataError(f"{path} not found: the {task.dir_name} folder has no {split} split; {_how_to_provide(task)}")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # no permission to read it, say
+        raise DataError(f"{path} cannot be read ({e.strerror or e}); {_how_to_provide(task)}") from None
     try:
         text = raw.decode("utf-8-sig")  # -sig: MRPC starts with a BOM
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); GLUE's files are UTF-8, "
                         "convert this one (iconv -f latin1 -t utf-8, say)") from None
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a row may be as long as the file (default: 128k)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: cannot be read as a tab-separated row ({e}); fix or "
+                        "remove that line") from None
     if task.has_header:
         header, rows = (rows[0] if rows else []), rows[1:]
         columns, num_fields, first_line = _header_columns(task, header, path), len(header), 2
@@ -243,6 +275,10 @@ def _parse_row(task, row, columns, num_fields, path, line):
             label = math.nan
         if not math.isfinite(label):
             raise DataError(f"{path}, line {line}: score {raw!r} is not a number; fix or remove that line")
+        low, high = task.score_range or (-math.inf, math.inf)
+        if not low <= label <= high:
+            raise DataError(f"{path}, line {line}: score {raw} lies outside {task.dir_name}'s range, {low:g} to "
+                            f"{high:g}; fix or remove that line")
     elif raw in task.labels:
         label = task.labels.index(raw)
     else:
@@ -278,18 +314,39 @@ def whole_sentences(examples, context=None):
     are). A part is a run of whole words of a longer text. For SST-2, whose training set holds every
     phrase of every sentence's parse tree (67,349 rows from 6,885 sentences), these are the sentences,
     which is what its dev and test sets hold. Pair tasks: every index (their inputs are not cut into
-    phrases). Examples with equal text count once."""
+    phrases). Examples with equal text count once.
+
+    Every text goes into a trie of words; from each word of a text, the walk down the trie meets every
+    text that starts there. A walk goes no deeper than the longest text shorter than the one walked (a part
+    is shorter than its text), so a row of n words costs n times the length of the others at most, not
+    the n^3 of listing and comparing all its runs (a row of 15,000 words: hours)."""
     if any(e.text_b is not None for e in examples):
         return list(range(len(examples)))
-    parts = set()                                                   # every run of words shorter than its text
-    for text in sorted({" ".join(e.text_a.split()) for e in context or examples}, key=lambda t: -len(t.split())):
-        if text not in parts:                                       # a whole text: its runs are parts
-            words = text.split()
-            parts.update(" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)
-                         if b - a < len(words))
+    texts = {tuple(e.text_a.split()) for e in context or examples}
+    trie = {}                                                       # word -> {next word -> ...}; None -> the text
+    for text in texts:
+        node = trie
+        for word in text:
+            node = node.setdefault(word, {})
+        node[None] = text                                           # a text ends here
+    lengths = sorted({len(text) for text in texts})
+    parts = set()                                                   # every text that is a run of a longer one
+    for text in sorted(texts, key=len, reverse=True):
+        if text in parts:                                           # its runs are runs of the longer text too
+            continue
+        below = bisect.bisect_left(lengths, len(text))
+        deepest = lengths[below - 1] if below else 0                # the longest text shorter than this one
+        for start in range(len(text)):
+            node = trie
+            for i in range(start, min(len(text), start + deepest)):
+                node = node.get(text[i])
+                if node is None:
+                    break
+                if None in node:
+                    parts.add(node[None])
     whole, seen = [], set()
     for i, e in enumerate(examples):
-        text = " ".join(e.text_a.split())
+        text = tuple(e.text_a.split())
         if text not in parts and text not in seen:
             whole.append(i)
             seen.add(text)

@@ -10,6 +10,7 @@ overlap; the recipe's flags (stages, target speedup) are described in recipe.py.
 
 import argparse
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import recipe
 import released
 import skim
 import timing
-from checkpoint import atomic_write, read_config, resolve_checkpoint
+from checkpoint import atomic_write, default_checkpoint_dir, read_config, resolve_checkpoint
 from model import BertConfig
 
 
@@ -110,25 +111,26 @@ def parser():
                description="Fine-tune and evaluate Transkimmer on a GLUE task. A run is a list of stages (--stages; the "
                            "default: dense, skim, frozen; recipe.py):\n\n" + recipe.__doc__.split("\n\n")[1])
     g = p.add_argument_group("the task, the model and the paper's training recipe")
-    g.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)}")
+    g.add_argument("--task", default="sst2", help=f"GLUE task: {', '.join(data.TASKS)} (default %(default)s)")
     g.add_argument("--model", default=None, help="checkpoint folder or hub id (default: embedded all-MiniLM-L6-v2)")
     g.add_argument("--data-dir", default=None, help="folder holding <TASK>/train.tsv (default: $GLUE_DIR, else download)")
     g.add_argument("--output-dir", default=None, help="where the model, metrics.json and plots go (default: out/TASK)")
     g.add_argument("--max-seq-length", type=int, default=None, help="default: the task's, paper Table 2 (SST-2: 64)")
-    g.add_argument("--batch-size", type=int, default=32, help="the global batch, shared out among torchrun's processes")
+    g.add_argument("--batch-size", type=int, default=32, help="the global batch, shared out among torchrun's processes (default %(default)s)")
     g.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate of every stage that names none in --stages (default {LR}; the default "
                         f"recipe's stages name theirs)")
     g.add_argument("--epochs", type=float, default=None,
                    help="length of a one-stage run (--skim-coef, --no-skim, --freeze-predictors; default 1); the "
                         "default recipe's stages are set with --stages")
-    g.add_argument("--warmup", type=float, default=0.06, help="fraction of each stage's steps spent warming up the lr")
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--warmup", type=float, default=0.06, help="fraction of each stage's steps spent warming up the lr (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's, on the weights of 2 or more dimensions "
+                                                                    "(default %(default)s)")
+    g.add_argument("--seed", type=int, default=42, help="the random seed of the run (default %(default)s)")
     g.add_argument("--skim-coef", type=lambda_or_task, nargs="?", const="task", default=None, metavar="LAMBDA",
                    help="the paper's recipe: one skimming stage with a fixed lambda (Eq. 7), instead of a target "
                         "speedup; with no value, the task's lambda from the paper's Table 2 (SST-2: 0.3)")
-    g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5)")
+    g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5; default %(default)s)")
     g.add_argument("--mu0", type=float, default=MU0,
                    help=f"unbalanced init of the predictors (Eq. 9; default {MU0}, the paper's is {skim.MU0})")
     g.add_argument("--recipe", default="ours", choices=["ours", "released"],
@@ -143,8 +145,10 @@ def parser():
     g = p.add_argument_group("not in the paper")
     g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
                    help="the way of saving compute the run trains (methods.py): transkimmer; topk (static top-k "
-                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup); or "
-                        "skipmiddle (gates that close the middle layers to a token, skipmiddle.py: Lawson et al. 2025)")
+                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup); "
+                        "skipmiddle (gates that close the middle layers to a token, skipmiddle.py: Lawson et al. "
+                        "2025); or released (the authors' released computation, released.py, with --recipe "
+                        "released); default %(default)s")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
                         f"(recipe.SpeedupController) and the keep threshold calibrated on training sentences "
@@ -189,7 +193,8 @@ def parser():
     g.add_argument("--distill-temp", type=float, default=None,
                    help="the distillation softmax's temperature (default 2; regression tasks have no softmax)")
     g.add_argument("--max-grad-norm", type=float, default=1.0,
-                   help="clip the gradient's norm to this before each step, as BERT does (0: no clipping)")
+                   help="clip the gradient's norm to this before each step, as BERT does (0: no clipping; default "
+                        "%(default)s)")
     g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
                    help="each training batch holds sentences of about one length (data.batch_rows, as HF's "
                         "group_by_length: sorted within megabatches of 50 batches, the batches shuffled), so that "
@@ -219,16 +224,18 @@ def parser():
                    help="continue the interrupted run whose --output-dir was DIR, from its last saved state, in DIR "
                         "(with --data-dir too, if its data has moved)")
     g.add_argument("--save-every", type=float, default=5.0, metavar="MIN",
-                   help="save a resumable state every MIN minutes of training (and on Ctrl-C or SIGTERM); 0: only then")
-    g.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    g.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip)")
+                   help="save a resumable state every MIN minutes of training (and on Ctrl-C or SIGTERM); 0: only then "
+                        "(default %(default)s)")
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default %(default)s")
+    g.add_argument("--timing-repeats", type=int, default=3, help="passes over dev for the measured speedup (0: skip; default %(default)s)")
     return p
 
 
 def parse(argv=None, world=1, rank=0):
     """The command line -> (Settings, the resumable state or None). With --resume DIR the settings are the
     interrupted run's, continued in DIR. world: the number of processes (torchrun) sharing each batch; rank:
-    this one's (rank 0 alone checks the output folder, which it alone writes)."""
+    this one's (rank 0 alone checks the output folder, which it alone writes, and holds it from here on:
+    recipe.hold; the caller lets go with recipe.release())."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     if args.recipe == "released" and args.resume is None:
@@ -246,8 +253,15 @@ def parse(argv=None, world=1, rank=0):
             settings = Settings(**saved | {"output_dir": str(args.resume), "data_dir": str(data_dir)})
         except TypeError:
             raise UsageError(f"--resume {args.resume}: its resume.pt was saved by another version of train.py") from None
+        finished = [name for name in ("metrics.json", "model.safetensors") if (Path(args.resume) / name).exists()]
+        if finished and not state.get("trained"):  # resuming would write the state's run over a finished one
+            raise UsageError(f"--resume {args.resume}: the folder holds a finished run ({finished[0]}) beside "
+                             f"resume.pt, a {settings.task} run stopped in stage {state['stage'] + 1}; resuming would "
+                             "replace the finished run: move one of them to another folder first")
         if rank == 0:
             check_writable(Path(settings.output_dir))
+            recipe.hold(settings.output_dir)
+            check_room(Path(settings.output_dir), weights_bytes(settings.model), settings.eval_only)
         return settings, state
     return resolve(args, world, rank), None
 
@@ -441,16 +455,48 @@ RUN_FILES = ("metrics.json", "model.safetensors", "resume.pt")  # a folder holdi
 
 
 def check_output_dir(directory, args):
-    """The output folder is writable, is not the checkpoint a run reads, and holds no other run (unless
-    --overwrite)."""
-    for flag, source in (("--checkpoint", args.checkpoint), ("--model", args.model), ("--teacher", args.teacher)):
+    """The output folder is writable, is no folder the run reads (not even with --overwrite), is held by no other
+    run still going, holds no other run (unless --overwrite), and has room for what the run writes. From here
+    on the run holds it (recipe.hold; train.py's cli lets go)."""
+    data_dir = args.data_dir or os.environ.get("GLUE_DIR")
+    read = [("--checkpoint", args.checkpoint), ("--model", args.model), ("--teacher", args.teacher),
+            ("--data-dir", data_dir and Path(data_dir) / data.get_task(args.task).dir_name)]  # where its files are
+    if args.model is None and not args.eval_only:
+        read.append(("embedded default checkpoint's", default_checkpoint_dir()))
+    for flag, source in read:
         if source is not None and Path(source).resolve() == directory.resolve():
             raise UsageError(f"--output-dir {directory} is the {flag} folder this run reads; give another --output-dir")
+    check_writable(directory)
+    recipe.hold(directory)
     held = [name for name in RUN_FILES if (directory / name).exists()]
     if held and not args.overwrite:
         raise UsageError(f"--output-dir {directory} holds another run ({held[0]}); give another folder, --overwrite "
                          f"to replace it, or --resume {directory} to go on with an interrupted one")
-    check_writable(directory)
+    check_room(directory, weights_bytes(args.checkpoint if args.eval_only else args.model), args.eval_only)
+
+
+REPORT_BYTES = 16 << 20  # metrics.json and the two pictures: a few MB at most
+
+
+def weights_bytes(name_or_path):
+    """The size of a checkpoint's model.safetensors (None: the embedded default's), 0 where it cannot be told."""
+    folder = default_checkpoint_dir() if name_or_path is None else Path(name_or_path)
+    path = folder / "model.safetensors"
+    return path.stat().st_size if path.is_file() else 0
+
+
+def check_room(directory, weights, eval_only):
+    """Fail before training, not after: the disk must have room for what the run will write, sized from the
+    model's weights W: the model (W), and a resumable state of it and its optimizer's two moments (3 W), written
+    beside the last one until it replaces it (6 W at most); an evaluation writes its report alone. The run's
+    files already there count as room, since they are replaced."""
+    need = REPORT_BYTES + (0 if eval_only else 6 * weights)
+    there = sum((directory / name).stat().st_size for name in recipe.RUN_OUTPUTS if (directory / name).is_file())
+    free = shutil.disk_usage(directory).free + there
+    if free < need:
+        raise UsageError(f"--output-dir {directory}: {free / 1e6:,.0f} MB free, but this run writes up to "
+                         f"{need / 1e6:,.0f} MB there (the model, and a resumable state of it and its optimizer, "
+                         "written beside the last); free some space or give another folder")
 
 
 def check_writable(directory):
@@ -462,7 +508,7 @@ def check_writable(directory):
         atomic_write(directory / ".write-test", lambda p: Path(p).write_text("ok"))
         (directory / ".write-test").unlink(missing_ok=True)
     except OSError as e:
-        raise UsageError(f"--output-dir {directory} is not writable ({e.strerror or e})") from None
+        raise UsageError(f"--output-dir {directory} is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -472,8 +518,9 @@ def check_checkpoints(args, task, stages, keep_layers):
     """The checks that read the checkpoints' config files (--checkpoint, --model, --teacher), before any model
     is built. -> (the layers of the checkpoint --keep-layers cuts, the evaluation's keep threshold)."""
     if args.eval_only:
-        raw = read_config(resolve_checkpoint(args.checkpoint))
-        config = BertConfig.from_dict(raw)
+        folder = resolve_checkpoint(args.checkpoint)
+        raw = read_config(folder)
+        config = BertConfig.from_dict(raw, source=str(folder / "config.json"))
         check_positions(args, task, config, args.checkpoint)
         if raw.get("finetuning_task") not in (None, task.name):
             raise UsageError(f"--checkpoint {args.checkpoint} was trained on {raw['finetuning_task']}, not {task.name}: "
@@ -485,8 +532,9 @@ def check_checkpoints(args, task, stages, keep_layers):
         predicts = saved is not None and not args.no_skim
         return None, (args.keep_threshold or skim.KEEP_THRESHOLD) if predicts else None
     name = args.model or "all-MiniLM-L6-v2"
-    raw = read_config(resolve_checkpoint(args.model))
-    config = BertConfig.from_dict(raw)
+    folder = resolve_checkpoint(args.model)
+    raw = read_config(folder)
+    config = BertConfig.from_dict(raw, source=str(folder / "config.json"))
     check_positions(args, task, config, name)
     first, kinds = stages[0][0], {kind for kind, _, _ in stages}
     has_predictors = methods.method_of(raw) is not None
@@ -527,6 +575,9 @@ def check_teacher(teacher, task, vocab):
     if "BertForSequenceClassification" not in raw.get("architectures", []):
         raise UsageError(f"--teacher {teacher}: not a fine-tuned classifier (its config.json names "
                          f"{raw.get('architectures')}); give a folder train.py saved")
+    if raw.get("finetuning_task") not in (None, task.name):
+        raise UsageError(f"--teacher {teacher} was trained on {raw['finetuning_task']}, not {task.name}: give a "
+                         f"teacher fine-tuned on {task.name}")
     check_labels(f"--teacher {teacher}", config, task)
     if config.vocab_size != vocab:
         raise UsageError(f"--teacher {teacher}: vocabulary of {config.vocab_size} tokens, the student's "

@@ -70,7 +70,12 @@ class BertConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "num_labels" not in d and "id2label" in d:  # HF stores the number of labels as len(id2label)
+            if not isinstance(d["id2label"], dict):
+                raise ModelError(f"{source}: id2label must be an object (label index -> name), got {d['id2label']!r}")
             kwargs["num_labels"] = len(d["id2label"])
+        for name, value in kwargs.items():
+            if (why := cls.invalid(name, value, kwargs)) is not None:
+                raise ModelError(f"{source}: {name} must be {why}, got {value!r}"[:300])
         config = cls(**kwargs)
         if config.hidden_act not in ACTIVATIONS:
             raise ModelError(f"{source}: hidden_act '{config.hidden_act}' is not supported "
@@ -79,6 +84,31 @@ class BertConfig:
             raise ModelError(f"{source}: hidden_size {config.hidden_size} is not divisible by "
                              f"num_attention_heads {config.num_attention_heads}")
         return config
+
+    SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size", "num_labels")
+    FRACTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+
+    @classmethod
+    def invalid(cls, name, value, values):
+        """What a value read from config.json must be, if it is not that (None if it is). values: the others."""
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if name in cls.SIZES:
+            return None if whole and value >= 1 else "a whole number, at least 1"
+        if name == "pad_token_id":
+            vocab = values.get("vocab_size", cls.vocab_size)
+            fits = whole and isinstance(vocab, int) and 0 <= value < vocab
+            return None if fits else f"a token id, from 0 to vocab_size - 1 ({vocab})"
+        if name in cls.FRACTIONS:
+            unset = value is None and name == "classifier_dropout"  # None: hidden_dropout_prob's
+            return None if unset or number and 0 <= value < 1 else "a probability in [0, 1)"
+        if name in ("layer_norm_eps", "initializer_range"):
+            return None if number and value > 0 else "a number above 0"
+        if name in ("hidden_act", "finetuning_task"):
+            unset = value is None and name == "finetuning_task"
+            return None if unset or isinstance(value, str) else "a string"
+        return None
 
     def to_dict(self, architecture):
         d = asdict(self)
@@ -296,9 +326,13 @@ class Bert(nn.Module):
     def from_tensors(cls, folder, config_dict, tensors, source):
         """Build the model of config_dict and copy in the checkpoint tensors (HF names), every name and shape
         checked (checkpoint.load_weights); the folder's tokenizer comes along if it has one."""
-        model = cls(BertConfig.from_dict(config_dict, source=str(folder / "config.json")))
+        config = BertConfig.from_dict(config_dict, source=str(folder / "config.json"))
+        checkpoint.check_sizes(config, tensors, folder)  # before the model is built: a size too large to allocate
+        model = cls(config)
         checkpoint.load_weights(model, tensors, source)
         model.tokenizer = checkpoint.load_tokenizer(folder) if checkpoint.has_tokenizer(folder) else None
+        if model.tokenizer is not None:
+            checkpoint.check_token_ids(model.tokenizer, config.vocab_size, folder)
         return model.eval()
 
     def save_pretrained(self, directory, tokenizer=None, extra_config=None, extra_tensors=None):

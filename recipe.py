@@ -16,10 +16,13 @@ on whole training sentences) and then calibrates the keep threshold on whole tra
 every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --resume continues.
 """
 
+import dataclasses
 import math
+import os
 import signal
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ import data
 import evaluation
 import methods
 import skim
-from checkpoint import atomic_write, read_config, resolve_checkpoint
+from checkpoint import WriteFailed, atomic_write, read_config, resolve_checkpoint
 from model import BertForSequenceClassification, keep_layers
 
 STAGE_KINDS = ("dense", "skim", "frozen")
@@ -428,6 +431,14 @@ class ResumeError(Exception):
     """--resume DIR cannot go on: no state there, or one that cannot be read. One line."""
 
 
+class InterruptedTwice(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM while a StopRequest waits for the step to end: the run stops at once."""
+
+
+class FolderHeld(Exception):
+    """The output folder is held by another run that is still going (hold). One line."""
+
+
 class StopRequest:
     """While active, the first Ctrl-C (SIGINT) or SIGTERM (what `timeout`, schedulers and container stops
     send) only asks training to stop after the step in progress, so the saved state is that of a whole step;
@@ -443,7 +454,7 @@ class StopRequest:
 
     def ask(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise InterruptedTwice
         self.requested = True
 
     def __exit__(self, *exc):
@@ -457,12 +468,123 @@ def resume_path(output_dir):
 
 def save_state(settings_record, model, stage, step, optimizer, schedule, steering, records, record):
     """Everything a run needs to go on exactly where it is: its settings, the stage and step, the model, the
-    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records."""
+    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records. A state
+    that cannot be written (a full disk) stops the run with one line (WriteFailed); the one saved before stays."""
     state = {"settings": settings_record, "stage": stage, "step": step, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
              "controller": steering.state_dict(), "rng": torch.get_rng_state(), "records": records, "record": record}
-    Path(settings_record["output_dir"]).mkdir(parents=True, exist_ok=True)
-    atomic_write(resume_path(settings_record["output_dir"]), lambda p: torch.save(state, p))
+    path = resume_path(settings_record["output_dir"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: torch.save(state, p))
+    except OSError as e:  # WriteFailed is one
+        why = getattr(e, "why", None) or e.strerror
+        before = (f"the state saved before is still there: free some space, then python train.py --resume "
+                  f"{path.parent}" if path.is_file() else "no state was saved before it")
+        raise WriteFailed(path, f"{why}; nothing was saved at step {step} of stage {stage + 1}, the run stops "
+                                f"({before})") from None
+
+
+def save_trained(model, tokenizer, settings, records):
+    """The end of training: the model into --output-dir (checkpoint.save: complete or absent), then resume.pt
+    replaced by a small state that says the training is done, from which --resume finishes the evaluation (a
+    Ctrl-C or a full disk during it loses nothing but the evaluation's time)."""
+    out = Path(settings.output_dir)
+    try:
+        model.save_pretrained(out, tokenizer)
+    except WriteFailed as e:
+        before = (f"the state saved during training is still there: free some space, then python train.py --resume "
+                  f"{out}" if resume_path(out).is_file() else "free some space and train again")
+        raise WriteFailed(out / "model.safetensors", f"{e.why}; nothing of the trained model was saved ({before})") from None
+    done = {"settings": dataclasses.asdict(settings), "stage": len(settings.stages), "step": 0, "records": records,
+            "trained": True}
+    try:
+        atomic_write(resume_path(out), lambda p: torch.save(done, p))
+    except WriteFailed as e:
+        resume_path(out).unlink(missing_ok=True)  # a state from the middle of training would only train again
+        raise WriteFailed(resume_path(out), f"{e.why}; the model is saved in {out}: evaluate it with python train.py "
+                                            f"--task {settings.task} --eval-only --checkpoint {out}") from None
+
+
+def trained_model(settings):
+    """The model save_trained saved, as the run left it for its evaluation (at --keep-threshold, if given)."""
+    model = methods.load_saved(settings.output_dir)
+    if settings.keep_threshold is not None:
+        model.keep_threshold = settings.keep_threshold
+    return model.to(settings.device).eval()
+
+
+# -----------------------------------------------------------------------------
+# an output folder, held by one run at a time
+
+LOCK = ".lock"  # in a run's output folder while it runs: the process id of the run
+_held = {}      # folder this process holds -> the first folder it made to hold it (None: it was there)
+
+
+def hold(directory):
+    """Hold the output folder for this run: DIR/.lock, made only where there is none (O_EXCL), holds this process's
+    id. A folder whose lock names a process still running is refused (FolderHeld); a lock left by a process
+    that has ended (killed, say) is taken over, with a line saying so. release() lets it go."""
+    directory = Path(directory)
+    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            pid = lock_owner(lock)
+            if pid is not None and pid != os.getpid() and running(pid):
+                raise FolderHeld(f"--output-dir {directory} is held by another run, still going (process {pid}, "
+                                 f"{lock}); wait for it to end, or give another folder") from None
+            if pid != os.getpid():  # this process's own: a run of it that ended without letting go (a test's)
+                print(f"note: {lock} was left by process {pid}, which is no longer running; this run takes the "
+                      "folder over", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        _held[directory] = made
+        return
+
+
+def lock_owner(lock):
+    """The process id a lock file holds, or None (unreadable: it is taken as left behind)."""
+    for _ in range(2):  # a lock just made may not hold its id yet
+        try:
+            return int(lock.read_text().strip())
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    return None
+
+
+def running(pid):
+    """Is there a process with this id? (one of another user's counts)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release():
+    """Let go of every folder this process holds: its lock removed, and a folder made only to hold it removed
+    again if the run left nothing in it (so a run that fails first leaves no empty folder)."""
+    for directory, made in list(_held.items()):
+        lock = directory / LOCK
+        if lock_owner(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+        if made is not None:
+            for folder in [directory, *directory.parents]:
+                try:
+                    folder.rmdir()  # only if empty
+                except OSError:
+                    break
+                if folder == made:
+                    break
+        del _held[directory]
 
 
 RUN_OUTPUTS = ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "retention.png",

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import skim
-from checkpoint import read_config, resolve_checkpoint
+from checkpoint import method_settings, read_config, resolve_checkpoint
 from model import padding_bias
 
 TAU = 1.0   # the released code's Gumbel-softmax temperature (the paper: 0.1)
@@ -162,7 +162,8 @@ class Released(skim.Transkimmer):
     @classmethod
     def from_pretrained(cls, name_or_path=None, num_labels=None, tau=None, mu0=None):
         """A saved Released, its switches restored; a plain BERT gets new predictors at the released tau and mu0."""
-        saved = read_config(resolve_checkpoint(name_or_path)).get(cls.config_key, {})
+        folder = resolve_checkpoint(name_or_path)
+        saved = method_settings(read_config(folder), cls.config_key, folder)
         model = super().from_pretrained(name_or_path, num_labels, tau if tau is not None else saved.get("tau", TAU),
                                         mu0 if mu0 is not None else saved.get("mu0", MU0))
         for switch in ("stream", "renormalise", "sampled_eval"):

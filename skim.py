@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import flops
-from checkpoint import added_tensors, load_added, read_checkpoint, split_added
+from checkpoint import added_tensors, load_added, method_settings, read_checkpoint, split_added
 from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
@@ -429,7 +429,7 @@ class Transkimmer(nn.Module):
         Transkimmer gets its own back. num_labels/tau/mu0 default to the checkpoint's settings, else
         2 labels and the paper's tau = 0.1, mu0 = 5."""
         folder, config, tensors = read_checkpoint(name_or_path)
-        saved = config.get(cls.config_key, {})
+        saved = method_settings(config, cls.config_key, folder)
         if num_labels is not None:
             config["num_labels"] = num_labels
         skim_tensors, bert_tensors = split_added(tensors, SKIM_PREFIX)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 import flops
 import skim
-from checkpoint import read_config, resolve_checkpoint
+from checkpoint import method_settings, read_config, resolve_checkpoint
 from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 
@@ -203,7 +203,8 @@ class TopK(nn.Module):
     def from_pretrained(cls, name_or_path=None, num_labels=None, **_):
         """A saved TopK (its rho), or any checkpoint model.py loads (rho = 1). Other methods' settings
         (tau, mu0) are not this method's and are ignored."""
-        saved = read_config(resolve_checkpoint(name_or_path)).get(cls.config_key, {})
+        folder = resolve_checkpoint(name_or_path)
+        saved = method_settings(read_config(folder), cls.config_key, folder)
         overrides = {} if num_labels is None else {"num_labels": num_labels}
         bert = BertForSequenceClassification.from_pretrained(name_or_path, **overrides)
         return cls(bert, rho=saved.get("rho", 1.0)).eval()

@@ -19,7 +19,8 @@ paper, for speed, and off by default until measured: training batches of sentenc
 (--group-by-length, data.batch_rows) and the training forward under bfloat16 autocast (--precision); the
 evaluation runs in float32.
 --output-dir receives the model, metrics.json and two pictures, each file written atomically; while
-training, also resume.pt, the state --resume continues from.
+training, also resume.pt, the state --resume continues from (once the model is saved, a small one from which
+--resume finishes the evaluation); while the run goes on, .lock holds its process id (recipe.hold).
 
 Under torchrun each process trains on its share of every batch (the global batch stays --batch-size),
 PyTorch's DistributedDataParallel averages the gradients, the speedup controller is steered by the FLOPs
@@ -45,7 +46,7 @@ import methods
 import recipe
 import skim
 import timing
-from checkpoint import ModelError
+from checkpoint import ModelError, WriteFailed
 from evaluation import to_device
 from timing import inputs
 
@@ -76,11 +77,12 @@ def main(argv=None):
     # the teacher first: building it draws no random numbers after the seed is set, so --distill-coef 0
     # trains exactly the model that no --teacher does (a Transkimmer teaches with every token kept)
     teacher = None
-    if settings.teacher:
+    finished = bool(state and state.get("trained"))  # --resume of a run whose training is done: the evaluation
+    if settings.teacher and not finished:
         teacher = methods.load_saved(settings.teacher, every_token=True).bert.eval().requires_grad_(False)
         teacher = teacher.to(settings.device)
     torch.manual_seed(settings.seed)
-    model = recipe.first_model(settings, task).to(settings.device)
+    model = recipe.trained_model(settings) if finished else recipe.first_model(settings, task).to(settings.device)
     tokenizer = model.bert.tokenizer
     if tokenizer is None:
         raise ModelError(f"{settings.checkpoint or settings.model}: the checkpoint has no tokenizer.json or vocab.txt")
@@ -89,8 +91,8 @@ def main(argv=None):
 
     if settings.overwrite and rank == 0 and not state:
         recipe.clear_run(settings.output_dir)  # --overwrite: the run it replaces leaves no file behind
-    records = []
-    if not settings.eval_only:
+    records = state["records"] if finished else []
+    if not settings.eval_only and not finished:
         train_set = data.encode(tokenizer, train_examples, settings.max_seq_length)
         calibration = None
         if settings.target_speedup:  # held-out sentences if any, judged whole against every training row
@@ -116,14 +118,29 @@ def main(argv=None):
                             stop, rank, world)
                 calibrated = recipe.end_stage(model, i, settings, record, calibration, dev_set, task, held_set)
                 records.append(record)
-        model = recipe.finish(model, settings, records, calibration)
-        if rank == 0:
-            model.save_pretrained(settings.output_dir, tokenizer)
+            model = recipe.finish(model, settings, records, calibration)
+            if rank == 0:  # the model, and a resume.pt from which --resume evaluates it
+                recipe.save_trained(model, tokenizer, settings, records)
+        if stop.requested:  # pressed after the last step: nothing is lost but the evaluation
+            raise recipe.Interrupted(f"interrupted as the training ended; the model is saved: finish its evaluation "
+                                     f"with python train.py --resume {settings.output_dir}")
     if ddp:
         dist.destroy_process_group()
     if rank == 0:
-        metrics = evaluation.report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records)
+        finish_later = f"finish the evaluation with python train.py --resume {settings.output_dir}"
+        try:
+            metrics = evaluation.report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records)
+        except KeyboardInterrupt:  # one Ctrl-C: the model is saved, the evaluation alone is to do again
+            if settings.eval_only:
+                recipe.clear_run(settings.output_dir)  # what the evaluation had written: nothing half done is left
+                raise recipe.Interrupted("interrupted during the evaluation; nothing was written: run it again") from None
+            raise recipe.Interrupted(f"interrupted during the final evaluation; the model is saved: {finish_later}") from None
+        except WriteFailed as e:
+            if settings.eval_only:
+                raise
+            raise WriteFailed(e.path, f"{e.why}; the model is saved: free some space, then {finish_later}") from None
         recipe.resume_path(settings.output_dir).unlink(missing_ok=True)  # the run is complete
+        recipe.release()
         return metrics
 
 
@@ -159,7 +176,12 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
 
     def save(step):
         record["train_seconds"] = round(time.time() - started, 1)
-        recipe.save_state(dataclasses.asdict(settings), model, index, step, optimizer, schedule, steering, records, record)
+        try:
+            recipe.save_state(dataclasses.asdict(settings), model, index, step, optimizer, schedule, steering, records,
+                              record)
+        except WriteFailed:
+            bar.close()  # the error's line comes after the progress bar, not on it
+            raise
 
     while step < total_steps:
         epoch, done = divmod(step, steps_per_epoch)
@@ -342,19 +364,30 @@ def describe(settings):
 
 def cli(argv=None):
     """main() as the command line runs it: a problem the user can fix is one line on stderr and exit code 2;
-    Ctrl-C or SIGTERM in training saves the state, says how to resume, and exits with 130 (the shell's code)."""
+    Ctrl-C or SIGTERM in training saves the state, says how to resume, and exits with 130 (the shell's code).
+    Whatever happens, the run lets go of its output folder (recipe.release).
+
+    Under torchrun, torchrun itself follows a worker's exit code 2 with its own report of the failure
+    (ChildFailedError, some 40 lines): it reports every worker that exits other than 0, and a worker that exited
+    0 after an error would tell scripts that the run succeeded. The line that says what to fix is the first."""
     quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun, rank 0 alone speaks
     try:
         main(argv)
-    except (data.DataError, ModelError, flags.UsageError, recipe.ResumeError, NonFiniteLoss) as e:
+    except (data.DataError, ModelError, flags.UsageError, recipe.ResumeError, recipe.FolderHeld, NonFiniteLoss,
+            WriteFailed) as e:
         if not quiet:
             print(f"error: {e}", file=sys.stderr)
         return 2
     except (recipe.Interrupted, KeyboardInterrupt) as e:
         if not quiet:
-            print(e if isinstance(e, recipe.Interrupted) else "interrupted twice: stopped at once, nothing more "
-                  "saved (a state saved before is still there for --resume)", file=sys.stderr)
+            print(e if isinstance(e, recipe.Interrupted) else
+                  "interrupted twice: stopped at once, nothing more saved (a state saved before is still there for "
+                  "--resume)" if isinstance(e, recipe.InterruptedTwice) else
+                  "interrupted before training began or while the data was prepared: stopped, nothing was saved "
+                  "(a state saved before is still there for --resume)", file=sys.stderr)
         return 130
+    finally:
+        recipe.release()
     return 0
 
 

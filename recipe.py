@@ -8,7 +8,7 @@ each the same loop (train.py's train_stage) on a model this file prepares:
     frozen   the method's decisions fixed at a keep threshold, the encoder trained on under them
 
 What is the paper's: one skim stage at a fixed lambda (train.py --skim-coef; Table 2's lambda per
-task). What is ours (docs/method.md, results/README.md say why): the dense and frozen stages around
+task). What is ours (docs/method.md, results/log.md say why): the dense and frozen stages around
 it; --target-speedup, which steers lambda during the skim stage towards a FLOPs speedup
 (SpeedupController, wired in by Steering below, on the training batches or, with --steer-every,
 on whole training sentences) and then calibrates the keep threshold on whole training sentences
@@ -36,11 +36,11 @@ from checkpoint import WriteFailed, atomic_write, read_config, resolve_checkpoin
 from model import BertForSequenceClassification, keep_layers
 
 STAGE_KINDS = ("dense", "skim", "frozen")
-# the default recipe, KIND:EPOCHS:LR (results/README.md, "The dense reference, and the recipe in one command"):
+# the default recipe, KIND:EPOCHS:LR (results/log.md, "The dense reference, and the recipe in one command"):
 # 2e-4, the dense learning rate picked on held-out sentences; the frozen stage at 5e-5, picked on them too
 DEFAULT_STAGES = "dense:1:2e-4,skim:0.5:2e-4,frozen:0.5:5e-5"
 # the default recipe on a small task, one of fewer than SMALL_TASK training examples (CoLA, MRPC, STS-B, RTE and
-# WNLI; SST-2 has 67,349): the same proportions, three times as long, every stage at 5e-5 (results/README.md, "GLUE:
+# WNLI; SST-2 has 67,349): the same proportions, three times as long, every stage at 5e-5 (results/log.md, "GLUE:
 # a recipe sized for a small task"): 3 dense epochs at 5e-5 are HF run_glue's, and learnt CoLA and MRPC where the
 # large-task recipe's dense stage (2e-4) did not, on held-out slices. With the predictors at SST-2's rate scaled
 # to the stage (small_task_predictor_lr) it is the best of three candidates on held-out slices of CoLA, MRPC and
@@ -50,7 +50,7 @@ PREDICTOR_LR = 2e-4  # SST-2's skim stage trains its predictors at 2e-4 (small_t
 SMALL_TASK_STAGES = "dense:3:5e-5,skim:1.5:5e-5,frozen:1.5:5e-5"
 CALIBRATION_EXAMPLES = 512  # train inputs (no labels) on which a --target-speedup run calibrates its keep threshold
 # then the stages, all by one factor, are lengthened to at least MIN_STEPS optimizer steps in all (train.py
-# --min-steps; results/README.md, "GLUE: the recipe's length on a small task"): RTE's and WNLI's
+# --min-steps; results/log.md, "GLUE: the recipe's length on a small task"): RTE's and WNLI's
 MIN_STEPS = 600
 
 
@@ -124,7 +124,7 @@ def task_sized(method, train_examples, batch_size, min_steps):
 
 
 def small_task_predictor_lr(stages, train_examples, batch_size):
-    """The predictors' learning rate in a small task's default recipe (results/README.md, "GLUE: a recipe sized
+    """The predictors' learning rate in a small task's default recipe (results/log.md, "GLUE: a recipe sized
     for a small task", the second and third candidates): SST-2's, PREDICTOR_LR, scaled up by how much shorter
     the skim stage is than SST-2's (SpeedupController.KI_STEPS), so that the predictors can move as far in it
     (Adam moves a weight by about its learning rate a step), as the controller's integral gain is scaled. None
@@ -294,7 +294,7 @@ class SpeedupController:
 
     The integral gain was set on SST-2's skim stage of KI_STEPS steps (ki = KI per step). A shorter stage gets
     it scaled up by KI_STEPS / total_steps, so that lambda can grow as far over the stage as it does there
-    (a 150-step stage of STS-B ended at lambda 1.08, not skimming: results/README.md); a longer one keeps KI.
+    (a 150-step stage of STS-B ended at lambda 1.08, not skimming: results/log.md); a longer one keeps KI.
 
     What is steered can be other inputs than the training batches: `rescale(other, batches)` gives the
     ratio of the FLOPs fraction measured on those inputs (train.py: whole training sentences, at the

@@ -31,7 +31,7 @@ Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its 
 "measured" too: each saved model's packed inference path (model.infer: [CLS] alone in the last layer,
 flops.py's "cls" convention) against the 6-layer dense model's, over the dev set at --batch-size, the
 median of --repeats passes taken in turns with it.
-Goals (results/README.md): at target 2 the dev speedup within 3% of 2 and the mean accuracy within 0.5
+Goals (results/log.md): at target 2 the dev speedup within 3% of 2 and the mean accuracy within 0.5
 points of the dense mean and above the 3-layer model's mean; at 1.5 and 3, the speedup within 3%.
 """
 

@@ -1,5 +1,5 @@
 """
-The held-out check of the small-task recipe (results/README.md, "GLUE: a recipe sized for a small task"): from
+The held-out check of the small-task recipe (results/log.md, "GLUE: a recipe sized for a small task"): from
 results/run_glue_small.sh's metrics (results/glue/small/TASK.json), each stage's score on the held-out slice and
 on dev, the FLOPs speedup, and the verdict of the rule written down before the runs: the final held-out score
 within 2 points of the run's own dense stage, at a dev FLOPs speedup of at least 1.9x. Beside them, not judged by

@@ -6,8 +6,8 @@
 #   - t20: the default recipe at --target-speedup 2, sized for the task (recipe.task_sized: a small task's stages,
 #     recipe.SMALL_TASK_STAGES, then recipe.MIN_STEPS). Its dense stage, evaluated when it ends, is the 6-layer
 #     dense model of the same seed. On a small task that recipe's predictors learn at recipe.small_task_predictor_lr:
-#     the best of three candidates on held-out slices, none of which passed its check (results/README.md "GLUE: a
-#     recipe sized for a small task"; the rows made before it are in results/archive/). Seed 42 run (results/glue.md).
+#     the best of three candidates on held-out slices, none of which passed its check (results/log.md "GLUE: a
+#     recipe sized for a small task"; the rows made before it are in git, at commit 282075f). Seed 42 run (results/glue.md).
 #   - tpaper: the default recipe at the paper's speedup for the task (Table 3, BERT-base, no padding).
 #   - layers3, layers2: the first 3 and the first 2 of the 6 layers (2x and 3x FLOPs), dense, with the recipe's
 #     budget: its 6 epochs lengthened as the recipe's are (--min-steps), at its learning rate, 5e-5.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does the 6-layer dense model learn CoLA and MRPC at all, given run_glue's length of training? A diagnosis for
-# results/glue.md (now results/archive/glue_min_steps/), whose dense rows (each recipe run's dense stage: 300 steps, 1.1 epochs of CoLA, 2.6 of MRPC)
+# results/glue.md (at commit 282075f: results/archive/glue_min_steps/), whose dense rows (each recipe run's dense stage: 300 steps, 1.1 epochs of CoLA, 2.6 of MRPC)
 # answer CoLA's majority class (Matthews 0.0) and score MRPC near its majority (71 against 68.4).
 # Written down before any of these runs: train.py --no-skim for 3 epochs (HF run_glue's default), seed 42, with
 # 10% of train held out (--holdout, the rows results/run_glue_rule.sh held out), at lr 2e-4 (the recipe's dense

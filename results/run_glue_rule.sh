@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The choice of recipe.MIN_STEPS (results/README.md, "GLUE: the recipe's length on a small task"): the default
+# The choice of recipe.MIN_STEPS (results/log.md, "GLUE: the recipe's length on a small task"): the default
 # recipe at target 2, seed 42, on CoLA, MRPC and STS-B with 10% of each training set held out, at --min-steps
 # 300 and 600. Each run is one train.py call, resumable (a stopped run goes on with --resume), writing
 # runs/glue-rule-TASK-mN/ and copying its metrics.json to results/glue/rule/TASK-mN.json; done runs are skipped.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The held-out check of the small-task recipe (results/README.md, "GLUE: a recipe sized for a small task", written
+# The held-out check of the small-task recipe (results/log.md, "GLUE: a recipe sized for a small task", written
 # down with this script before its first run): python train.py --task T, the default recipe, which on a task of
 # fewer than recipe.SMALL_TASK training examples is recipe.SMALL_TASK_STAGES (dense 3 epochs, skim 1.5, frozen 1.5,
 # all at 5e-5) with the controller's integral gain scaled to the skim stage's length; target 2, seed 42, with 10%
@@ -7,10 +7,10 @@
 # the held-out slice (metrics.json: stages[i].holdout, and holdout for the end); dev is reported, never used.
 # Each run is one train.py call, resumable, writing runs/glue-small-TASK/ and copying its metrics.json to
 # results/glue/small/TASK.json; done runs are skipped.
-# TASK-plr: the second candidate (results/README.md, "The second candidate", written down with this line before its
+# TASK-plr: the second candidate (results/log.md, "The second candidate", written down with this line before its
 # runs): the same, with the predictors at --predictor-lr 2e-4 x 1,052 / (the skim stage's steps), so that they
 # move as far in the stage as in SST-2's (2e-4 for 1,052 steps): CoLA 362 steps, MRPC 156, STS-B 243.
-# TASK-c3: the third candidate (results/README.md, "The third candidate", written down with this line before its
+# TASK-c3: the third candidate (results/log.md, "The third candidate", written down with this line before its
 # runs): the second, with a skim stage twice as long (dense 3 epochs, skim 3, frozen 1.5, all at 5e-5; the
 # predictors at 2e-4 x 1,052 / its steps: CoLA 723, MRPC 312, STS-B 486), so that the controller reaches the
 # target within the stage instead of leaving the calibration a jump to make.

@@ -16,7 +16,7 @@
 #     rest on three seeds (each JSON records the device it trained on).
 #   - t20s-seedS: the default recipe at target 2 with the skim stage steered on whole sentences
 #     (--steer-every 50: the 512 calibration sentences scored every 50 steps), against t20-seedS of the
-#     same seed, whose dense stage it repeats; added to test the fix results/README.md names.
+#     same seed, whose dense stage it repeats; added to test the fix results/log.md names.
 #   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -594,7 +594,7 @@ def test_keep_layers_with_a_bad_value(glue, tiny, tmp_path, value, says):
 
 
 def test_a_task_of_fewer_than_small_task_training_examples_gets_the_small_task_recipe(glue, tmp_path, monkeypatch):
-    """The rule (recipe.SMALL_TASK_STAGES, results/README.md "GLUE: a recipe sized for a small task"): below
+    """The rule (recipe.SMALL_TASK_STAGES, results/log.md "GLUE: a recipe sized for a small task"): below
     SMALL_TASK training examples, counted after --holdout and before --max-train-samples, the default recipe is
     dense 3 epochs, skim 1.5 and frozen 1.5, all at 5e-5; from SMALL_TASK on, dense 1 at 2e-4, skim 0.5 at 2e-4
     and frozen 0.5 at 5e-5. Stages the user writes are as written. The fixture's train.tsv has 30 rows."""

@@ -17,7 +17,7 @@
 # results/glue.py pairs a seed of two rows only where both trained on one machine (a tpaper run is set against its
 # own dense stage, so it pairs wherever it ran): run a task's t20, layers3 and layers2 of one seed on one machine.
 # Two of these may share one list (one per core, OMP_NUM_THREADS=1 each): a run another is training is passed by
-# (each run holds a flock on runs/glue-NAME/.lock while it trains).
+# (each run holds a flock on runs/glue-NAME/.lane while it trains; train.py holds .lock itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -42,7 +42,7 @@ for name in ${@:-${names[@]}}; do
   out=runs/glue-$name
   [[ -f results/glue/$name.json ]] && { echo "== $name: done (results/glue/$name.json)"; continue; }
   mkdir -p "$out"
-  exec {lock}> "$out/.lock"
+  exec {lock}> "$out/.lane"
   flock -n "$lock" || { echo "== $name: being trained by another run_glue.sh"; exec {lock}>&-; continue; }
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"

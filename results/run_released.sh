@@ -12,7 +12,7 @@
 #   GLUE_DIR=/path/to/glue bash results/run_released.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_released.sh ...                      (new runs train on the GPU)
 # Two of these may share the list (one per core, OMP_NUM_THREADS=1 each): a run another is training is passed by
-# (each run holds a flock on runs/released-NAME/.lock while it trains).
+# (each run holds a flock on runs/released-NAME/.lane while it trains; train.py holds .lock itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -41,7 +41,7 @@ for name in ${@:-${names[@]}}; do
   out=runs/released-$name
   [[ -f results/released/$name.json ]] && { echo "== $name: done (results/released/$name.json)"; continue; }
   mkdir -p "$out"
-  exec {lock}> "$out/.lock"
+  exec {lock}> "$out/.lane"
   flock -n "$lock" || { echo "== $name: being trained by another run_released.sh"; exec {lock}>&-; continue; }
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"

@@ -2,7 +2,7 @@
 Why the paper's numbers do not reproduce: the authors' released computation beside honest pruning, on the paper's
 own metrics (results/run_released.sh's runs; flags.RELEASED_RECIPE; released.py).
 
-    GLUE_DIR=/path/to/glue python results/released.py [--runs results/released] [--glue results/glue.json]
+    GLUE_DIR=/path/to/glue python results/released_table.py [--runs results/released] [--glue results/glue.json]
                                                       [--out results/released]
     # writes OUT.md and OUT.json
 
@@ -217,7 +217,7 @@ def main(argv=None):
                 pairs["released training, honest inference - the paper's settings trained honestly"] = paired(
                     main, runs["released"], "honest", runs["honest"], "honest_training", labels)
         results[task] = {"rows": summaries, "pairs": pairs}
-    command = "GLUE_DIR=/path/to/glue python results/released.py" + (" " + " ".join(argv) if argv else "")
+    command = "GLUE_DIR=/path/to/glue python results/released_table.py" + (" " + " ".join(argv) if argv else "")
     note = f"Trained on: {', '.join(sorted(machines)) or 'nothing yet'} (one thread a run)."
     text = report(results, command, note)
     atomic_write(f"{args.out}.md", lambda f: Path(f).write_text(text))

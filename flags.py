@@ -32,7 +32,6 @@ class UsageError(Exception):
     """A flag, or a combination of them, that cannot be; one line."""
 
 
-MU0 = 2.0  # train.py's unbalanced init; the paper's (skim.MU0 = 5) skims nothing at tau 0.1 (README)
 LR, TARGET_SPEEDUP = 5e-5, 2.0  # LR: of a stage that names none (the default recipe's stages name theirs)
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
 # --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
@@ -131,8 +130,8 @@ def parser():
                    help="the paper's recipe: one skimming stage with a fixed lambda (Eq. 7), instead of a target "
                         "speedup; with no value, the task's lambda from the paper's Table 2 (SST-2: 0.3)")
     g.add_argument("--tau", type=float, default=skim.TAU, help="Gumbel-softmax temperature (Eq. 5; default %(default)s)")
-    g.add_argument("--mu0", type=float, default=MU0,
-                   help=f"unbalanced init of the predictors (Eq. 9; default {MU0}, the paper's is {skim.MU0})")
+    g.add_argument("--mu0", type=float, default=skim.MU0,
+                   help=f"unbalanced init of the predictors (Eq. 9; default {skim.MU0}, the paper's is {skim.MU0_PAPER})")
     g.add_argument("--recipe", default="ours", choices=["ours", "released"],
                    help="released: the authors' released training script, theirs, not ours (one skim stage from the "
                         "checkpoint, lambda 0.5, batch 64, lr 2e-5, no weight decay, warm-up or clipping, tau 1, "

@@ -44,7 +44,7 @@ from checkpoint import method_settings, read_config, resolve_checkpoint
 from model import padding_bias
 
 TAU = 1.0   # the released code's Gumbel-softmax temperature (the paper: 0.1)
-MU0 = 5.0   # its unbalanced init (init_skim_predictor's mean_bias), the paper's Eq. 9
+MU0 = skim.MU0_PAPER  # its unbalanced init (init_skim_predictor's mean_bias), the paper's (Eq. 9)
 SAMPLINGS = 5  # evaluations of the released pass with sampled decisions, each with its own draws
 
 

@@ -36,7 +36,8 @@ from checkpoint import added_tensors, load_added, method_settings, read_checkpoi
 from model import BertForSequenceClassification, first_rows, pack, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
-MU0 = 5.0   # unbalanced bias init (paper, Eq. 9)
+MU0_PAPER = 5.0  # the paper's unbalanced bias init (Eq. 9): the default of the classes below
+MU0 = 2.0   # ours, train.py's default: at tau 0.1 the paper's leaves the predictors no gradient (docs/method.md)
 KEEP_THRESHOLD = 0.5  # evaluation: keep a token where p(keep) > this; 0.5 is the paper's argmax
 SKIM_PREFIX = "skim."  # predictor tensors are saved under this prefix beside the BERT weights
 
@@ -44,7 +45,7 @@ SKIM_PREFIX = "skim."  # predictor tensors are saved under this prefix beside th
 class SkimPredictor(nn.Module):
     """Eq. 2: LN -> Linear(d, d) -> LN -> GELU -> Linear(d, 2), per token. Output index 1 = keep, 0 = skim."""
 
-    def __init__(self, d, mu0=MU0, std=0.02):
+    def __init__(self, d, mu0=MU0_PAPER, std=0.02):
         super().__init__()
         self.norm_in = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, d)
@@ -221,7 +222,7 @@ class Transkimmer(nn.Module):
 
     config_key = "skim"  # config.json keeps the skim settings under this key: a saved Transkimmer is known by it
 
-    def __init__(self, bert, tau=TAU, mu0=MU0):
+    def __init__(self, bert, tau=TAU, mu0=MU0_PAPER):
         super().__init__()
         self.bert = bert
         self.tau = tau
@@ -435,7 +436,7 @@ class Transkimmer(nn.Module):
         skim_tensors, bert_tensors = split_added(tensors, SKIM_PREFIX)
         bert = BertForSequenceClassification.from_tensors(folder, config, bert_tensors, source=str(name_or_path or folder))
         model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
-                    mu0=mu0 if mu0 is not None else saved.get("mu0", MU0))
+                    mu0=mu0 if mu0 is not None else saved.get("mu0", MU0_PAPER))
         if skim_tensors:
             load_added(model.predictors, skim_tensors, folder, "skim predictors")
         return model.eval()

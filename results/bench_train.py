@@ -120,7 +120,7 @@ def build_models(names, num_labels, device):
             made[name] = methods.Dense(copy.deepcopy(bert))
         elif name == "skim":
             made[name] = skim.Transkimmer.wrap(copy.deepcopy(bert), SimpleNamespace(
-                tau=skim.TAU, mu0=flags.MU0, predictor_grad="separate"))
+                tau=skim.TAU, mu0=skim.MU0, predictor_grad="separate"))
         elif name == "hf":
             import transformers
             transformers.logging.set_verbosity_error()

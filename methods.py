@@ -1,7 +1,7 @@
 """
 The method interface: what the training loop (train.py), the recipe and its speedup controller
 (recipe.py), the evaluation (evaluation.py) and the benchmarks (timing.py, bench.py) call on every way
-of saving compute, and the list of those ways. docs/methods.md draws the data flow through it.
+of saving compute, and the list of those ways. docs/interface.md draws the data flow through it.
 
 A method wraps a dense BertForSequenceClassification, its `.bert`, and adds what it needs (Transkimmer:
 a skim predictor before each layer). It is an nn.Module with

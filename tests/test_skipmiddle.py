@@ -175,7 +175,7 @@ def test_the_controller_drives_it_to_the_target_and_the_calibration_lands_on_it(
     over 1: the gates' own cost), the controller brings the training batches' fraction down through 1/2, and
     the threshold calibrated after the stage lands on 2x. It does not hold 1/2 on this model: the fraction
     falls on, to about 0.2, because a closed gate (m >= 1) gets no gradient through the clamp, so nothing
-    reopens it, and Adam's momentum carries the gates on after lambda turns negative (docs/methods.md)."""
+    reopens it, and Adam's momentum carries the gates on after lambda turns negative (docs/interface.md)."""
     monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 60)  # the controller's own gain, as for Transkimmer
     m = train.main([str(a) for a in ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--method", "skipmiddle",
                                      "--stages", "skim:30", "--target-speedup", 2, "--lr", "1e-3", "--batch-size", 15,

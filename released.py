@@ -87,7 +87,6 @@ class Released(skim.Transkimmer):
     released code's): `stream` (point 1), `renormalise` (False: point 2), `sampled_eval` (point 3)."""
 
     config_key = "released"  # config.json keeps its settings under this key: a saved Released is known by it
-    FASTEST = skim.Transkimmer.FASTEST
 
     def __init__(self, bert, tau=TAU, mu0=MU0):
         super().__init__(bert, tau=tau, mu0=mu0)
@@ -139,16 +138,17 @@ class Released(skim.Transkimmer):
         released_sampled: the released pass as the paper evaluated it, decisions sampled, SAMPLINGS times
         (seeds seed, seed + 1, ...); released_argmax: the released pass, argmax decisions; honest: real pruning
         (infer, argmax), what is deployed. Each with the FLOPs of the decisions it took."""
-        kept = self.sampled_eval
-        self.sampled_eval = True
-        sampled = []
-        for k in range(SAMPLINGS):
-            with torch.random.fork_rng():
-                torch.manual_seed(seed + k)
-                sampled.append(evaluate(self))
-        self.sampled_eval = False
-        argmax = evaluate(self)
-        self.sampled_eval = kept
+        kept, sampled = self.sampled_eval, []
+        try:
+            self.sampled_eval = True
+            for k in range(SAMPLINGS):
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed + k)
+                    sampled.append(evaluate(self))
+            self.sampled_eval = False
+            argmax = evaluate(self)
+        finally:
+            self.sampled_eval = kept
         return {"released_sampled": sampled, "released_argmax": argmax, "honest": evaluate(Deployed(self))}
 
     def save_pretrained(self, directory, tokenizer=None):

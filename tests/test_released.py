@@ -205,3 +205,28 @@ def test_the_released_recipe_resolves_to_the_authors_hyperparameters(tmp_path):
         flags.parse(argv + ["--lr", "1e-4"])
     with pytest.raises(flags.UsageError, match="--method topk"):
         flags.parse(["--task", "mrpc", "--method", "topk", "--recipe", "released"])
+
+
+def test_a_released_run_is_scored_three_ways_on_the_same_weights(glue, tiny, tmp_path):
+    """train.py --method released --recipe released: metrics.json holds the released pass with sampled decisions
+    (5 samplings), with argmax decisions, and honest pruning, each with its FLOPs speedup; the honest one is the
+    saved model's infer on dev, and the argmax one its released pass at argmax."""
+    import numpy as np
+    import data
+    import train
+    out = tmp_path / "o"
+    m = train.main([str(a) for a in ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--method", "released",
+                                     "--recipe", "released", "--timing-repeats", 0, "--output-dir", out]])
+    scored = m["scored"]
+    assert len(scored["released_sampled"]) == released.SAMPLINGS
+    assert {"accuracy", "predictions", "flops_speedup", "kept_fraction"} <= set(scored["honest"])
+    model = released.Released.from_pretrained(out).eval()
+    task = data.get_task("sst2")
+    dev = data.encode(model.tokenizer, data.read_split(task, "dev", glue), task.max_seq_length)
+    batch = next(data.batches(dev, len(dev)))
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    with torch.no_grad():
+        assert model.infer(*inputs).logits.argmax(-1).tolist() == scored["honest"]["predictions"]
+        model.sampled_eval = False
+        assert model(*inputs).logits.argmax(-1).tolist() == scored["released_argmax"]["predictions"]
+    assert np.isfinite([r["flops_speedup"] for r in scored["released_sampled"]]).all()

@@ -12,7 +12,9 @@
 #   GLUE_DIR=/path/to/glue bash results/run_released.sh [NAME ...]   (default: all, in this order)
 #   DEVICE=cuda bash results/run_released.sh ...                      (new runs train on the GPU)
 # Two of these may share the list (one per core, OMP_NUM_THREADS=1 each): a run another is training is passed by
-# (each run holds a flock on runs/released-NAME/.lane while it trains; train.py holds .lock itself).
+# (each run holds a flock on runs/released-NAME/.lane while it trains; train.py holds .lock itself). On the CPU an
+# RTE run (batch 64, up to 256 tokens) held up to 13.5 GiB: two at once ran a 24 GiB machine out of memory, so a lane
+# passes by an RTE run while another RTE run trains (runs/released-one-large.lane).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -43,9 +45,15 @@ for name in ${@:-${names[@]}}; do
   mkdir -p "$out"
   exec {lock}> "$out/.lane"
   flock -n "$lock" || { echo "== $name: being trained by another run_released.sh"; exec {lock}>&-; continue; }
+  if [[ $DEVICE == cpu && $name == rte-* ]]; then  # up to 13.5 GiB each at batch 64 and 256 tokens: one at a time
+    exec {big}> runs/released-one-large.lane
+    flock -n "$big" || { echo "== $name: another RTE run is training (two do not fit in 24 GiB); later"
+                         exec {big}>&- {lock}>&-; unset big; continue; }
+  fi
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/released/$name.json"
   exec {lock}>&-
+  [[ -v big ]] && { exec {big}>&-; unset big; }
 done

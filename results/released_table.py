@@ -43,25 +43,25 @@ MODES = ("released", "honest")
 def load(runs, task, mode, labels):
     """[{seed, machine, scores: {pass: [{metrics, preds, speedup}]}}] of one task and training mode: the released
     training's three passes (released_sampled: one entry per sampling), or the honest training's one ("honest")."""
+    t = data.get_task(task)
+
+    def entry(path, preds, speedup):
+        preds = np.asarray(preds)
+        if len(preds) != len(labels):
+            raise SystemExit(f"{path}: {len(preds)} predictions, but {task}'s dev set has {len(labels)} examples")
+        return {"metrics": {k: 100 * v for k, v in data.compute_metrics(t, preds, labels).items()},
+                "preds": preds, "speedup": speedup}
+
     out = []
     for path in sorted(Path(runs).glob(f"{task}-{mode}-seed*.json"), key=lambda p: seed_of(p.stem)):
         m = json.loads(path.read_text())
-        t = data.get_task(task)
-
-        def entry(preds, speedup):
-            preds = np.asarray(preds)
-            if len(preds) != len(labels):
-                raise SystemExit(f"{path}: {len(preds)} predictions, but {task}'s dev set has {len(labels)} examples")
-            return {"metrics": {k: 100 * v for k, v in data.compute_metrics(t, preds, labels).items()},
-                    "preds": preds, "speedup": speedup}
-
         if mode == "released":
             scored = m["scored"]
-            scores = {name: [entry(r["predictions"], r["flops_speedup"]) for r in
+            scores = {name: [entry(path, r["predictions"], r["flops_speedup"]) for r in
                              (scored[name] if isinstance(scored[name], list) else [scored[name]])]
                       for name in ("released_sampled", "released_argmax", "honest")}
         else:
-            scores = {"honest_training": [entry(m["predictions"], m["flops"]["none"]["speedup"])]}
+            scores = {"honest_training": [entry(path, m["predictions"], m["flops"]["none"]["speedup"])]}
         out.append({"seed": seed_of(path.stem), "machine": glue.machine_of(m), "scores": scores})
     return out
 

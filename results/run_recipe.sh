@@ -17,6 +17,10 @@
 #   - t20s-seedS: the default recipe at target 2 with the skim stage steered on whole sentences
 #     (--steer-every 50: the 512 calibration sentences scored every 50 steps), against t20-seedS of the
 #     same seed, whose dense stage it repeats; added to test the fix results/log.md names.
+#   - grouped-bf16-seedS: the default recipe at target 2 on length-grouped batches in bfloat16 where the CPU
+#     multiplies it (--group-by-length --precision auto), against t20-seedS: the rule of results/log.md's
+#     "Training speed" decides whether they become the default. Seed 42 was timed alone on 2 threads (the
+#     make train figure), seeds 43 and 44 side by side on one thread each (their seconds are not a timing).
 #   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +37,14 @@ for seed in 42 43 44; do
   RUNS[layers4-seed$seed]="--stages dense:2:2e-4 --keep-layers 4 --seed $seed"
   RUNS[layers2-seed$seed]="--stages dense:2:2e-4 --keep-layers 2 --seed $seed"
   RUNS[t20s-seed$seed]="--target-speedup 2 --steer-every 50 --seed $seed"
+  RUNS[grouped-bf16-seed$seed]="--target-speedup 2 --group-by-length --precision auto --seed $seed"
 done
 mkdir -p results/recipe
 for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 layers3-seed44 t15-seed42 t30-seed42 layers4-seed42 layers2-seed42
                   t20-seed45 layers3-seed45 t20-seed46 layers3-seed46 t20-seed47 layers3-seed47 t20-seed48 layers3-seed48
                   t15-seed43 layers4-seed43 t30-seed43 layers2-seed43 t15-seed44 layers4-seed44 t30-seed44 layers2-seed44
-                  t20s-seed42 t20s-seed43 t20s-seed44}; do
+                  t20s-seed42 t20s-seed43 t20s-seed44
+                  grouped-bf16-seed42 grouped-bf16-seed43 grouped-bf16-seed44}; do
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"

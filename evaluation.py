@@ -1,5 +1,5 @@
 """
-What a run reports on an evaluation set, for any method behind methods.py's interface: the task metric,
+What a run reports on an evaluation set, for any method behind the method interface (methods/): the task metric,
 each example's prediction (for paired comparisons of runs), the FLOPs speedup (flops.py; no padding and
 the paper's sequence padding), the fraction of tokens each layer kept, and the measured speedup
 (timing.py); and its two pictures, in the style of the paper's Fig. 4 (tokens kept per layer) and
@@ -62,7 +62,7 @@ def brief(result, task):
 
 
 def scored_line(scored, metric):
-    """One line on a model scored several ways (a method's `scored`, released.py)."""
+    """One line on a model scored several ways (a method's `scored`, methods/released.py)."""
     sampled = [r[metric] for r in scored["released_sampled"]]
     speedups = [r["flops_speedup"] for r in scored["released_sampled"]]
     return (f"released pass, sampled x{len(sampled)}: {metric} {np.mean(sampled):.4f} +- {np.std(sampled, ddof=1):.4f}"
@@ -77,7 +77,7 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
     out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate(model, dev_set, task, settings, settings.timing_repeats)
-    if hasattr(model, "scored"):  # a method scored more ways than one on the same weights (released.py)
+    if hasattr(model, "scored"):  # a method scored more ways than one on the same weights (methods/released.py)
         scored = model.scored(lambda m: evaluate(m, dev_set, task, settings), settings.seed)
         metrics["scored"] = {name: [brief(r, task) for r in v] if isinstance(v, list) else brief(v, task)
                              for name, v in scored.items()}

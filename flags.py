@@ -21,7 +21,6 @@ import torch
 import data
 import methods
 import recipe
-import released
 import skim
 import timing
 from checkpoint import atomic_write, default_checkpoint_dir, read_config, resolve_checkpoint
@@ -37,10 +36,10 @@ DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hi
 # --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
 # src/run_glue_no_trainer.py), not ours: one skim stage from the pretrained checkpoint, lambda 0.5 on every task,
 # batch 32 x 2 accumulation steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no
-# warm-up, linear decay, no clipping, the released tau and init (released.py), in float32; 5 epochs on MRPC and
+# warm-up, linear decay, no clipping, the released tau and init (methods/released.py), in float32; 5 epochs on MRPC and
 # WNLI, else 3
 RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
-                   "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint",
+                   "--max-grad-norm": 0.0, "--tau": methods.released.TAU, "--mu0": methods.released.MU0, "--predictor-grad": "joint",
                    "--precision": "fp32", "--group-by-length": False}
 RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
@@ -136,17 +135,17 @@ def parser():
                    help="released: the authors' released training script, theirs, not ours (one skim stage from the "
                         "checkpoint, lambda 0.5, batch 64, lr 2e-5, no weight decay, warm-up or clipping, tau 1, "
                         "mu0 5, joint gradient, random batches in float32; 3 epochs, 5 on MRPC and WNLI); with "
-                        "--method released, also their forward (released.py), else our honest Transkimmer (default: "
+                        "--method released, also their forward (methods/released.py), else our honest Transkimmer (default: "
                         "ours, the recipe below)")
     g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
                    "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
 
     g = p.add_argument_group("not in the paper")
     g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
-                   help="the way of saving compute the run trains (methods.py): transkimmer; topk (static top-k "
-                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup); "
-                        "skipmiddle (gates that close the middle layers to a token, skipmiddle.py: Lawson et al. "
-                        "2025); or released (the authors' released computation, released.py, with --recipe "
+                   help="the way of saving compute the run trains (methods/): transkimmer; topk (static top-k "
+                        "pruning, methods/topk.py: dense, then under its schedule, calibrated to --target-speedup); "
+                        "skipmiddle (gates that close the middle layers to a token, methods/skipmiddle.py: Lawson et al. "
+                        "2025); or released (the authors' released computation, methods/released.py, with --recipe "
                         "released); default %(default)s")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "

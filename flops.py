@@ -34,7 +34,7 @@ Last-layer conventions (not in the paper), the same on both sides of a speedup:
     "cls"       the last layer computes [CLS]'s output alone (q = 1), the only one a [CLS] classifier
                 reads; its keys and values still come from all n tokens. What the inference paths
                 BertForSequenceClassification.infer and Transkimmer.infer run. (q = 0 where the layer
-                computes no token of the example: a skipmiddle.py [CLS] whose gate is closed there.)
+                computes no token of the example: a methods/skipmiddle.py [CLS] whose gate is closed there.)
 """
 
 import math

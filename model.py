@@ -159,7 +159,7 @@ class SelfAttention(nn.Module):
         keep (B, N) in [0, 1] or None: skim attention (Eq. 4), used by skim.py: attention to skimmed
         keys is multiplied by 0 and the rest renormalised, so the kept tokens see exactly what they
         would see if the skimmed ones had been removed, and the gradient still reaches `keep`.
-        with_probs: also return the attention probabilities (B, nh, N, N), before dropout (topk.py's hook)."""
+        with_probs: also return the attention probabilities (B, nh, N, N), before dropout (methods/topk.py's hook)."""
         B, N, d = x.shape
         nh, hs = self.n_head, d // self.n_head
         q, k, v = (t.view(B, N, nh, hs).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))  # 3 x (B, nh, N, hs)
@@ -178,7 +178,7 @@ class SelfAttention(nn.Module):
         (`pack`; 0 allowed), each example attending over its own tokens (packed_attention). cls_rows: the
         output of each non-empty example's [CLS] alone (its row in x), for a [CLS] classifier's last layer:
         only those queries are projected; keys and values still come from all T tokens. key_bias (T,): added
-        to every score of each key (skipmiddle.py's log gate). -> (T, d), or (len(cls_rows), d)."""
+        to every score of each key (methods/skipmiddle.py's log gate). -> (T, d), or (len(cls_rows), d)."""
         d = x.shape[1]
         w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
         if cls_rows is not None:

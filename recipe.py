@@ -3,7 +3,7 @@ The recipe machinery: what train.py's loop runs around its training step. A run 
 each the same loop (train.py's train_stage) on a model this file prepares:
 
     dense    fine-tune the BERT alone (the paper fine-tunes first too, then adds the predictors)
-    skim     the method (methods.py; Transkimmer by default) put on the dense model and trained with
+    skim     the method (methods/; Transkimmer by default) put on the dense model and trained with
              its loss, task loss + lambda * skim loss (Eq. 7)
     frozen   the method's decisions fixed at a keep threshold, the encoder trained on under them
 
@@ -370,7 +370,7 @@ def calibrate_threshold(model, batches, target_speedup, iterations=16):
     return 1 / (1 + math.exp(-hi))
 
 def reachable_speedup(method, batches):
-    """The largest FLOPs speedup `method` (a model behind methods.py's interface) can reach on `batches`: its
+    """The largest FLOPs speedup `method` (a model behind the method interface (methods/)) can reach on `batches`: its
     own flops_counter on its fastest_masks, the most it can skip (its FASTEST says what that is)."""
     counter = method.flops_counter()
     for b in batches:

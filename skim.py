@@ -183,7 +183,7 @@ class FixedOutput:
 
 @dataclass
 class SkimOutput:
-    """Transkimmer.forward's output, read as methods.py's Output (aux_loss is the skim loss)."""
+    """Transkimmer.forward's output, read as the method interface's Output (aux_loss is the skim loss)."""
     logits: torch.Tensor        # (B, num_labels)
     masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
     skim_loss: torch.Tensor     # scalar, Eq. 6
@@ -218,7 +218,7 @@ class CompactOutput:
 
 class Transkimmer(nn.Module):
     """A BertForSequenceClassification with a skim predictor before each of its L layers; a method behind
-    the interface of methods.py (forward, infer, flops_counter, added_parameters, wrap, freeze)."""
+    the method interface (methods/: forward, infer, flops_counter, added_parameters, wrap, freeze)."""
 
     config_key = "skim"  # config.json keeps the skim settings under this key: a saved Transkimmer is known by it
 

@@ -107,7 +107,7 @@ def inputs(b):
 
 @torch.inference_mode()
 def measure_speedup(method, batches, repeats=3, device="cpu", dense=None):
-    """Dense over pruned seconds of `method` (methods.py) on `batches` (dicts of input_ids, attention_mask,
+    """Dense over pruned seconds of `method` (methods/) on `batches` (dicts of input_ids, attention_mask,
     token_type_ids on `device`): see the module docstring. dense: the model to measure against (default
     method.bert; results/compare.py times smaller models against the whole one). -> a dict for metrics.json."""
     if repeats < 1:

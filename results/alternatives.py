@@ -3,8 +3,8 @@
 backbone, data, budget (2 epochs), FLOPs counter, timing function and seeds, as dev accuracy against FLOPs
 speedup (no padding). The runs are results/run_recipe.sh's and results/run_alternatives.sh's:
   - Transkimmer (skim.py): the default recipe at --target-speedup 1.5, 2 and 3     results/recipe/tNN-seedS.json
-  - static top-k pruning (topk.py, PoWER-BERT), at the same targets               results/alternatives/topkNN-seedS.json
-  - skipping the middle layers (skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
+  - static top-k pruning (methods/topk.py, PoWER-BERT), at the same targets               results/alternatives/topkNN-seedS.json
+  - skipping the middle layers (methods/skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
   - fewer layers: the first 4, 3 and 2 of the 6 trained densely (1.5x, 2x, 3x)    results/recipe/layersK-seedS.json
   - the 6-layer dense model: each Transkimmer run's dense stage, evaluated when it ended
 Seeds 42 to 44 (--seeds), those of them that have run. At each target every two methods are paired, and each

@@ -95,7 +95,7 @@ def training_set(name, data_dir, tokenizer):
 
 
 class HF(nn.Module):
-    """transformers' BertForSequenceClassification behind methods.py's interface, for train.py's step."""
+    """transformers' BertForSequenceClassification behind the method interface (methods/), for train.py's step."""
 
     def __init__(self, hf):
         super().__init__()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "results"))
 import bench  # noqa: E402
 import compare  # noqa: E402
 import methods  # noqa: E402
-import topk  # noqa: E402
+from methods import topk  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from timing import inputs, seconds_per_call  # noqa: E402
 

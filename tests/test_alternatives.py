@@ -115,7 +115,7 @@ def executed(m, glue):
 def timed_once(tmp_path, tiny):
     import methods
     import model
-    import skipmiddle
+    from methods import skipmiddle
     from model import BertForSequenceClassification
 
     labels = np.random.default_rng(1).integers(0, 2, 200)
@@ -190,7 +190,7 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
 def test_topk_attention_times_the_hand_written_and_the_fused_layers_on_the_inputs_topk_meets(tmp_path, tiny):
     """results/topk_attention.py: one pass of a saved top-k model records what its layers receive; both ways of
     running them are timed on exactly those inputs, and a model of another method is one error line."""
-    import topk
+    from methods import topk
     import topk_attention
     from model import BertForSequenceClassification
 

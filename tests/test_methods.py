@@ -1,4 +1,4 @@
-"""methods.py, the method interface: a method written here, in the test, registered with one line, trains
+"""methods/, the method interface: a method written here, in the test, registered with one line, trains
 through train.py's loop and the speedup controller with no change to train.py; and the dense model behind
 the interface computes what the plain BertForSequenceClassification computes."""
 
@@ -13,8 +13,7 @@ import flops
 import methods
 import recipe
 import skim
-import skipmiddle
-import topk
+from methods import skipmiddle, topk
 import train
 from model import BertForSequenceClassification, padding_bias
 from conftest import SENTENCES, padded_batch, small_config, write_sst2

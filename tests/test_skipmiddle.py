@@ -1,4 +1,4 @@
-"""skipmiddle.py, skipping the middle layers (Lawson et al., 2025) behind the method interface: its equations by
+"""methods/skipmiddle.py, skipping the middle layers (Lawson et al., 2025) behind the method interface: its equations by
 hand, the query-side gate's no-op, the packed inference against the masked computation, its FLOPs against
 FlopCounterMode, its initialisation against the dense model, its operating point, the gradient of gates started
 at zero, the controller steering it on a tiny model, and a run of train.py --method skipmiddle."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import recipe
-import skipmiddle
+from methods import skipmiddle
 import train
 from conftest import executed_and_counted, padded_batch, small_config
 from model import BertForSequenceClassification

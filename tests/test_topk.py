@@ -1,4 +1,4 @@
-"""topk.py, static top-k token pruning (PoWER-BERT) behind the method interface: its equations by hand, the
+"""methods/topk.py, static top-k token pruning (PoWER-BERT) behind the method interface: its equations by hand, the
 packed inference against the masked computation, its FLOPs against FlopCounterMode, its initialisation against
 the dense model, its operating point calibrated to a target, and a run of train.py --method topk."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import recipe
-import topk
+from methods import topk
 import train
 from conftest import SENTENCES, executed_and_counted, padded_batch, small_config, write_sst2
 from model import BertForSequenceClassification, padding_bias

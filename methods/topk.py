@@ -1,6 +1,6 @@
 """
 Static top-k token pruning (PoWER-BERT: Goyal et al., ICML 2020, "PoWER-BERT: Accelerating BERT Inference
-via Progressive Word-vector Elimination"; code: IBM/PoWER-BERT), a method behind the interface of methods.py.
+via Progressive Word-vector Elimination"; code: IBM/PoWER-BERT), a method behind the method interface (methods/__init__.py).
 
 Before each layer i >= 1, every example keeps the k_i of its tokens that received the most attention in
 layer i - 1 (`significance`, summed over heads and over the queries, a token's attention to itself left
@@ -82,7 +82,7 @@ def infer_layer(layer, x, lengths):
 
 @dataclass
 class TopKOutput:
-    """forward's output, read as methods.py's Output: top-k has no loss of its own."""
+    """forward's output, read as the method interface's Output: top-k has no loss of its own."""
     logits: torch.Tensor        # (B, num_labels)
     masks: list                 # L tensors (B, N): masks[i] = the tokens layer i computed
     aux_loss: torch.Tensor      # scalar 0
@@ -98,7 +98,7 @@ class PackedOutput(skim.CompactOutput):
 
 class TopK(nn.Module):
     """A BertForSequenceClassification whose layer i >= 1 computes the k_i(n) tokens that received the
-    most attention in layer i - 1; a method behind the interface of methods.py."""
+    most attention in layer i - 1; a method behind the method interface (methods/__init__.py)."""
 
     config_key = "topk"          # config.json keeps rho under this key: a saved TopK is known by it
     trains_decisions = False     # the recipe has no skim stage for it: it trains dense, then under its schedule

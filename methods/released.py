@@ -1,6 +1,6 @@
 """
 The authors' released computation (ChandlerGuan/Transkimmer, branch master at a72eb9a, the only code of the
-paper's time), as a method behind the interface of methods.py: `train.py --method released`, and with
+paper's time), as a method behind the method interface (methods/__init__.py): `train.py --method released`, and with
 `--recipe released` their training script's hyperparameters. It is here to measure how much of the paper's
 reported accuracy comes from what that code computes and pruned inference would not.
 

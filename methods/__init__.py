@@ -1,7 +1,7 @@
 """
-The method interface: what the training loop (train.py), the recipe and its speedup controller
-(recipe.py), the evaluation (evaluation.py) and the benchmarks (timing.py, bench.py) call on every way
-of saving compute, and the list of those ways. docs/interface.md draws the data flow through it.
+The method interface: what the training loop (train.py), the recipe, its speedup controller and its
+evaluation (recipe.py) and the benchmark (bench.py) call on every way of saving compute, and the list of
+those ways: Transkimmer (skim.py) and the alternatives in this folder. docs/interface.md draws the data flow through it.
 
 A method wraps a dense BertForSequenceClassification, its `.bert`, and adds what it needs (Transkimmer:
 a skim predictor before each layer). It is an nn.Module with
@@ -30,7 +30,7 @@ Output.masks is L tensors (B, N), masks[i] = 1 where layer i computed the token'
 counts and what the controller steers. Output.aux_loss is the method's own loss (Transkimmer: the skim
 loss, Eq. 6), which the loop weighs by lambda (Eq. 7).
 
-A new method is one new file with a class like these, and one line in METHODS below.
+A new method is one new file in this folder with a class like these, and one line in METHODS below.
 """
 
 from dataclasses import dataclass
@@ -39,10 +39,8 @@ import torch
 import torch.nn as nn
 
 import flops
-import released
 import skim
-import skipmiddle
-import topk
+from methods import released, skipmiddle, topk
 from checkpoint import read_config, resolve_checkpoint
 from model import BertForSequenceClassification
 

@@ -1,6 +1,6 @@
 """
 Skipping the middle layers (Lawson, Farnik, Houghton and Aitchison, 2025, "Learning to Skip the Middle Layers
-of Transformers"; code: tim-lawson/skip-middle), a method behind the interface of methods.py.
+of Transformers"; code: tim-lawson/skip-middle), a method behind the method interface (methods/__init__.py).
 
 Each of the first G = L // 2 layers i has a gate, a Linear(d, 1) on every token's state entering it. Their
 increments add up, and the token's gate for layer i is
@@ -81,7 +81,7 @@ def attention_with_gate(scores, gate, side):
 
 @dataclass
 class SkipOutput:
-    """forward's output, read as methods.py's Output."""
+    """forward's output, read as the method interface's Output."""
     logits: torch.Tensor        # (B, num_labels)
     masks: list                 # L tensors (B, N): 1 where g_i > 0, the tokens layer i computed
     gates: list                 # L tensors (B, N): g_i, 0 on padding
@@ -104,7 +104,7 @@ class GateFlopsCounter(flops.FlopsCounter):
 
 class SkipMiddle(nn.Module):
     """A BertForSequenceClassification whose first L // 2 layers each have a gate, closing for a token the span
-    of layers around the middle (module docstring); a method behind the interface of methods.py."""
+    of layers around the middle (module docstring); a method behind the method interface (methods/__init__.py)."""
 
     config_key = "skipmiddle"  # config.json marks a saved SkipMiddle by it (its gates are tensors)
 

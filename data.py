@@ -417,6 +417,15 @@ def batches(encoded, batch_size, shuffle=False, seed=0, group_by_length=False):
         yield collate([encoded[i] for i in rows])
 
 
+def inputs(batch):
+    """A batch's three model inputs, in the order every model takes them."""
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+
+
+def to_device(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def collate(items):
     """Pad a list of encoded examples into one batch of tensors."""
     n = max(len(item["input_ids"]) for item in items)

@@ -21,8 +21,8 @@ import torch
 import data
 import methods
 import recipe
+import flops
 import skim
-import timing
 from checkpoint import atomic_write, default_checkpoint_dir, read_config, resolve_checkpoint
 from model import BertConfig
 
@@ -205,7 +205,7 @@ def parser():
                         "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
                         "runs in float32); auto: bf16 where the machine multiplies bfloat16 in hardware (a CUDA GPU "
                         "that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else fp32 "
-                        "(timing.native_bf16). Default fp32, as every result here; auto becomes the default once its "
+                        "(flops.native_bf16). Default fp32, as every result here; auto becomes the default once its "
                         "time and accuracy are measured")
 
     g = p.add_argument_group("running")
@@ -333,7 +333,7 @@ def resolve(args, world=1, rank=0):
 def resolve_precision(precision, device):
     """--precision -> "fp32" or "bf16": auto is bf16 where the machine has bfloat16 matrix units."""
     if precision == "auto":
-        return "bf16" if timing.native_bf16(device) else "fp32"
+        return "bf16" if flops.native_bf16(device) else "fp32"
     return precision
 
 

@@ -382,3 +382,52 @@ def keep_layers(model, layers):
     model.config.num_hidden_layers = len(layers)
     return model
 
+
+# -----------------------------------------------------------------------------
+# what every method behind the interface (methods/__init__.py) returns, and the two pieces they all share
+
+class Output:
+    """What every method's forward and infer return. logits (B, num_labels); masks, L tensors (B, N): masks[i]
+    is 1 where layer i computed the token's output (what flops.py counts); aux_loss, the method's own loss, which
+    the loop weighs by lambda (Transkimmer: the skim loss, Eq. 6), 0 for a method without one.
+
+    A packed inference path (`infer`) gives instead of the masks the rows each layer ran on, `processed` (L
+    tensors (T_i,), each row's index b * N + position), and the attention mask (B, N): the masks are built
+    from them when first read (one index_fill per layer), and an aux_loss given as a function of the masks
+    is computed then, so that a caller who wants the logits alone does not pay for either."""
+
+    def __init__(self, logits, masks=None, aux_loss=None, processed=None, attention_mask=None):
+        self.logits = logits                                                       # (B, num_labels)
+        self._masks, self._aux_loss = masks, aux_loss
+        self.processed, self.attention_mask = processed, attention_mask
+
+    @property
+    def masks(self):
+        if self._masks is None:
+            pad = self.attention_mask.to(self.logits.dtype)                        # (B, N)
+            self._masks = [pad.new_zeros(pad.numel()).index_fill_(0, rows, 1).view_as(pad) for rows in self.processed]
+        return self._masks
+
+    @property
+    def aux_loss(self):
+        if self._aux_loss is None:
+            return self.logits.new_zeros(())
+        if callable(self._aux_loss):
+            self._aux_loss = self._aux_loss(self.masks)
+        return self._aux_loss
+
+
+def carry_forward(keep, processed, previous):
+    """A layer that computes only some tokens: those it keeps take its output, the others carry their state
+    forward unchanged, so each token's final state is the one from the last layer that computed it (Eq. 3
+    of Transkimmer; top-k's dropped tokens, skip-middle's gated ones likewise). keep (B, N) in [0, 1]."""
+    keep = keep[..., None]                                                         # (B, N, 1)
+    return keep * processed + (1 - keep) * previous                                # (B, N, d)
+
+
+def cls_only(attention_mask):
+    """(B, N) -> (B, N) float: 1 at [CLS] alone, the mask of a layer that computes nothing else (the most a
+    method can skip, for a [CLS] classifier)."""
+    only_cls = torch.zeros_like(attention_mask, dtype=torch.float)
+    only_cls[:, 0] = 1
+    return only_cls

@@ -14,7 +14,7 @@ Read from main() down. The flags are checked and resolved once into a Settings (
 read; the model is built (recipe.py: the recipe's stages, each a model of its own); then every stage
 trains with train_stage(), whose loop body is the training step: AdamW with linear warm-up and decay to
 the stage's peak lr, loss = task loss + lambda * the method's loss (Eq. 7). The model is saved and
-evaluated last (evaluation.py: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
+evaluated last (recipe.report: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
 paper, for speed, and off by default until measured: training batches of sentences of about one length
 (--group-by-length, data.batch_rows) and the training forward under bfloat16 autocast (--precision); the
 evaluation runs in float32.
@@ -40,15 +40,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-import evaluation
 import flags
+import flops
 import methods
 import recipe
 import skim
-import timing
 from checkpoint import ModelError, WriteFailed
-from evaluation import to_device
-from timing import inputs
+from data import inputs, to_device
 
 
 class NonFiniteLoss(Exception):
@@ -129,7 +127,7 @@ def main(argv=None):
     if rank == 0:
         finish_later = f"finish the evaluation with python train.py --resume {settings.output_dir}"
         try:
-            metrics = evaluation.report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records)
+            metrics = recipe.report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records)
         except KeyboardInterrupt:  # one Ctrl-C: the model is saved, the evaluation alone is to do again
             if settings.eval_only:
                 recipe.clear_run(settings.output_dir)  # what the evaluation had written: nothing half done is left
@@ -157,7 +155,7 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
     clipped = clip_groups(model, settings)
     schedule = linear_schedule(optimizer, total_steps, round(settings.warmup * total_steps))
     steering = recipe.Steering(settings, kind, total_steps, calibration, record)
-    machine, machines = timing.machine_line(settings.device), record.setdefault("machines", [])
+    machine, machines = flops.machine_line(settings.device), record.setdefault("machines", [])
     if machine not in machines:  # where the stage trained: resumed on another machine, both
         machines.append(machine)
     step = 0

@@ -187,23 +187,6 @@ def test_batched_packed_infer_count_is_exactly_the_count_without_padding(small_b
     assert max(len(set(k.tolist())) for k in kept) > 2, "the test needs examples that keep different numbers of tokens"
 
 
-@pytest.mark.parametrize("forced", [True, False])
-def test_fixed_capacity_count_equals_flop_counter_mode_on_its_columns(small_bert, forced):
-    """Transkimmer.infer_fixed runs layer i on C_i columns (skim.fixed_columns) of every example, whatever each
-    keeps: what it executes is flops.padded_to_columns' count ("all": its last layer computes every column),
-    more than the no-padding count of its masks."""
-    skimmer = skimmer_on(small_bert, seed=4)
-    ids, mask = random_batch(SMALL.vocab_size, [14, 3, 9, 12, 1], seed=5)
-    decisions = random_decisions(mask, SMALL.num_hidden_layers, 0.8, seed=6) if forced else None
-    capacity = [0.9, 0.6, 0.5]
-    with torch.inference_mode():
-        masks = skimmer.infer_fixed(ids, mask, None, capacity, decisions).masks
-    columns = skim.fixed_columns(capacity, ids.shape[1])
-    assert columns == [13, 9, 7]                                                   # ceil(0.9 * 14), ...
-    executed = count(SMALL, *flops.padded_to_columns(columns, mask), predictors=not forced)["none"]
-    assert executed["skim"] == reference_flops(skimmer.infer_fixed, ids, mask, None, capacity, decisions)
-    assert executed["skim"] > count(SMALL, masks, mask, predictors=not forced)["none"]["skim"]
-
 # -----------------------------------------------------------------------------
 # the two conventions and the predictor overhead
 

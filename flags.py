@@ -33,15 +33,6 @@ class UsageError(Exception):
 
 LR, TARGET_SPEEDUP = 5e-5, 2.0  # LR: of a stage that names none (the default recipe's stages name theirs)
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
-# --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
-# src/run_glue_no_trainer.py), not ours: one skim stage from the pretrained checkpoint, lambda 0.5 on every task,
-# batch 32 x 2 accumulation steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no
-# warm-up, linear decay, no clipping, the released tau and init (methods/released.py), in float32; 5 epochs on MRPC and
-# WNLI, else 3
-RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
-                   "--max-grad-norm": 0.0, "--tau": methods.released.TAU, "--mu0": methods.released.MU0, "--predictor-grad": "joint",
-                   "--precision": "fp32", "--group-by-length": False}
-RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,7 @@ class Settings:
     save_every: float
     device: str
     timing_repeats: int
-    recipe: str = "ours"              # "released": the hyperparameters of the authors' script (RELEASED_RECIPE)
+    recipe: str = "ours"              # "released": the hyperparameters of the authors' script (methods/released.py)
     # a state saved before these two existed trained as their defaults say: random batches, in float32
     group_by_length: bool = False     # training batches of sentences of about one length (data.batch_rows)
     precision: str = "fp32"           # the training forward's: "fp32", or "bf16" (bfloat16 autocast)
@@ -265,10 +256,11 @@ def parse(argv=None, world=1, rank=0):
 
 
 def apply_released_recipe(args, argv):
-    """--recipe released: RELEASED_RECIPE's values put on args (they are theirs: a flag that would change one, or
+    """--recipe released: the released script's flags (methods/released.py's RECIPE) put on args (they are theirs: a flag that would change one, or
     the stages, is refused), and one skim stage of the task's epochs."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    for flag in [*RELEASED_RECIPE, "--no-group-by-length", "--stages", "--epochs", "--target-speedup", "--min-steps",
+    recipe = methods.released.RECIPE  # the authors' script's, beside their computation
+    for flag in [*recipe, "--no-group-by-length", "--stages", "--epochs", "--target-speedup", "--min-steps",
                  "--predictor-lr",
                  "--no-skim", "--eval-only", "--freeze-predictors", "--steer-every", "--keep-layers", "--teacher"]:
         if flag in given:
@@ -277,9 +269,9 @@ def apply_released_recipe(args, argv):
     if args.method not in ("transkimmer", "released"):
         raise UsageError(f"--recipe released trains a Transkimmer (--method transkimmer, honest) or the released "
                          f"computation (--method released), not --method {args.method}")
-    for flag, value in RELEASED_RECIPE.items():
+    for flag, value in recipe.items():
         setattr(args, flag[2:].replace("-", "_"), value)
-    args.stages = f"skim:{RELEASED_EPOCHS.get(args.task, 3)}"
+    args.stages = f"skim:{methods.released.EPOCHS.get(args.task, 3)}"
 
 
 def resolve(args, world=1, rank=0):
@@ -585,15 +577,12 @@ def check_teacher(teacher, task, vocab):
 def check_reachable(settings, model, calibration):
     """--target-speedup against the data: a target beyond what the method can reach on the calibration sentences
     (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy.
-    A run whose first stage is dense asks the method put on its model (its deciders fresh, which the bound
-    does not read, drawn from a forked random state so that the run's own draws are unchanged); a method
-    without fastest_masks is not checked."""
+    The method is the first model's if it is one (a saved method trained on), else --method's, asked from its
+    class on the first model's config, so that nothing is built and the run's random draws are unchanged; a
+    method without fastest_masks is not checked."""
     if settings.target_speedup and hasattr(methods.METHODS[settings.method], "fastest_masks"):
-        method = model
-        if not hasattr(model, "fastest_masks"):
-            with torch.random.fork_rng(devices=[]):
-                method = methods.METHODS[settings.method].wrap(model.bert, settings)
-        bound = recipe.reachable_speedup(method, calibration)
+        method = type(model) if hasattr(model, "fastest_masks") else methods.METHODS[settings.method]
+        bound = recipe.reachable_speedup(method, model.config, calibration)
         if settings.target_speedup > bound:
             raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "
                              f"these sentences ({method.FASTEST}); ask for less")

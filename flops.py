@@ -35,6 +35,9 @@ Last-layer conventions (not in the paper), the same on both sides of a speedup:
                 reads; its keys and values still come from all n tokens. What the inference paths
                 BertForSequenceClassification.infer and Transkimmer.infer run. (q = 0 where the layer
                 computes no token of the example: a methods/skipmiddle.py [CLS] whose gate is closed there.)
+
+The speedup measured in seconds, to set beside the count, is at the end of this file (measure_speedup: the
+"measured" figure train.py prints), with what a timing needs: the machine it ran on, the GPU waited for.
 """
 
 import math
@@ -115,15 +118,6 @@ def tokens_per_layer(masks, attention_mask):
         yield entering, kept
         entering = kept
 
-
-def fraction(masks, attention_mask, config, predictors=True, last_layer="all"):
-    """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
-    reciprocal of the speedup FlopsCounter reports for the same masks, from its own count. Training
-    steers this number towards 1 / --target-speedup (recipe.SpeedupController)."""
-    counter = FlopsCounter(config, predictors=predictors, last_layer=last_layer)
-    counter.add(masks, attention_mask)
-    skim, dense = counter.totals()
-    return skim / dense
 
 # -----------------------------------------------------------------------------
 # accumulating over an eval set

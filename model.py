@@ -188,21 +188,22 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
             q_lengths = lengths
-        return self.out(packed_attention(q, k, v, q_lengths, lengths, self.n_head, key_bias))  # (Tq, d)
+        q, k, v = (t.view(-1, self.n_head, d // self.n_head) for t in (q, k, v))    # (Tq or T, nh, hs)
+        return self.out(packed_attention(q, k, v, q_lengths, lengths, key_bias))      # (Tq, d)
 
 
-def packed_attention(q, k, v, q_lengths, lengths, nh, key_bias=None):
-    """Attention within each example of a packed batch: q (Tq, d) holds q_lengths queries per example,
-    k and v (T, d) `lengths` keys and values; nh heads; key_bias (T,) or None. One fused call per example
-    that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d)."""
-    d = q.shape[1]
+def packed_attention(q, k, v, q_lengths, lengths, key_bias=None):
+    """Attention within each example of a packed batch: q (Tq, nh, hs) holds q_lengths queries per example,
+    k and v (T, nh, hs) `lengths` keys and values, in nh heads of hs; key_bias (T,) or None. One fused call per
+    example that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d), d = nh hs."""
+    d = q.shape[1] * q.shape[2]
     biases = [None] * len(lengths) if key_bias is None else key_bias.split(lengths)  # views: nothing copied
     ys = []
     parts = (zip(q.split(q_lengths), k.split(lengths), v.split(lengths), biases) if len(lengths) > 1
              else [(q, k, v, key_bias)])
     for qi, ki, vi, bi in parts:                                                   # one example at a time
         if len(qi):  # 4-d, a batch of one: torch's CPU kernel is slower on 3-d inputs (results/packed_attention.py)
-            qi, ki, vi = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
+            qi, ki, vi = (t[None].transpose(1, 2) for t in (qi, ki, vi))               # (1, nh, m or n, hs)
             mask = None if bi is None else bi.view(1, 1, 1, -1)
             ys.append(F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask).transpose(1, 2).reshape(-1, d))
     return ys[0] if len(ys) == 1 else torch.cat(ys)                                # (Tq, d)

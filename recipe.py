@@ -14,9 +14,11 @@ it; --target-speedup, which steers lambda during the skim stage towards a FLOPs 
 on whole training sentences) and then calibrates the keep threshold on whole training sentences
 (calibrate_threshold) for the frozen stage and again at the end; and the resumable state, saved
 every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --resume continues.
+
+Also here: what a run shares across its stages (Run), the evaluation of each stage and the run's report
+(metrics.json and two pictures), and the output folder a run holds while it runs (hold).
 """
 
-import dataclasses
 import html
 import json
 import math
@@ -25,6 +27,7 @@ import signal
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +173,26 @@ def parse_layers(spec):
     return tuple(layers)
 
 # -----------------------------------------------------------------------------
-# the model of each stage
+# a run, and the model of each stage
+
+@dataclass
+class Run:
+    """What the stages of one run share, gathered once by train.py's main(): its Settings (flags.py), its task,
+    the dev examples and their encodings, the held-out (--holdout) encodings, the training encodings and the
+    calibration batches of a --target-speedup run (when it trains), the teacher (--teacher), the records of the
+    stages done, and this process's rank among torchrun's `world` (0 of 1 without torchrun)."""
+    settings: object
+    task: data.Task
+    dev_examples: list
+    dev_set: list
+    held_set: list
+    train_set: list = ()
+    calibration: list | None = None
+    teacher: torch.nn.Module | None = None
+    records: list = field(default_factory=list)
+    rank: int = 0
+    world: int = 1
+
 
 def first_model(settings, task):
     """The model the first stage trains, from --model: the dense model (cut to --keep-layers) for a dense
@@ -214,22 +236,23 @@ def enter_stage(model, kind, settings, calibration, record, calibrated=None):
     return model
 
 
-def end_stage(model, index, settings, record, calibration, dev_set, task, held_set=()):
-    """After every stage but the last: its evaluation on dev (so a run's dense stage is also the dense model
+def end_stage(model, run, index, record):
+    """After every stage of the run but the last: its evaluation on dev (so a run's dense stage is also the dense model
     to compare its skimming model with, sentence by sentence), and on the --holdout examples if any; after a
     skim stage of a --target-speedup run, also at the threshold calibrated to the target ("dev_at_target"),
     where the run would leave it if it stopped there. -> that threshold (None if not calibrated), for the
     frozen stage."""
+    settings, task = run.settings, run.task
     if index == len(settings.stages) - 1:
         return None
-    record["dev"] = stage_record(model, dev_set, task, settings)
-    if held_set:
-        record["holdout"] = stage_record(model, held_set, task, settings)
+    record["dev"] = stage_record(model, run.dev_set, task, settings)
+    if run.held_set:
+        record["holdout"] = stage_record(model, run.held_set, task, settings)
     if record["stage"] != "skim" or not settings.target_speedup:
         return None
-    calibrated = calibrate_threshold(model, calibration, settings.target_speedup)
+    calibrated = calibrate_threshold(model, run.calibration, settings.target_speedup)
     model.keep_threshold = calibrated
-    record["dev_at_target"] = stage_record(model, dev_set, task, settings) | {"keep_threshold": calibrated}
+    record["dev_at_target"] = stage_record(model, run.dev_set, task, settings) | {"keep_threshold": calibrated}
     model.keep_threshold = skim.KEEP_THRESHOLD
     return calibrated
 
@@ -371,12 +394,14 @@ def calibrate_threshold(model, batches, target_speedup, iterations=16):
             lo = z
     return 1 / (1 + math.exp(-hi))
 
-def reachable_speedup(method, batches):
-    """The largest FLOPs speedup `method` (a model behind the method interface (methods/)) can reach on `batches`: its
-    own flops_counter on its fastest_masks, the most it can skip (its FASTEST says what that is)."""
-    counter = method.flops_counter()
+
+def reachable_speedup(method, config, batches):
+    """The largest FLOPs speedup a method (a class behind the method interface, methods/__init__.py) can reach
+    on `batches` with a BERT of this config: its own counter on its fastest_masks, the most it can skip (its
+    FASTEST says what that is). No model is built: both are the class's, from the config."""
+    counter = method.counter(config)
     for b in batches:
-        counter.add(method.fastest_masks(b["attention_mask"]), b["attention_mask"])
+        counter.add(method.fastest_masks(config, b["attention_mask"]), b["attention_mask"])
     return counter.summary()["none"]["speedup"]
 
 
@@ -466,10 +491,11 @@ def brief(result, task):
         "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
 
 
-def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records):
+def report(model, run):
     """The run's last word: the evaluation on dev (timed), and on the held-out examples if any, written to
     metrics.json with the stages' records and the settings; the two pictures; one line on stderr.
     -> the metrics."""
+    settings, task, dev_set, held_set, records = run.settings, run.task, run.dev_set, run.held_set, run.records
     out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate(model, dev_set, task, settings, settings.timing_repeats)
@@ -487,11 +513,11 @@ def report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, re
     if records:
         metrics.update(stages=records, train_steps=sum(r["train_steps"] for r in records),
                        train_seconds=round(sum(r["train_seconds"] for r in records), 1))
-    metrics.update(split=task.dev_splits[0], args=dataclasses.asdict(settings))
+    metrics.update(split=task.dev_splits[0], args=asdict(settings))
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
     plot_retention(f["kept_fraction"], out / "retention.png", f"{task.name} dev: tokens processed per layer",
                    type(model).__name__)
-    skim_picture(model, tokenizer, dev_examples, settings, out / "skimmed_tokens.html")
+    skim_picture(model, model.bert.tokenizer, run.dev_examples, settings, out / "skimmed_tokens.html")
 
     main = task.main_metric
     speedup = (f"{metrics['flops_speedup_over_checkpoint']:.2f}x over the {settings.checkpoint_layers}-layer checkpoint"
@@ -601,14 +627,12 @@ def resume_path(output_dir):
     return Path(output_dir) / "resume.pt"
 
 
-def save_state(settings_record, model, stage, step, optimizer, schedule, steering, records, record):
-    """Everything a run needs to go on exactly where it is: its settings, the stage and step, the model, the
-    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records. A state
-    that cannot be written (a full disk) stops the run with one line (WriteFailed); the one saved before stays."""
-    state = {"settings": settings_record, "stage": stage, "step": step, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-             "controller": steering.state_dict(), "rng": torch.get_rng_state(), "records": records, "record": record}
-    path = resume_path(settings_record["output_dir"])
+def save_state(state):
+    """Save into --output-dir's resume.pt everything a run needs to go on exactly where it is (train.py's
+    train_stage gathers it): its settings, the stage and step, the model, the optimizer, the lr schedule, the
+    speedup controller, torch's random state and the stage records. A state that cannot be written (a full disk)
+    stops the run with one line (WriteFailed); the one saved before stays."""
+    path, stage, step = resume_path(state["settings"]["output_dir"]), state["stage"], state["step"]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda p: torch.save(state, p))
@@ -631,7 +655,7 @@ def save_trained(model, tokenizer, settings, records):
         before = (f"the state saved during training is still there: free some space, then python train.py --resume "
                   f"{out}" if resume_path(out).is_file() else "free some space and train again")
         raise WriteFailed(out / "model.safetensors", f"{e.why}; nothing of the trained model was saved ({before})") from None
-    done = {"settings": dataclasses.asdict(settings), "stage": len(settings.stages), "step": 0, "records": records,
+    done = {"settings": asdict(settings), "stage": len(settings.stages), "step": 0, "records": records,
             "trained": True}
     try:
         atomic_write(resume_path(out), lambda p: torch.save(done, p))

@@ -170,15 +170,21 @@ class Transkimmer(nn.Module):
         return list(self.predictors.parameters())
 
     def flops_counter(self, seq_len=None, last_layer="all"):
-        """flops.py's count of this method: the layers on the tokens they keep, and the predictors."""
-        return flops.FlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
+        """flops.py's count of this method: the layers on the tokens they keep, and the predictors. From the
+        config alone, as fastest_masks: recipe.reachable_speedup asks for a bound before any such model exists."""
+        return flops.FlopsCounter(config, seq_len, predictors=True, last_layer=last_layer)
 
     FASTEST = "every token but [CLS] skimmed at the first layer"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first
         predictor still sees every token."""
-        return [cls_only(attention_mask)] * self.config.num_hidden_layers
+        return [cls_only(attention_mask)] * config.num_hidden_layers
 
     @property
     def config(self):

@@ -22,7 +22,7 @@ deploys the model gets. Where the released code departs from skim.py (docs/metho
    sampled at evaluation too (`sampled_eval`; False: the argmax), only [CLS] is forced kept, and the predictors
    also decide on padding, which the skim loss counts (`released_skim_loss`, BertForSequenceClassification.forward,
    line 1639: each layer's mean over the batch of the kept positions, padding included, over the padded length).
-4. The recipe as run (scripts/run_glue.sh, src/run_glue_no_trainer.py) is flags.RELEASED_RECIPE.
+4. The recipe as run (scripts/run_glue.sh, src/run_glue_no_trainer.py) is RECIPE (train.py --recipe released).
 5. The speedup: the released code counts kept tokens while its accuracy comes from the pass of point 1, which
    computed every token. Here both passes report the FLOPs their decisions would cost with the skimmed tokens
    removed (flops.py, no padding); only `infer` is that cost.
@@ -46,6 +46,14 @@ from model import Output, carry_forward, padding_bias
 TAU = 1.0   # the released code's Gumbel-softmax temperature (the paper: 0.1)
 MU0 = skim.MU0_PAPER  # its unbalanced init (init_skim_predictor's mean_bias), the paper's (Eq. 9)
 SAMPLINGS = 5  # evaluations of the released pass with sampled decisions, each with its own draws
+# --recipe released: the authors' training script (scripts/run_glue.sh and src/run_glue_no_trainer.py), not ours, as
+# train.py flags: one skim stage from the pretrained checkpoint, lambda 0.5 on every task, batch 32 x 2 accumulation
+# steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no warm-up, linear decay, no
+# clipping, the released tau and init, in float32; 5 epochs on MRPC and WNLI (EPOCHS), else 3
+RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
+          "--max-grad-norm": 0.0, "--tau": TAU, "--mu0": MU0, "--predictor-grad": "joint", "--precision": "fp32",
+          "--group-by-length": False}
+EPOCHS = {"mrpc": 5, "wnli": 5}
 
 
 def unnormalised_attention(attn, x, pad_bias, keep):

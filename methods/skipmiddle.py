@@ -138,14 +138,19 @@ class SkipMiddle(nn.Module):
         return list(self.gates.parameters())
 
     def flops_counter(self, seq_len=None, last_layer="all"):
-        return GateFlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
+        return GateFlopsCounter(config, seq_len, predictors=True, last_layer=last_layer)
 
     FASTEST = "every gate closed at the first layer: no layer run"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N), all 0; the first
         gate still reads every token."""
-        return [torch.zeros_like(attention_mask, dtype=torch.float)] * self.config.num_hidden_layers
+        return [torch.zeros_like(attention_mask, dtype=torch.float)] * config.num_hidden_layers
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """Training, and the reference for infer (gated, without the gates)."""

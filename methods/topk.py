@@ -124,15 +124,20 @@ class TopK(nn.Module):
         return []
 
     def flops_counter(self, seq_len=None, last_layer="all"):
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
         """flops.py's count: the layers on the tokens they compute; nothing added (no predictors)."""
-        return flops.FlopsCounter(self.config, seq_len, predictors=False, last_layer=last_layer)
+        return flops.FlopsCounter(config, seq_len, predictors=False, last_layer=last_layer)
 
     FASTEST = "[CLS] alone after the first layer"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first layer
         computes every token: there is no attention yet to rank them by."""
-        return [attention_mask.float()] + [cls_only(attention_mask)] * (self.config.num_hidden_layers - 1)
+        return [attention_mask.float()] + [cls_only(attention_mask)] * (config.num_hidden_layers - 1)
 
     @property
     def config(self):

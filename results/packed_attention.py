@@ -110,7 +110,8 @@ def prepared(lengths, d, nh, seed):
     starts = offsets[:-1]
     groups = [(m, torch.cat([torch.arange(int(s), int(s) + m) for s, n in zip(starts, lengths) if n == m]))
               for m in sorted(set(lengths))]
-    return {"loop": lambda: packed_attention(q, k, v, lengths, lengths, nh),
+    heads = [t.view(T, nh, d // nh) for t in (q, k, v)]                           # 3 x (T, nh, hs)
+    return {"loop": lambda: packed_attention(*heads, lengths, lengths),
             "loop 3-d": lambda: loop_3d(q, k, v, lengths, nh),
             "grouped": lambda: grouped(q, k, v, lengths, nh, groups),
             "padded": lambda: padded(q, k, v, lengths, nh, rows, real),

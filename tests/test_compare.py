@@ -210,7 +210,7 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
         seconds = real_pass(passes, device)
         calls[-1]["seconds"] = seconds
         return seconds
-    monkeypatch.setattr(timing, "interleaved_pass", spy)
+    monkeypatch.setattr(flops, "interleaved_pass", spy)
     rows = {"recipe": {"names": ["t20-seed42", "t20-seed45"]}, "layers3": {"names": ["layers3-seed42"]}}
     measured = compare.time_models(rows, runs, glue, batch_size=4, repeats=3)
 

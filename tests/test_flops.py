@@ -11,6 +11,7 @@ that it counts like any other. Their last layer is counted under flops.py's "cls
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,10 +19,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import flops
+import train
 from conftest import small_config
 from flops import FlopsCounter
 from model import BertConfig, BertForSequenceClassification
-import skim
 from skim import Transkimmer
 
 SMALL = small_config(3)
@@ -268,4 +269,5 @@ def test_the_fraction_training_steers_is_the_reciprocal_of_the_reported_speedup(
     for i in range(1, len(masks)):
         masks[i] = masks[i] * masks[i - 1]                                         # cumulative, as skim.py's
     reported = count(SMALL, masks, mask, predictors=predictors, last_layer=last_layer)["none"]["speedup"]
-    assert flops.fraction(masks, mask, SMALL, predictors, last_layer) == pytest.approx(1 / reported, rel=1e-12)
+    method = SimpleNamespace(flops_counter=lambda: FlopsCounter(SMALL, predictors=predictors, last_layer=last_layer))
+    assert train.flops_fraction(method, masks, {"attention_mask": mask}, 1) == pytest.approx(1 / reported, rel=1e-12)

@@ -99,7 +99,7 @@ def test_a_stage_resumed_on_another_machine_records_both_machines(glue, tiny, tm
         interrupt_at(patch, 3)                                                      # in the dense stage
         assert run_cli(*args).returncode == 130
     here = flops.machine_line()
-    monkeypatch.setattr(timing, "machine_line", lambda device="cpu": "another machine, 1 threads, torch x")
+    monkeypatch.setattr(flops, "machine_line", lambda device="cpu": "another machine, 1 threads, torch x")
     m = main("--resume", tmp_path / "o")
     assert [stage["machines"] for stage in m["stages"]] == [[here, "another machine, 1 threads, torch x"],
                                                             ["another machine, 1 threads, torch x"]]
@@ -159,7 +159,7 @@ def test_ctrl_c_during_an_evaluation_between_stages_leaves_a_resumable_state(glu
             signal.raise_signal(signal.SIGINT)
         return stage_record(*a)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation, "stage_record", pressed_during_the_first)
+        patch.setattr(recipe, "stage_record", pressed_during_the_first)
         result = run_cli(*args, "--output-dir", tmp_path / "cut")
     assert result.returncode == 130 and "interrupted in stage 2/3 (skim) at step 1/" in result.stderr
     main("--resume", tmp_path / "cut")
@@ -436,7 +436,7 @@ def test_one_ctrl_c_during_the_final_evaluation_then_the_command_it_suggests_giv
         signal.raise_signal(signal.SIGINT)
         return report(*a)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation, "report", pressed_as_it_starts)
+        patch.setattr(recipe, "report", pressed_as_it_starts)
         result = run_cli(*args, "--output-dir", tmp_path / "cut")
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 130 and "twice" not in result.stderr

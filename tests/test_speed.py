@@ -160,7 +160,7 @@ def test_auto_precision_is_bf16_only_where_the_machine_multiplies_bfloat16_in_ha
     assert flops.native_bf16("cpu", {"avx2", "avx512f", "avx512_bf16"}) is True   # AMD Zen 4, Intel Cooper Lake
     assert flops.native_bf16("cpu", {"amx_bf16", "amx_tile"}) is True             # Intel Sapphire Rapids
     for cpu, expected in (({"avx2"}, "fp32"), ({"avx512_bf16"}, "bf16")):
-        monkeypatch.setattr(timing, "cpu_flags", lambda cpu=cpu: set(cpu))
+        monkeypatch.setattr(flops, "cpu_flags", lambda cpu=cpu: set(cpu))
         assert flags.resolve_precision("auto", "cpu") == expected
         assert flags.resolve_precision("fp32", "cpu") == "fp32" and flags.resolve_precision("bf16", "cpu") == "bf16"
 

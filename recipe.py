@@ -259,8 +259,8 @@ def end_stage(model, run, index, record):
 
 def finish(model, settings, records, calibration):
     """A --target-speedup run ends by calibrating the keep threshold once more (the frozen decisions drift a
-    little as the encoder trains) and folding it into the model; the evaluation then decides at
-    settings.keep_threshold."""
+    little as the encoder trains) and freezing the decisions there (model.freeze folds it into the model);
+    the evaluation then decides at settings.keep_threshold."""
     if settings.target_speedup and hasattr(model, "freeze"):
         threshold = calibrate_threshold(model, calibration, settings.target_speedup)
         model.freeze(threshold)

@@ -66,7 +66,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -77,7 +76,7 @@ import data
 import flops
 from benchmarks.passes import count_flops, cut_to_kept, forced_decisions, hf_eager, label
 from benchmarks.timing import host_syncs, machine, module_times, one_pass
-from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint
+from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint, why_not_writable
 from gpu import fixed
 from skim import Transkimmer
 
@@ -291,20 +290,12 @@ def print_report(report):
 
 
 def check_out(out):
-    """Fail before the benchmark, not after it: --out must be a file in a folder that can be written (a folder made
-    only to try is removed again)."""
+    """Fail before the benchmark, not after it: --out must be a file in a folder that can be written
+    (checkpoint.why_not_writable)."""
     if out.is_dir():
         raise ModelError(f"--out {out} is a folder; give the JSON file to write")
-    made = next((p for p in [out.parent, *out.parent.parents][::-1] if not p.exists()), None)  # the first one missing
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out.parent / f".{out.name}.write-test", lambda p: Path(p).write_text("ok"))
-        (out.parent / f".{out.name}.write-test").unlink()
-    except OSError as e:
-        raise ModelError(f"--out {out}: its folder is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
-    finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+    if (why := why_not_writable(out.parent, f".{out.name}.write-test")) is not None:
+        raise ModelError(f"--out {out}: its folder is not writable ({why})")
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -323,6 +324,24 @@ def atomic_write(path, write):
             raise WriteFailed(path, e.strerror if isinstance(e, OSError) and e.strerror else
                               (str(e).strip().splitlines() or [type(e).__name__])[0][:160]) from e
         raise
+
+
+def why_not_writable(directory, probe=".write-test"):
+    """Fail before the work, not after: None if a file (`probe`) can be written atomically into `directory`,
+    made if missing; else why not, in a few words. A folder made only to try is removed again (the command
+    makes it when it first writes), so a command that fails leaves no empty folder (train.py's --output-dir,
+    bench.py's --out)."""
+    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / probe, lambda p: Path(p).write_text("ok"))
+        (directory / probe).unlink(missing_ok=True)
+    except OSError as e:
+        return getattr(e, "why", None) or e.strerror or str(e)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+    return None
 
 
 def hf_state_dict(model):

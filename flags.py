@@ -23,7 +23,7 @@ import methods
 import recipe
 import flops
 import skim
-from checkpoint import atomic_write, default_checkpoint_dir, read_config, resolve_checkpoint
+from checkpoint import default_checkpoint_dir, read_config, resolve_checkpoint, why_not_writable
 from model import BertConfig
 
 
@@ -490,18 +490,9 @@ def check_room(directory, weights, eval_only):
 
 
 def check_writable(directory):
-    """Fail before training, not after: the output folder must be creatable and writable. A folder made only to
-    try is removed again (the run makes it when it first writes), so a failed run leaves no empty folder."""
-    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / ".write-test", lambda p: Path(p).write_text("ok"))
-        (directory / ".write-test").unlink(missing_ok=True)
-    except OSError as e:
-        raise UsageError(f"--output-dir {directory} is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
-    finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+    """Fail before training, not after: the output folder must be creatable and writable (checkpoint.py)."""
+    if (why := why_not_writable(directory)) is not None:
+        raise UsageError(f"--output-dir {directory} is not writable ({why})")
 
 
 def check_checkpoints(args, task, stages, keep_layers):

@@ -186,7 +186,7 @@ def settings_of(glue, tmp_path, *flag_values):
 
 
 @pytest.mark.parametrize("method", ["transkimmer", "topk", "skipmiddle"])
-def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(glue, tmp_path, method):
+def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(glue, tmp_path, method, monkeypatch):
     """flags.check_reachable asks the method's class for its bound on a run's dense first-stage model (no model
     is built for it), so it draws nothing and a run trains as it would without the check."""
     import methods
@@ -194,6 +194,9 @@ def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(g
     dense = methods.Dense(tiny_transkimmer().bert)
     mask = torch.ones(2, 5, dtype=torch.long)
     calibration = [{"input_ids": torch.ones_like(mask), "attention_mask": mask, "token_type_ids": 0 * mask}]
+    def built(*a, **k):
+        raise AssertionError("a model was built to check the flag")
+    monkeypatch.setattr(methods.METHODS[method], "__init__", built)
     torch.manual_seed(0)
     flags.check_reachable(settings, dense, calibration)
     after = torch.rand(3)

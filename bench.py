@@ -14,13 +14,13 @@ Three pruned paths, each against the dense model run the same way, each with its
     infer   Transkimmer.infer against BertForSequenceClassification.infer: the packed path (each
             batch's tokens in one tensor, no padding anywhere: model.pack), and the last layer
             computes [CLS]'s output alone, in both. flops.py's "cls".
-    fixed   Transkimmer.infer_fixed against model.Bert's forward: the GPU path, in shapes fixed before the
+    fixed   gpu/fixed.py's infer_fixed against model.Bert's forward: the GPU path, in shapes fixed before the
             data is seen (no host synchronisation), each layer on C_i columns of every example, padded;
-            capacities r per layer at keep ratio r, or, with --checkpoint, `capacity_for` the timed batches
+            capacities r per layer at keep ratio r, or, with --checkpoint, `fixed.capacity_for` the timed batches
             themselves (so nothing overflows; a deployment would set them on training sentences). flops.py's
             "all". On cuda each path is also run once under torch.cuda.set_sync_debug_mode("error"), and the
             JSON says whether it synchronised with the host ("host_syncs").
-With --checkpoint, each batch size also gets "measured": timing.measure_speedup, the one function behind
+With --checkpoint, each batch size also gets "measured": flops.measure_speedup, the one function behind
 the "measured" figure train.py prints, on the same batches (the infer path against the dense infer).
 The dense model is also timed as Hugging Face transformers' eager BertForSequenceClassification,
 the model users run today, with our weights (saved and loaded the HF way) on the same inputs, when
@@ -52,7 +52,7 @@ Columns: measured = dense time / pruned time, the dense model run as the path sa
 speedup with no padding (each example at its real length; the honest figure), under the path's
 last-layer convention. executed = the FLOPs speedup of what the code really computes: on the prune
 path, dense padded to each batch's longest example and pruned re-padded at each layer to the batch's
-largest kept count (flops.padded_like_pruning); the infer path computes no padding on either side, so
+largest kept count (flops.padded_like_pruning); on the fixed path its columns (fixed.padded_to_columns); the infer path computes no padding on either side, so
 there it is the FLOPs speedup itself. meas/FLOPs = measured / FLOPs. With forced ratios, two more columns split
 the gap: no-overhead = dense time / the same dense pass's time on the kept tokens alone (cut_to_kept:
 exactly what the pruned pass computes, with no pruning work at all), the most pruning could measure on
@@ -62,27 +62,23 @@ HF eager's time (below 1: ours is faster), for our forward and for our fast path
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import data
 import flops
-import timing
-from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint
-from skim import Transkimmer, fixed_columns
-from timing import cpu_name, interleaved_pass, one_pass, synchronize
+from benchmarks.passes import count_flops, cut_to_kept, forced_decisions, hf_eager, label
+from benchmarks.timing import host_syncs, machine, module_times, one_pass
+from checkpoint import ModelError, atomic_write, read_config, resolve_checkpoint, why_not_writable
+from gpu import fixed
+from skim import Transkimmer
 
 
 # the pruned paths: name -> (last-layer convention in flops.py, the dense pass it is measured against)
@@ -132,132 +128,6 @@ def parse_args(argv=None):
     return args
 
 
-def forced_decisions(attention_mask, ratio, num_layers):
-    """L (B, N) decisions: layer 0 keeps the first ceil(ratio * n) real tokens of each example, later
-    layers keep everything still there (skim.py applies the cumulative rule)."""
-    B, N = attention_mask.shape
-    kept = torch.tensor([math.ceil(ratio * n - 1e-9) for n in attention_mask.sum(1).tolist()])  # (B,)
-    first = (torch.arange(N)[None, :] < kept[:, None]).float()                                   # (B, N)
-    return [first] + [torch.ones_like(first)] * (num_layers - 1)
-
-
-def cut_to_kept(batch, ratio):
-    """The batch cut to what forced_decisions(..., ratio) keeps in every layer: each example's first
-    ceil(ratio * n) real tokens, re-padded to the longest. The dense model on it computes exactly what
-    the pruned one does, with no pruning overhead at all: the best a pruned pass can do."""
-    kept = torch.tensor([math.ceil(ratio * n - 1e-9) for n in batch["attention_mask"].sum(1).tolist()])  # (B,)
-    N = int(kept.max())
-    mask = (torch.arange(N)[None, :] < kept[:, None]).long()                                              # (B, N)
-    return {"input_ids": batch["input_ids"][:, :N] * mask, "attention_mask": mask,
-            "token_type_ids": batch["token_type_ids"][:, :N] * mask}
-
-
-def label(name):
-    """A pass's name in the printed tables: "dense", "dense fast", "HF eager", (path, keep ratio), or
-    ("cut", path, keep ratio): the dense pass of that path on the kept tokens alone (cut_to_kept)."""
-    if isinstance(name, str):
-        return name
-    if name[0] == "cut":
-        return f"cut {name[1]} keep {name[2]}"
-    path, ratio = name
-    return f"{path} " + ("predicted" if ratio is None else f"keep {ratio}")
-
-
-def module_times(model, run, batches, device="cpu"):
-    """Seconds spent inside the embeddings, each encoder layer, the predictors and the head during one
-    pass; "other" is the rest: padding bias, and in pruned runs the gather/scatter and mask
-    bookkeeping of skim.py. Each part's forward and infer (the fast paths call Layer.infer, which
-    forward hooks do not see) are replaced by timed wrappers for the pass, then restored."""
-    parts = {"embeddings": [model.bert.embeddings], "predictors": list(model.predictors),
-             "head": [model.bert.pooler, model.bert.classifier],
-             **{f"layer {i}": [layer] for i, layer in enumerate(model.bert.layers)}}
-    spent, wrapped = dict.fromkeys(parts, 0.0), []
-
-    def timed(method, name):
-        def wrapper(*args, **kwargs):
-            synchronize(device)
-            start = time.perf_counter()
-            out = method(*args, **kwargs)
-            synchronize(device)
-            spent[name] += time.perf_counter() - start
-            return out
-        return wrapper
-
-    for name, modules in parts.items():
-        for m in modules:
-            for method in ("forward", "infer"):
-                if hasattr(m, method):
-                    setattr(m, method, timed(getattr(m, method), name))  # an instance attribute, over the class's
-                    wrapped.append((m, method))
-    try:
-        total = one_pass(run, batches, device)
-    finally:
-        for m, method in wrapped:
-            delattr(m, method)
-    return {**spent, "other": total - sum(spent.values()), "total": total}
-
-
-def machine(device="cpu"):
-    gpu = ({"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32} if device == "cuda" else {})
-    return {"torch": torch.__version__, "device": device, **gpu, "threads": torch.get_num_threads(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "loadavg_before": os.getloadavg()}
-
-
-def count_flops(run, batches, config, seq_len, predictors, last_layer, path):
-    """Run each batch once (this is also the warm-up) and count the FLOPs from its masks: as flops.py
-    defines them (each example at its real length), and as executed (re-padded on the prune path, padded to
-    its columns on the fixed path; see the docstring)."""
-    real, executed = (flops.FlopsCounter(config, seq_len, predictors, last_layer) for _ in range(2))
-    for b in batches:
-        masks, attention_mask = [m.cpu() for m in run(b).masks], b["attention_mask"].cpu()
-        real.add(masks, attention_mask)
-        executed.add(*(flops.padded_like_pruning(masks, attention_mask) if path == "prune" else
-                       flops.padded_to_columns(fixed_columns(b["capacity"], attention_mask.shape[1]), attention_mask)
-                       if path == "fixed" else (masks, attention_mask)))
-    return real.summary(), executed.summary()
-
-
-def host_syncs(run, batch, device):
-    """Whether one call run(batch) synchronises with the host, on cuda (torch.cuda.set_sync_debug_mode
-    "error": an op that waits for the GPU raises): "none", or the first line of the error."""
-    if device != "cuda":
-        return "not checked (cpu)"
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        run(batch)
-        return "none"
-    except RuntimeError as e:
-        return str(e).splitlines()[0]
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-
-
-def hf_eager(bert, batch, device="cpu", dtype=torch.float32):
-    """(run one batch, transformers version, max |logit difference| to ours on `batch`) for HF's eager
-    BertForSequenceClassification holding `bert`'s weights, or None if transformers is not installed."""
-    try:
-        import transformers
-    except ImportError:
-        return None
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    with tempfile.TemporaryDirectory() as folder:
-        bert.save_pretrained(folder)
-        hf = transformers.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
-    hf = hf.to(device, dtype).eval()
-
-    def run(b):
-        return hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                  token_type_ids=b["token_type_ids"]).logits
-
-    with torch.inference_mode():
-        diff = (run(batch) - bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])).abs().max()
-    return run, transformers.__version__, float(diff)
-
-
 def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -288,8 +158,8 @@ def bench(args):
                                  decisions=b["decisions"]),
         "infer": lambda b: model.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                                        decisions=b["decisions"]),
-        "fixed": lambda b: model.infer_fixed(b["input_ids"], b["attention_mask"], b["token_type_ids"],
-                                             b["capacity"], decisions=b["decisions"]),
+        "fixed": lambda b: fixed.infer_fixed(model, b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                             b["capacity"], b["decisions"])[0],
     }
 
     def on_device(batch):
@@ -309,7 +179,7 @@ def bench(args):
             cpu_batches = list(data.batches(encoded, bs))
             batches = [on_device(b) for b in cpu_batches]
             passes = {name: (runs[name], batches) for name in dense_names}  # name -> (run one batch, the batches)
-            fitted = None if forced else model.capacity_for(batches)  # no layer of these batches overflows
+            fitted = None if forced else fixed.capacity_for(model, batches)  # no layer of these batches overflows
             for r in ratios:
                 decided = [on_device(dict(b, decisions=forced_decisions(b["attention_mask"], r, L) if forced else None,
                                           capacity=[r] * L if forced else fitted)) for b in cpu_batches]
@@ -321,13 +191,13 @@ def bench(args):
             with torch.inference_mode():
                 for name in dense_names:
                     one_pass(runs[name], batches, args.device)  # warm-up
-                counts = {(path, r): count_flops(runs[path], passes[path, r][1], config, task.max_seq_length, not forced,
-                                                 PATHS[path][0], path)
+                counts = {(path, r): count_flops(runs[path], passes[path, r][1], lambda: flops.FlopsCounter(
+                                  config, task.max_seq_length, not forced, PATHS[path][0]), path)
                           for path in args.paths for r in ratios}
                 syncs = {(path, r): host_syncs(runs[path], passes[path, r][1][0], args.device)
                          for path in args.paths for r in ratios}
                 for rep in range(args.repeats):
-                    for name, t in interleaved_pass(passes, args.device).items():
+                    for name, t in flops.interleaved_pass(passes, args.device).items():
                         times[name].append(t)
                     print(f"batch {bs}, pass {rep + 1}/{args.repeats}: "
                           + ", ".join(f"{label(name)} {ts[-1]:.2f}s" for name, ts in times.items()),
@@ -336,7 +206,7 @@ def bench(args):
                     profiles[bs] = {label(name): module_times(model, run, its_batches, args.device)
                                     for name, (run, its_batches) in passes.items() if name != "HF eager"}
                 if not forced:  # the figure train.py prints for this model: the one timing function, on these batches
-                    measured.append({"batch_size": bs, **timing.measure_speedup(model, batches, args.repeats, args.device)})
+                    measured.append({"batch_size": bs, **flops.measure_speedup(model, batches, args.repeats, args.device)})
             median = {name: statistics.median(ts) for name, ts in times.items()}
             dense_results.append({
                 "batch_size": bs, **{f"{DENSE[name]}_seconds": median[name] for name in dense_names},
@@ -420,20 +290,12 @@ def print_report(report):
 
 
 def check_out(out):
-    """Fail before the benchmark, not after it: --out must be a file in a folder that can be written (a folder made
-    only to try is removed again)."""
+    """Fail before the benchmark, not after it: --out must be a file in a folder that can be written
+    (checkpoint.why_not_writable)."""
     if out.is_dir():
         raise ModelError(f"--out {out} is a folder; give the JSON file to write")
-    made = next((p for p in [out.parent, *out.parent.parents][::-1] if not p.exists()), None)  # the first one missing
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out.parent / f".{out.name}.write-test", lambda p: Path(p).write_text("ok"))
-        (out.parent / f".{out.name}.write-test").unlink()
-    except OSError as e:
-        raise ModelError(f"--out {out}: its folder is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
-    finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+    if (why := why_not_writable(out.parent, f".{out.name}.write-test")) is not None:
+        raise ModelError(f"--out {out}: its folder is not writable ({why})")
 
 
 def main(argv=None):

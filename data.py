@@ -17,6 +17,7 @@ silently; the QQP-clean zip downloaded here does not have them.)
 
 import bisect
 import csv
+import functools
 import io
 import math
 import os
@@ -209,7 +210,8 @@ class Example:
 
 
 def read_split(task, split, data_dir):
-    """Read <data_dir>/<task.dir_name>/<split>.tsv into a list of Examples."""
+    """Read <data_dir>/<task.dir_name>/<split>.tsv into a list of Examples. A run reads each file once: read
+    again unchanged (flags.py counts the training rows, train.py trains on them), it is not parsed again."""
     if split not in ("train",) + task.dev_splits:
         valid = ", ".join(("train",) + task.dev_splits)
         raise DataError(f"{task.name} has no split {split!r}; use one of: {valid}")
@@ -218,6 +220,14 @@ def read_split(task, split, data_dir):
         raise DataError(f"{path} {why}; {_how_to_provide(task)}")
     if not path.is_file():
         raise DataError(f"{path} not found: the {task.dir_name} folder has no {split} split; {_how_to_provide(task)}")
+    stat = path.stat()
+    return list(_parsed(task.name, path, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(task_name, path, size, mtime_ns):
+    """read_split's parse of one file, remembered by its size and time (a file that changed is read again)."""
+    task = get_task(task_name)
     try:
         raw = path.read_bytes()
     except OSError as e:  # no permission to read it, say
@@ -246,7 +256,7 @@ def read_split(task, split, data_dir):
     if not examples:
         raise DataError(f"{path} holds no examples" + (" (a header line only)" if task.has_header and header else "")
                         + f"; {_how_to_provide(task)}")
-    return examples
+    return tuple(examples)
 
 
 def _header_columns(task, header, path):
@@ -415,6 +425,15 @@ def batches(encoded, batch_size, shuffle=False, seed=0, group_by_length=False):
     lengths = [len(item["input_ids"]) for item in encoded]
     for rows in batch_rows(lengths, batch_size, shuffle, seed, group_by_length):
         yield collate([encoded[i] for i in rows])
+
+
+def inputs(batch):
+    """A batch's three model inputs, in the order every model takes them."""
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+
+
+def to_device(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def collate(items):

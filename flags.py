@@ -21,10 +21,9 @@ import torch
 import data
 import methods
 import recipe
-import released
+import flops
 import skim
-import timing
-from checkpoint import atomic_write, default_checkpoint_dir, read_config, resolve_checkpoint
+from checkpoint import default_checkpoint_dir, read_config, resolve_checkpoint, why_not_writable
 from model import BertConfig
 
 
@@ -34,15 +33,6 @@ class UsageError(Exception):
 
 LR, TARGET_SPEEDUP = 5e-5, 2.0  # LR: of a stage that names none (the default recipe's stages name theirs)
 DISTILL_COEF, DISTILL_TEMP = 0.5, 2.0  # with --teacher: conventional values (Hinton et al., 2015), not tuned here
-# --recipe released: the authors' training script (ChandlerGuan/Transkimmer at a72eb9a, scripts/run_glue.sh and
-# src/run_glue_no_trainer.py), not ours: one skim stage from the pretrained checkpoint, lambda 0.5 on every task,
-# batch 32 x 2 accumulation steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no
-# warm-up, linear decay, no clipping, the released tau and init (released.py), in float32; 5 epochs on MRPC and
-# WNLI, else 3
-RELEASED_RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
-                   "--max-grad-norm": 0.0, "--tau": released.TAU, "--mu0": released.MU0, "--predictor-grad": "joint",
-                   "--precision": "fp32", "--group-by-length": False}
-RELEASED_EPOCHS = {"mrpc": 5, "wnli": 5}  # else 3
 
 
 @dataclass(frozen=True)
@@ -87,7 +77,7 @@ class Settings:
     save_every: float
     device: str
     timing_repeats: int
-    recipe: str = "ours"              # "released": the hyperparameters of the authors' script (RELEASED_RECIPE)
+    recipe: str = "ours"              # "released": the hyperparameters of the authors' script (methods/released.py)
     # a state saved before these two existed trained as their defaults say: random batches, in float32
     group_by_length: bool = False     # training batches of sentences of about one length (data.batch_rows)
     precision: str = "fp32"           # the training forward's: "fp32", or "bf16" (bfloat16 autocast)
@@ -136,17 +126,17 @@ def parser():
                    help="released: the authors' released training script, theirs, not ours (one skim stage from the "
                         "checkpoint, lambda 0.5, batch 64, lr 2e-5, no weight decay, warm-up or clipping, tau 1, "
                         "mu0 5, joint gradient, random batches in float32; 3 epochs, 5 on MRPC and WNLI); with "
-                        "--method released, also their forward (released.py), else our honest Transkimmer (default: "
+                        "--method released, also their forward (methods/released.py), else our honest Transkimmer (default: "
                         "ours, the recipe below)")
     g.add_argument("--no-skim", action="store_true", help="train the dense baseline (no predictors); with --eval-only, "
                    "evaluate a Transkimmer checkpoint without its predictors (every token kept)")
 
     g = p.add_argument_group("not in the paper")
     g.add_argument("--method", default="transkimmer", choices=sorted(methods.METHODS),
-                   help="the way of saving compute the run trains (methods.py): transkimmer; topk (static top-k "
-                        "pruning, topk.py: dense, then under its schedule, calibrated to --target-speedup); "
-                        "skipmiddle (gates that close the middle layers to a token, skipmiddle.py: Lawson et al. "
-                        "2025); or released (the authors' released computation, released.py, with --recipe "
+                   help="the way of saving compute the run trains (methods/): transkimmer; topk (static top-k "
+                        "pruning, methods/topk.py: dense, then under its schedule, calibrated to --target-speedup); "
+                        "skipmiddle (gates that close the middle layers to a token, methods/skipmiddle.py: Lawson et al. "
+                        "2025); or released (the authors' released computation, methods/released.py, with --recipe "
                         "released); default %(default)s")
     g.add_argument("--target-speedup", type=float, default=None, metavar="S",
                    help=f"the FLOPs speedup (no padding) to reach: lambda is steered during training "
@@ -206,7 +196,7 @@ def parser():
                         "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
                         "runs in float32); auto: bf16 where the machine multiplies bfloat16 in hardware (a CUDA GPU "
                         "that supports it; a CPU with AMX or AVX512-BF16, read from /proc/cpuinfo), else fp32 "
-                        "(timing.native_bf16). Default fp32, as every result here; auto becomes the default once its "
+                        "(flops.native_bf16). Default fp32, as every result here; auto becomes the default once its "
                         "time and accuracy are measured")
 
     g = p.add_argument_group("running")
@@ -266,10 +256,11 @@ def parse(argv=None, world=1, rank=0):
 
 
 def apply_released_recipe(args, argv):
-    """--recipe released: RELEASED_RECIPE's values put on args (they are theirs: a flag that would change one, or
+    """--recipe released: the released script's flags (methods/released.py's RECIPE) put on args (they are theirs: a flag that would change one, or
     the stages, is refused), and one skim stage of the task's epochs."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    for flag in [*RELEASED_RECIPE, "--no-group-by-length", "--stages", "--epochs", "--target-speedup", "--min-steps",
+    recipe = methods.released.RECIPE  # the authors' script's, beside their computation
+    for flag in [*recipe, "--no-group-by-length", "--stages", "--epochs", "--target-speedup", "--min-steps",
                  "--predictor-lr",
                  "--no-skim", "--eval-only", "--freeze-predictors", "--steer-every", "--keep-layers", "--teacher"]:
         if flag in given:
@@ -278,9 +269,9 @@ def apply_released_recipe(args, argv):
     if args.method not in ("transkimmer", "released"):
         raise UsageError(f"--recipe released trains a Transkimmer (--method transkimmer, honest) or the released "
                          f"computation (--method released), not --method {args.method}")
-    for flag, value in RELEASED_RECIPE.items():
+    for flag, value in recipe.items():
         setattr(args, flag[2:].replace("-", "_"), value)
-    args.stages = f"skim:{RELEASED_EPOCHS.get(args.task, 3)}"
+    args.stages = f"skim:{methods.released.EPOCHS.get(args.task, 3)}"
 
 
 def resolve(args, world=1, rank=0):
@@ -334,7 +325,7 @@ def resolve(args, world=1, rank=0):
 def resolve_precision(precision, device):
     """--precision -> "fp32" or "bf16": auto is bf16 where the machine has bfloat16 matrix units."""
     if precision == "auto":
-        return "bf16" if timing.native_bf16(device) else "fp32"
+        return "bf16" if flops.native_bf16(device) else "fp32"
     return precision
 
 
@@ -499,18 +490,9 @@ def check_room(directory, weights, eval_only):
 
 
 def check_writable(directory):
-    """Fail before training, not after: the output folder must be creatable and writable. A folder made only to
-    try is removed again (the run makes it when it first writes), so a failed run leaves no empty folder."""
-    made = next((p for p in [directory, *directory.parents][::-1] if not p.exists()), None)  # the first one missing
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / ".write-test", lambda p: Path(p).write_text("ok"))
-        (directory / ".write-test").unlink(missing_ok=True)
-    except OSError as e:
-        raise UsageError(f"--output-dir {directory} is not writable ({getattr(e, 'why', None) or e.strerror or e})") from None
-    finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+    """Fail before training, not after: the output folder must be creatable and writable (checkpoint.py)."""
+    if (why := why_not_writable(directory)) is not None:
+        raise UsageError(f"--output-dir {directory} is not writable ({why})")
 
 
 def check_checkpoints(args, task, stages, keep_layers):
@@ -586,15 +568,12 @@ def check_teacher(teacher, task, vocab):
 def check_reachable(settings, model, calibration):
     """--target-speedup against the data: a target beyond what the method can reach on the calibration sentences
     (recipe.reachable_speedup) is refused before training, rather than trained to the bound at chance accuracy.
-    A run whose first stage is dense asks the method put on its model (its deciders fresh, which the bound
-    does not read, drawn from a forked random state so that the run's own draws are unchanged); a method
-    without fastest_masks is not checked."""
+    The method is the first model's if it is one (a saved method trained on), else --method's, asked from its
+    class on the first model's config, so that nothing is built and the run's random draws are unchanged; a
+    method without fastest_masks is not checked."""
     if settings.target_speedup and hasattr(methods.METHODS[settings.method], "fastest_masks"):
-        method = model
-        if not hasattr(model, "fastest_masks"):
-            with torch.random.fork_rng(devices=[]):
-                method = methods.METHODS[settings.method].wrap(model.bert, settings)
-        bound = recipe.reachable_speedup(method, calibration)
+        method = type(model) if hasattr(model, "fastest_masks") else methods.METHODS[settings.method]
+        bound = recipe.reachable_speedup(method, model.config, calibration)
         if settings.target_speedup > bound:
             raise UsageError(f"--target-speedup {settings.target_speedup:g}: at most {bound:.1f}x is reachable on "
                              f"these sentences ({method.FASTEST}); ask for less")

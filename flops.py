@@ -34,10 +34,16 @@ Last-layer conventions (not in the paper), the same on both sides of a speedup:
     "cls"       the last layer computes [CLS]'s output alone (q = 1), the only one a [CLS] classifier
                 reads; its keys and values still come from all n tokens. What the inference paths
                 BertForSequenceClassification.infer and Transkimmer.infer run. (q = 0 where the layer
-                computes no token of the example: a skipmiddle.py [CLS] whose gate is closed there.)
+                computes no token of the example: a methods/skipmiddle.py [CLS] whose gate is closed there.)
+
+The speedup measured in seconds, to set beside the count, is at the end of this file (measure_speedup: the
+"measured" figure train.py prints), with what a timing needs: the machine it ran on, the GPU waited for.
 """
 
 import math
+import platform
+import statistics
+import time
 
 import torch
 
@@ -112,15 +118,6 @@ def tokens_per_layer(masks, attention_mask):
         yield entering, kept
         entering = kept
 
-
-def fraction(masks, attention_mask, config, predictors=True, last_layer="all"):
-    """Skim FLOPs / dense FLOPs of one batch, with no padding (each example at its real length): the
-    reciprocal of the speedup FlopsCounter reports for the same masks, from its own count. Training
-    steers this number towards 1 / --target-speedup (recipe.SpeedupController)."""
-    counter = FlopsCounter(config, predictors=predictors, last_layer=last_layer)
-    counter.add(masks, attention_mask)
-    skim, dense = counter.totals()
-    return skim / dense
 
 # -----------------------------------------------------------------------------
 # accumulating over an eval set
@@ -208,10 +205,94 @@ def padded_like_pruning(masks, attention_mask):
     return padded, torch.ones_like(attention_mask)
 
 
-def padded_to_columns(columns, attention_mask):
-    """The shapes `Transkimmer.infer_fixed` computes on a batch: layer i (and predictor i + 1) on its C_i
-    columns (`columns`, skim.fixed_columns) for every example, whatever it keeps, predictor 0 on all N.
-    Returns (masks, attention_mask) to feed FlopsCounter for the executed FLOPs (last layer: "all")."""
-    B, N = attention_mask.shape
-    positions = torch.arange(N, device=attention_mask.device)[None, :]               # (1, N)
-    return [(positions < c).float().expand(B, N) for c in columns], torch.ones_like(attention_mask)
+# -----------------------------------------------------------------------------
+# the speedup measured: seconds, to set beside the count (not in the paper, which reports FLOPs)
+#
+# measure_speedup is the one function that measures a method's speedup: the figure train.py prints after its
+# evaluation ("measured"), bench.py reports for a saved model and results/compare.py tabulates. It times the
+# method's inference path, `method.infer` (the skipped work removed, the last layer computing [CLS]'s output
+# alone: the "cls" convention above), against its dense model run the same way, `method.bert.infer`, on the
+# same batches (tokenized and padded beforehand), under torch.inference_mode. One untimed warm-up pass of each,
+# then `repeats` timed passes; within a pass the two take turns batch by batch, so that a change in machine
+# load hits both alike. The median pass of each is reported, with what was measured (path, device, batch
+# size, passes, threads), since a CPU's figure depends on all of them.
+
+def cpu_name():
+    """The processor's model name (/proc/cpuinfo), or what platform knows of it."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names of the x86 instructions that multiply bfloat16
+
+
+def cpu_flags():
+    """The processor's feature flags (/proc/cpuinfo), an empty set where there is no such file (macOS, Windows)."""
+    try:
+        return set(next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")))
+    except (OSError, StopIteration):
+        return set()
+
+
+def native_bf16(device="cpu", flags=None):
+    """Does the machine multiply bfloat16 matrices in hardware (train.py --precision auto takes bf16 there)?
+    A CUDA GPU that supports bfloat16 (Ampere and later); a CPU with AMX or AVX512-BF16 (`flags`: its
+    feature flags, default cpu_flags()). Another CPU has no bfloat16 arithmetic of its own (oneDNN converts
+    to float32 on the fly), so nothing is to be gained there."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+
+
+def machine_line(device="cpu"):
+    """What a run trains or is timed on, in one line: the processor (or GPU), the threads, torch. Two machines'
+    arithmetic differs in rounding, so a seed trained on each is not the same run."""
+    where = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_name()
+    return describe_machine(where, torch.get_num_threads(), torch.__version__)
+
+
+def describe_machine(where, threads, torch_version):
+    """machine_line's words, also for a machine recorded earlier (bench.py's JSON)."""
+    return f"{where}, {threads} threads, torch {torch_version}"
+
+
+def synchronize(device):
+    """Wait for the GPU's queued work (on cuda; nothing to wait for on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_pass(passes, device="cpu"):
+    """{name: (run, batches)} -> {name: seconds}: one pass of each, taking turns batch by batch."""
+    seconds = dict.fromkeys(passes, 0.0)
+    for i in range(len(next(iter(passes.values()))[1])):
+        for name, (run, batches) in passes.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run(batches[i])
+            synchronize(device)
+            seconds[name] += time.perf_counter() - start
+    return seconds
+
+
+@torch.inference_mode()
+def measure_speedup(method, batches, repeats=3, device="cpu", dense=None):
+    """Dense over pruned seconds of `method` (behind the method interface, methods/__init__.py) on `batches` (dicts of input_ids, attention_mask,
+    token_type_ids on `device`): see the module docstring. dense: the model to measure against (default
+    method.bert; results/compare.py times smaller models against the whole one). -> a dict for metrics.json."""
+    if repeats < 1:
+        raise ValueError(f"repeats is a number of timed passes, at least 1, got {repeats}")
+    method.eval()
+    dense = method.bert if dense is None else dense
+    passes = {"dense": (lambda b: dense.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]), batches),
+              "pruned": (lambda b: method.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]), batches)}
+    interleaved_pass(passes, device)                                               # warm-up
+    times = [interleaved_pass(passes, device) for _ in range(repeats)]
+    dense, pruned = (statistics.median(t[name] for t in times) for name in ("dense", "pruned"))
+    return {"dense_seconds": round(dense, 6), "pruned_seconds": round(pruned, 6),
+            "measured_speedup": round(dense / pruned, 3), "machine": machine_line(device),
+            "timing": f"infer path against the dense infer, {device}, batch {len(batches[0]['input_ids'])}, "
+                      f"median of {repeats} passes over {sum(len(b['input_ids']) for b in batches)} examples, "
+                      f"{torch.get_num_threads()} threads"}

@@ -159,7 +159,7 @@ class SelfAttention(nn.Module):
         keep (B, N) in [0, 1] or None: skim attention (Eq. 4), used by skim.py: attention to skimmed
         keys is multiplied by 0 and the rest renormalised, so the kept tokens see exactly what they
         would see if the skimmed ones had been removed, and the gradient still reaches `keep`.
-        with_probs: also return the attention probabilities (B, nh, N, N), before dropout (topk.py's hook)."""
+        with_probs: also return the attention probabilities (B, nh, N, N), before dropout (methods/topk.py's hook)."""
         B, N, d = x.shape
         nh, hs = self.n_head, d // self.n_head
         q, k, v = (t.view(B, N, nh, hs).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))  # 3 x (B, nh, N, hs)
@@ -178,7 +178,7 @@ class SelfAttention(nn.Module):
         (`pack`; 0 allowed), each example attending over its own tokens (packed_attention). cls_rows: the
         output of each non-empty example's [CLS] alone (its row in x), for a [CLS] classifier's last layer:
         only those queries are projected; keys and values still come from all T tokens. key_bias (T,): added
-        to every score of each key (skipmiddle.py's log gate). -> (T, d), or (len(cls_rows), d)."""
+        to every score of each key (methods/skipmiddle.py's log gate). -> (T, d), or (len(cls_rows), d)."""
         d = x.shape[1]
         w, b = self.qkv.weight, self.qkv.bias                                      # (3d, d), (3d,): q, k, v rows
         if cls_rows is not None:
@@ -188,21 +188,22 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = F.linear(x, w, b).split(d, dim=1)                            # 3 x (T, d)
             q_lengths = lengths
-        return self.out(packed_attention(q, k, v, q_lengths, lengths, self.n_head, key_bias))  # (Tq, d)
+        q, k, v = (t.view(-1, self.n_head, d // self.n_head) for t in (q, k, v))    # (Tq or T, nh, hs)
+        return self.out(packed_attention(q, k, v, q_lengths, lengths, key_bias))      # (Tq, d)
 
 
-def packed_attention(q, k, v, q_lengths, lengths, nh, key_bias=None):
-    """Attention within each example of a packed batch: q (Tq, d) holds q_lengths queries per example,
-    k and v (T, d) `lengths` keys and values; nh heads; key_bias (T,) or None. One fused call per example
-    that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d)."""
-    d = q.shape[1]
+def packed_attention(q, k, v, q_lengths, lengths, key_bias=None):
+    """Attention within each example of a packed batch: q (Tq, nh, hs) holds q_lengths queries per example,
+    k and v (T, nh, hs) `lengths` keys and values, in nh heads of hs; key_bias (T,) or None. One fused call per
+    example that has queries, with no mask: the example's own tokens are all there is. -> (Tq, d), d = nh hs."""
+    d = q.shape[1] * q.shape[2]
     biases = [None] * len(lengths) if key_bias is None else key_bias.split(lengths)  # views: nothing copied
     ys = []
     parts = (zip(q.split(q_lengths), k.split(lengths), v.split(lengths), biases) if len(lengths) > 1
              else [(q, k, v, key_bias)])
     for qi, ki, vi, bi in parts:                                                   # one example at a time
         if len(qi):  # 4-d, a batch of one: torch's CPU kernel is slower on 3-d inputs (results/packed_attention.py)
-            qi, ki, vi = (t.view(1, -1, nh, d // nh).transpose(1, 2) for t in (qi, ki, vi))  # (1, nh, m or n, hs)
+            qi, ki, vi = (t[None].transpose(1, 2) for t in (qi, ki, vi))               # (1, nh, m or n, hs)
             mask = None if bi is None else bi.view(1, 1, 1, -1)
             ys.append(F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask).transpose(1, 2).reshape(-1, d))
     return ys[0] if len(ys) == 1 else torch.cat(ys)                                # (Tq, d)
@@ -382,3 +383,52 @@ def keep_layers(model, layers):
     model.config.num_hidden_layers = len(layers)
     return model
 
+
+# -----------------------------------------------------------------------------
+# what every method behind the interface (methods/__init__.py) returns, and the two pieces they all share
+
+class Output:
+    """What every method's forward and infer return. logits (B, num_labels); masks, L tensors (B, N): masks[i]
+    is 1 where layer i computed the token's output (what flops.py counts); aux_loss, the method's own loss, which
+    the loop weighs by lambda (Transkimmer: the skim loss, Eq. 6), 0 for a method without one.
+
+    A packed inference path (`infer`) gives instead of the masks the rows each layer ran on, `processed` (L
+    tensors (T_i,), each row's index b * N + position), and the attention mask (B, N): the masks are built
+    from them when first read (one index_fill per layer), and an aux_loss given as a function of the masks
+    is computed then, so that a caller who wants the logits alone does not pay for either."""
+
+    def __init__(self, logits, masks=None, aux_loss=None, processed=None, attention_mask=None):
+        self.logits = logits                                                       # (B, num_labels)
+        self._masks, self._aux_loss = masks, aux_loss
+        self.processed, self.attention_mask = processed, attention_mask
+
+    @property
+    def masks(self):
+        if self._masks is None:
+            pad = self.attention_mask.to(self.logits.dtype)                        # (B, N)
+            self._masks = [pad.new_zeros(pad.numel()).index_fill_(0, rows, 1).view_as(pad) for rows in self.processed]
+        return self._masks
+
+    @property
+    def aux_loss(self):
+        if self._aux_loss is None:
+            return self.logits.new_zeros(())
+        if callable(self._aux_loss):
+            self._aux_loss = self._aux_loss(self.masks)
+        return self._aux_loss
+
+
+def carry_forward(keep, processed, previous):
+    """A layer that computes only some tokens: those it keeps take its output, the others carry their state
+    forward unchanged, so each token's final state is the one from the last layer that computed it (Eq. 3
+    of Transkimmer; top-k's dropped tokens, skip-middle's gated ones likewise). keep (B, N) in [0, 1]."""
+    keep = keep[..., None]                                                         # (B, N, 1)
+    return keep * processed + (1 - keep) * previous                                # (B, N, d)
+
+
+def cls_only(attention_mask):
+    """(B, N) -> (B, N) float: 1 at [CLS] alone, the mask of a layer that computes nothing else (the most a
+    method can skip, for a [CLS] classifier)."""
+    only_cls = torch.zeros_like(attention_mask, dtype=torch.float)
+    only_cls[:, 0] = 1
+    return only_cls

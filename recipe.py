@@ -3,7 +3,7 @@ The recipe machinery: what train.py's loop runs around its training step. A run 
 each the same loop (train.py's train_stage) on a model this file prepares:
 
     dense    fine-tune the BERT alone (the paper fine-tunes first too, then adds the predictors)
-    skim     the method (methods.py; Transkimmer by default) put on the dense model and trained with
+    skim     the method (methods/; Transkimmer by default) put on the dense model and trained with
              its loss, task loss + lambda * skim loss (Eq. 7)
     frozen   the method's decisions fixed at a keep threshold, the encoder trained on under them
 
@@ -14,22 +14,27 @@ it; --target-speedup, which steers lambda during the skim stage towards a FLOPs 
 on whole training sentences) and then calibrates the keep threshold on whole training sentences
 (calibrate_threshold) for the frozen stage and again at the end; and the resumable state, saved
 every --save-every minutes and on Ctrl-C or SIGTERM (StopRequest), from which --resume continues.
+
+Also here: what a run shares across its stages (Run), the evaluation of each stage and the run's report
+(metrics.json and two pictures), and the output folder a run holds while it runs (hold).
 """
 
-import dataclasses
+import html
+import json
 import math
 import os
 import signal
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import data
-import evaluation
+import flops
 import methods
 import skim
 from checkpoint import WriteFailed, atomic_write, read_config, resolve_checkpoint
@@ -168,7 +173,26 @@ def parse_layers(spec):
     return tuple(layers)
 
 # -----------------------------------------------------------------------------
-# the model of each stage
+# a run, and the model of each stage
+
+@dataclass
+class Run:
+    """What the stages of one run share, gathered once by train.py's main(): its Settings (flags.py), its task,
+    the dev examples and their encodings, the held-out (--holdout) encodings, the training encodings and the
+    calibration batches of a --target-speedup run (when it trains), the teacher (--teacher), the records of the
+    stages done, and this process's rank among torchrun's `world` (0 of 1 without torchrun)."""
+    settings: object
+    task: data.Task
+    dev_examples: list
+    dev_set: list
+    held_set: list
+    train_set: list = ()
+    calibration: list | None = None
+    teacher: torch.nn.Module | None = None
+    records: list = field(default_factory=list)
+    rank: int = 0
+    world: int = 1
+
 
 def first_model(settings, task):
     """The model the first stage trains, from --model: the dense model (cut to --keep-layers) for a dense
@@ -212,33 +236,34 @@ def enter_stage(model, kind, settings, calibration, record, calibrated=None):
     return model
 
 
-def end_stage(model, index, settings, record, calibration, dev_set, task, held_set=()):
-    """After every stage but the last: its evaluation on dev (so a run's dense stage is also the dense model
+def end_stage(model, run, index, record):
+    """After every stage of the run but the last: its evaluation on dev (so a run's dense stage is also the dense model
     to compare its skimming model with, sentence by sentence), and on the --holdout examples if any; after a
     skim stage of a --target-speedup run, also at the threshold calibrated to the target ("dev_at_target"),
     where the run would leave it if it stopped there. -> that threshold (None if not calibrated), for the
     frozen stage."""
+    settings, task = run.settings, run.task
     if index == len(settings.stages) - 1:
         return None
-    record["dev"] = evaluation.stage_record(model, dev_set, task, settings)
-    if held_set:
-        record["holdout"] = evaluation.stage_record(model, held_set, task, settings)
+    record["dev"] = stage_record(model, run.dev_set, task, settings)
+    if run.held_set:
+        record["holdout"] = stage_record(model, run.held_set, task, settings)
     if record["stage"] != "skim" or not settings.target_speedup:
         return None
-    calibrated = calibrate_threshold(model, calibration, settings.target_speedup)
+    calibrated = calibrate_threshold(model, run.calibration, settings.target_speedup)
     model.keep_threshold = calibrated
-    record["dev_at_target"] = evaluation.stage_record(model, dev_set, task, settings) | {"keep_threshold": calibrated}
+    record["dev_at_target"] = stage_record(model, run.dev_set, task, settings) | {"keep_threshold": calibrated}
     model.keep_threshold = skim.KEEP_THRESHOLD
     return calibrated
 
 
 def finish(model, settings, records, calibration):
     """A --target-speedup run ends by calibrating the keep threshold once more (the frozen decisions drift a
-    little as the encoder trains) and folding it into the model; the evaluation then decides at
-    settings.keep_threshold."""
-    if settings.target_speedup and hasattr(model, "fold_threshold"):
+    little as the encoder trains) and freezing the decisions there (model.freeze folds it into the model);
+    the evaluation then decides at settings.keep_threshold."""
+    if settings.target_speedup and hasattr(model, "freeze"):
         threshold = calibrate_threshold(model, calibration, settings.target_speedup)
-        model.fold_threshold(threshold)
+        model.freeze(threshold)
         records[-1]["final_keep_threshold"] = threshold
         records[-1]["calibrated_speedup"] = reached = speedup_at(model, calibration, skim.KEEP_THRESHOLD)
         if reached < 0.97 * settings.target_speedup:  # no threshold gets there: said, not left to the numbers
@@ -259,7 +284,7 @@ def calibration_batches(examples, encoded, settings, context=None):
     whole = data.whole_sentences(examples, context)
     rng = np.random.default_rng(0)
     picked = sorted(rng.choice(whole, size=min(CALIBRATION_EXAMPLES, len(whole)), replace=False))
-    return [evaluation.to_device(b, settings.device)
+    return [data.to_device(b, settings.device)
             for b in data.batches([encoded[i] for i in picked], settings.batch_size)]
 
 def calibration_sample(train_examples, train_set, held_examples, held_set, settings):
@@ -369,12 +394,14 @@ def calibrate_threshold(model, batches, target_speedup, iterations=16):
             lo = z
     return 1 / (1 + math.exp(-hi))
 
-def reachable_speedup(method, batches):
-    """The largest FLOPs speedup `method` (a model behind methods.py's interface) can reach on `batches`: its
-    own flops_counter on its fastest_masks, the most it can skip (its FASTEST says what that is)."""
-    counter = method.flops_counter()
+
+def reachable_speedup(method, config, batches):
+    """The largest FLOPs speedup a method (a class behind the method interface, methods/__init__.py) can reach
+    on `batches` with a BERT of this config: its own counter on its fastest_masks, the most it can skip (its
+    FASTEST says what that is). No model is built: both are the class's, from the config."""
+    counter = method.counter(config)
     for b in batches:
-        counter.add(method.fastest_masks(b["attention_mask"]), b["attention_mask"])
+        counter.add(method.fastest_masks(config, b["attention_mask"]), b["attention_mask"])
     return counter.summary()["none"]["speedup"]
 
 
@@ -419,6 +446,140 @@ class Steering:
     def load_state_dict(self, state):
         if self.controller:
             self.controller.load_state_dict(state)
+
+# -----------------------------------------------------------------------------
+# evaluation: what a stage's record keeps and what the run reports, for any method behind the interface: the
+# task metric, each example's prediction (for paired comparisons of runs), the FLOPs speedup (flops.py; no
+# padding and the paper's sequence padding), the fraction of tokens each layer kept, and the measured speedup
+# (flops.measure_speedup); and the run's two pictures, in the style of the paper's Fig. 4 (tokens kept per
+# layer) and Table 5 (each token coloured by the layer at which it was skimmed).
+
+def predictions(logits, task):
+    return logits.squeeze(-1).numpy() if task.labels is None else logits.argmax(-1).numpy()
+
+
+@torch.no_grad()
+def evaluate(model, dataset, task, settings, timing_repeats=None):
+    """Task metrics, predictions, FLOPs and kept fraction per layer, and (timing_repeats > 0, a method with
+    work to remove) the measured speedup. -> a dict for metrics.json."""
+    model.eval()
+    counter = model.flops_counter(seq_len=settings.max_seq_length)
+    batches = [data.to_device(b, settings.device) for b in data.batches(dataset, settings.batch_size)]
+    preds, labels = [], []
+    for batch in batches:
+        out = model(*data.inputs(batch))
+        counter.add(out.masks, batch["attention_mask"])
+        preds.append(predictions(out.logits.cpu(), task))
+        labels.append(batch["labels"].cpu().numpy())
+    preds = np.concatenate(preds)
+    result = {"task": task.name, "eval_samples": len(dataset),
+              **data.compute_metrics(task, preds, np.concatenate(labels)), "flops": counter.summary(),
+              "predictions": preds.tolist()}  # per example, in file order: for paired comparisons of runs
+    if timing_repeats and not isinstance(model, methods.Dense):
+        result.update(flops.measure_speedup(model, batches, timing_repeats, settings.device))
+    return result
+
+
+def stage_record(model, dataset, task, settings):
+    """What a stage's record keeps of an evaluation (no timing)."""
+    return brief(evaluate(model, dataset, task, settings), task)
+
+
+def brief(result, task):
+    """An evaluation's metrics, predictions, FLOPs speedup (no padding) and kept fraction per layer."""
+    return {k: result[k] for k in (*task.metrics, "predictions")} | {
+        "flops_speedup": result["flops"]["none"]["speedup"], "kept_fraction": result["flops"]["kept_fraction"]}
+
+
+def report(model, run):
+    """The run's last word: the evaluation on dev (timed), and on the held-out examples if any, written to
+    metrics.json with the stages' records and the settings; the two pictures; one line on stderr.
+    -> the metrics."""
+    settings, task, dev_set, held_set, records = run.settings, run.task, run.dev_set, run.held_set, run.records
+    out = Path(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate(model, dev_set, task, settings, settings.timing_repeats)
+    if hasattr(model, "scored"):  # a method scored more ways than one on the same weights (methods/released.py)
+        scored = model.scored(lambda m: evaluate(m, dev_set, task, settings), settings.seed)
+        metrics["scored"] = {name: [brief(r, task) for r in v] if isinstance(v, list) else brief(v, task)
+                             for name, v in scored.items()}
+    f = metrics["flops"]
+    if settings.checkpoint_layers:  # --keep-layers: the speedup over the whole checkpoint
+        whole = (f["none"]["dense"] - f["head"]) * settings.checkpoint_layers / len(settings.keep_layers) + f["head"]
+        metrics["flops_speedup_over_checkpoint"] = whole / f["none"]["dense"]
+    if held_set:
+        held = evaluate(model, held_set, task, settings)
+        metrics["holdout"] = {k: v for k, v in held.items() if k != "predictions"}
+    if records:
+        metrics.update(stages=records, train_steps=sum(r["train_steps"] for r in records),
+                       train_seconds=round(sum(r["train_seconds"] for r in records), 1))
+    metrics.update(split=task.dev_splits[0], args=asdict(settings))
+    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + "\n"))
+    plot_retention(f["kept_fraction"], out / "retention.png", f"{task.name} dev: tokens processed per layer",
+                   type(model).__name__)
+    skim_picture(model, model.bert.tokenizer, run.dev_examples, settings, out / "skimmed_tokens.html")
+
+    main = task.main_metric
+    speedup = (f"{metrics['flops_speedup_over_checkpoint']:.2f}x over the {settings.checkpoint_layers}-layer checkpoint"
+               if settings.checkpoint_layers else
+               f"{f['none']['speedup']:.2f}x (no padding), {f['sequence']['speedup']:.2f}x (sequence {settings.max_seq_length})")
+    print(f"{task.name} {metrics['split']}: {main} {metrics[main]:.4f} | FLOPs speedup {speedup}"
+          + (f" | measured {metrics['measured_speedup']:.2f}x ({metrics['timing']})" if "measured_speedup" in metrics else "")
+          + (f" | held-out {main} {metrics['holdout'][main]:.4f}" if held_set else "")
+          + (f" | {model.scored_line(metrics['scored'], main)}" if "scored" in metrics else "")
+          + f" | kept per layer {' '.join(f'{k:.2f}' for k in f['kept_fraction'])} | -> {out}")
+    return metrics
+
+# -----------------------------------------------------------------------------
+# pictures
+
+def plot_retention(kept_per_layer, path, title, method="Transkimmer"):
+    """Paper Fig. 4 style: the fraction of real tokens each layer processes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = np.arange(len(kept_per_layer))
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.bar(layers, kept_per_layer, color="tab:blue", label=method)
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="dense BERT")
+    ax.set(xlabel="layer", ylabel="fraction of tokens processed", ylim=(0, 1.05), xticks=layers, title=title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def skim_layers(masks, length):
+    """For each of the first `length` tokens: the first layer that did not process it (L if none)."""
+    stacked = torch.stack([m[:length] for m in masks])                             # (L, n)
+    return [int(stacked[:, j].eq(0).nonzero()[0]) if stacked[:, j].eq(0).any() else len(masks) for j in range(length)]
+
+
+def layer_span(text, layer, L):
+    """One HTML span coloured by the layer at which a token was skimmed (L: processed by every layer)."""
+    lightness = 95 - 60 * layer / L                                                # darker = processed longer
+    title = f"skimmed before layer {layer}" if layer < L else "processed by every layer"
+    return (f'<span title="{title}" style="background:hsl(210,70%,{lightness:.0f}%);'
+            f'color:{"#fff" if lightness < 60 else "#000"}">{html.escape(text)}</span>')
+
+
+@torch.no_grad()
+def skim_picture(model, tokenizer, examples, settings, path, count=8):
+    """Paper Table 5 style, as HTML: each token coloured by the layer at which it was skimmed."""
+    L = model.config.num_hidden_layers
+    rows = []
+    for item in data.encode(tokenizer, examples[:count], settings.max_seq_length):
+        batch = data.to_device(next(data.batches([item], 1)), settings.device)
+        layers = skim_layers([m[0].cpu() for m in model(*data.inputs(batch)).masks], len(item["input_ids"]))
+        spans = [layer_span(tokenizer.id_to_token(t), layer, L) for t, layer in zip(item["input_ids"], layers)]
+        rows.append("<p>" + " ".join(spans) + "</p>")
+    legend = " ".join(layer_span(f"skimmed before layer {i}" if i < L else "kept to the end", i, L) for i in range(L + 1))
+    page = (f"<!doctype html><meta charset='utf-8'><title>What {type(model).__name__} skims</title>"
+            f"<style>body{{font-family:sans-serif;max-width:60em}} span{{padding:1px 3px;border-radius:3px;line-height:2}}</style>"
+            f"<h3>{settings.task}: each token coloured by the layer at which it was skimmed (darker = processed longer)</h3>"
+            f"<p>{legend}</p>{''.join(rows)}")
+    atomic_write(path, lambda p: Path(p).write_text(page, encoding="utf-8"))
 
 # -----------------------------------------------------------------------------
 # stopping and resuming
@@ -466,14 +627,12 @@ def resume_path(output_dir):
     return Path(output_dir) / "resume.pt"
 
 
-def save_state(settings_record, model, stage, step, optimizer, schedule, steering, records, record):
-    """Everything a run needs to go on exactly where it is: its settings, the stage and step, the model, the
-    optimizer, the lr schedule, the speedup controller, torch's random state and the stage records. A state
-    that cannot be written (a full disk) stops the run with one line (WriteFailed); the one saved before stays."""
-    state = {"settings": settings_record, "stage": stage, "step": step, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-             "controller": steering.state_dict(), "rng": torch.get_rng_state(), "records": records, "record": record}
-    path = resume_path(settings_record["output_dir"])
+def save_state(state):
+    """Save into --output-dir's resume.pt everything a run needs to go on exactly where it is (train.py's
+    train_stage gathers it): its settings, the stage and step, the model, the optimizer, the lr schedule, the
+    speedup controller, torch's random state and the stage records. A state that cannot be written (a full disk)
+    stops the run with one line (WriteFailed); the one saved before stays."""
+    path, stage, step = resume_path(state["settings"]["output_dir"]), state["stage"], state["step"]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda p: torch.save(state, p))
@@ -496,7 +655,7 @@ def save_trained(model, tokenizer, settings, records):
         before = (f"the state saved during training is still there: free some space, then python train.py --resume "
                   f"{out}" if resume_path(out).is_file() else "free some space and train again")
         raise WriteFailed(out / "model.safetensors", f"{e.why}; nothing of the trained model was saved ({before})") from None
-    done = {"settings": dataclasses.asdict(settings), "stage": len(settings.stages), "step": 0, "records": records,
+    done = {"settings": asdict(settings), "stage": len(settings.stages), "step": 0, "records": records,
             "trained": True}
     try:
         atomic_write(resume_path(out), lambda p: torch.save(done, p))

@@ -7,12 +7,11 @@ forwarded unchanged to the output (Eq. 3). In training nothing is removed: skimm
 masked out of attention with renormalisation (skim attention, Eq. 4), the discrete decisions get
 gradients from the straight-through Gumbel-softmax estimator (Eq. 5), and a skim loss (Eq. 6)
 weighted by the harmony coefficient (Eq. 7) pushes the model to skim. At inference the same
-decisions are taken deterministically, and `prune=True` really removes the skimmed tokens, so the
-saved computation becomes saved time; `Transkimmer.infer` does the same for a [CLS] classifier with
-less bookkeeping per layer, so that the time saved follows the FLOPs saved. (Not in the paper:
-`keep_threshold` moves the inference decision off the argmax, so one trained model gives a range of
-speed/accuracy operating points, and `freeze_predictors` fixes the decisions at one of them while the
-encoder trains on.)
+decisions are taken deterministically, and `Transkimmer.infer` really removes the skimmed tokens
+of a [CLS] classifier, so the saved computation becomes saved time (`prune=True` does it in the
+masked forward's shapes, writing each kept token back). (Not in the paper: `keep_threshold` moves the
+inference decision off the argmax, so one trained model gives a range of speed/accuracy operating
+points, and `freeze` fixes the decisions at one of them while the encoder trains on.)
 
 The method is pinned down in docs/method.md: the predictor order
 LN -> Linear -> LN -> GELU -> Linear, tau = 0.1, mu0 = 5, argmax decisions in eval mode, and
@@ -23,9 +22,7 @@ Shapes: B batch, N padded length, d hidden size, L layers. `keep` (B, N) is 1 wh
 processes a token ("M^i" in the paper).
 """
 
-import functools
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -33,7 +30,7 @@ import torch.nn.functional as F
 
 import flops
 from checkpoint import added_tensors, load_added, method_settings, read_checkpoint, split_added
-from model import BertForSequenceClassification, first_rows, pack, padding_bias
+from model import BertForSequenceClassification, Output, carry_forward, cls_only, first_rows, pack, padding_bias
 
 TAU = 0.1   # Gumbel-softmax temperature (paper, Sec. 4.2)
 MU0_PAPER = 5.0  # the paper's unbalanced bias init (Eq. 9): the default of the classes below
@@ -100,14 +97,6 @@ def update_keep(keep, decision):
     return torch.cat([torch.ones_like(keep[:, :1]), keep[:, 1:]], dim=1)           # (B, N)
 
 
-def forward_skimmed(keep, processed, previous):
-    """Eq. 3 as a recurrence: kept tokens take the layer's output, skimmed tokens carry their hidden
-    state forward unchanged, so the final state of each token is the one from the last layer that
-    processed it."""
-    keep = keep[..., None]                                                         # (B, N, 1)
-    return keep * processed + (1 - keep) * previous                                # (B, N, d)
-
-
 def skim_loss(masks, pad):
     """Eq. 6: the mean over layers of the fraction of real tokens the layer processes (in float32 at least)."""
     pad = at_least_float32(pad.to(masks[0].dtype))
@@ -146,79 +135,9 @@ def scatter_kept(x, idx, real, ys):
     return x.reshape(B * N, d).index_copy(0, rows, ys[real]).view(B, N, d)         # (B, N, d)
 
 
-def cls_only(attention_mask):
-    """(B, N) -> (B, N) float: 1 at [CLS] alone, the keep mask of a layer that skims every other token."""
-    only_cls = torch.zeros_like(attention_mask, dtype=torch.float)
-    only_cls[:, 0] = 1
-    return only_cls
-
-
-def first_kept(keep, capacity):
-    """Compaction of a fixed size, for the GPU path (`Transkimmer.infer_fixed`): each example's first `capacity`
-    kept tokens, in order, then filler. keep (B, n) 0/1 -> their columns idx (B, C), which of them are kept
-    (B, C) bool, and which examples keep more than C (B,) bool. topk on a score, kept tokens first and each
-    group in order of position, so no shape depends on the data and nothing is read back to the host."""
-    n = keep.shape[1]
-    score = keep * (2 * n) - torch.arange(n, device=keep.device, dtype=keep.dtype)  # (B, n)
-    idx = score.topk(capacity, dim=1).indices                                       # (B, C), sorted: kept first
-    return idx, keep.gather(1, idx).bool(), keep.sum(1) > capacity
-
-
-def fixed_columns(capacity, N):
-    """The columns infer_fixed runs each layer on, for a batch padded to N: C_i = min(C_{i-1}, ceil(capacity[i] N)),
-    C_{-1} = N. Shapes alone: the same for every batch of that length."""
-    columns = [N]
-    for c in capacity:
-        columns.append(min(columns[-1], math.ceil(c * N - 1e-9)))  # (a fraction k / N of N is k, not k + 1)
-    return columns[1:]
-
-
-@dataclass
-class FixedOutput:
-    """Transkimmer.infer_fixed's output: read like a SkimOutput, and which examples overflowed a capacity."""
-    logits: torch.Tensor        # (B, num_labels)
-    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
-    overflow: torch.Tensor      # (B,) bool: an example kept more tokens than a layer's capacity (then dropped)
-
-
-@dataclass
-class SkimOutput:
-    """Transkimmer.forward's output, read as methods.py's Output (aux_loss is the skim loss)."""
-    logits: torch.Tensor        # (B, num_labels)
-    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i processed
-    skim_loss: torch.Tensor     # scalar, Eq. 6
-
-    @property
-    def aux_loss(self):
-        return self.skim_loss
-
-
-@dataclass
-class CompactOutput:
-    """Transkimmer.infer's output, read like a SkimOutput. The masks, and the skim loss made from them,
-    are built from the rows each layer ran on when first read (one index_fill per layer), so a caller
-    who wants the logits alone does not pay for them."""
-    logits: torch.Tensor            # (B, num_labels)
-    attention_mask: torch.Tensor    # (B, N)
-    processed: list                 # L tensors (T_i,): layer i's tokens, as indices b * N + position
-
-    @functools.cached_property
-    def masks(self):
-        pad = self.attention_mask.to(self.logits.dtype)                            # (B, N)
-        return [pad.new_zeros(pad.numel()).index_fill_(0, rows, 1).view_as(pad) for rows in self.processed]
-
-    @functools.cached_property
-    def skim_loss(self):
-        return skim_loss(self.masks, self.attention_mask)
-
-    @property
-    def aux_loss(self):
-        return self.skim_loss
-
-
 class Transkimmer(nn.Module):
     """A BertForSequenceClassification with a skim predictor before each of its L layers; a method behind
-    the interface of methods.py (forward, infer, flops_counter, added_parameters, wrap, freeze)."""
+    the method interface (methods/: forward, infer, flops_counter, added_parameters, wrap, freeze)."""
 
     config_key = "skim"  # config.json keeps the skim settings under this key: a saved Transkimmer is known by it
 
@@ -236,8 +155,8 @@ class Transkimmer(nn.Module):
         # Evaluation only, not in the paper: the operating point. A token is kept where the predictor's
         # p(keep) exceeds it; lower keeps more tokens, higher skims more, from the same trained model.
         self.keep_threshold = KEEP_THRESHOLD
-        # Not in the paper: set by freeze_predictors, after which training takes the decisions as
-        # evaluation does, so the encoder alone learns, on the inputs it will meet at evaluation.
+        # Not in the paper: set by freeze, after which training takes the decisions as evaluation
+        # does, so the encoder alone learns, on the inputs it will meet at evaluation.
         self.predictors_frozen = False
 
     @classmethod
@@ -251,15 +170,21 @@ class Transkimmer(nn.Module):
         return list(self.predictors.parameters())
 
     def flops_counter(self, seq_len=None, last_layer="all"):
-        """flops.py's count of this method: the layers on the tokens they keep, and the predictors."""
-        return flops.FlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
+        """flops.py's count of this method: the layers on the tokens they keep, and the predictors. From the
+        config alone, as fastest_masks: recipe.reachable_speedup asks for a bound before any such model exists."""
+        return flops.FlopsCounter(config, seq_len, predictors=True, last_layer=last_layer)
 
     FASTEST = "every token but [CLS] skimmed at the first layer"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first
         predictor still sees every token."""
-        return [cls_only(attention_mask)] * self.config.num_hidden_layers
+        return [cls_only(attention_mask)] * config.num_hidden_layers
 
     @property
     def config(self):
@@ -285,26 +210,18 @@ class Transkimmer(nn.Module):
         t = self.keep_threshold
         return (margin > math.log(t / (1 - t))).to(x.dtype)
 
-    def freeze(self, keep_threshold):
-        """The method interface's name for freeze_predictors (recipe.py's frozen stage)."""
-        self.freeze_predictors(keep_threshold)
-
     @torch.no_grad()
-    def fold_threshold(self, keep_threshold):
-        """Make `keep_threshold` the model's own operating point (not in the paper): it is folded into the
-        keep bias, b_keep -= log(t / (1 - t)), which moves the logit margin by exactly that much, so the
-        model's argmax (keep_threshold 0.5) now decides as the old one did at t, and so does the saved
-        model."""
+    def freeze(self, keep_threshold=KEEP_THRESHOLD):
+        """Fix the skim decisions at `keep_threshold` (not in the paper; recipe.py's frozen stage, and the end of a
+        --target-speedup run). The threshold becomes the model's own operating point: it is folded into the keep
+        bias, b_keep -= log(t / (1 - t)), which moves the logit margin by exactly that much, so the model's argmax
+        (keep_threshold 0.5) now decides as the old one did at t, and so does the saved model. The predictors stop
+        learning, and training takes their decisions as evaluation does, without noise, so the encoder trains on
+        the inputs it will meet at evaluation."""
         t = keep_threshold
         for predictor in self.predictors:
             predictor.fc2.bias[1] -= math.log(t / (1 - t))
         self.keep_threshold = KEEP_THRESHOLD
-
-    def freeze_predictors(self, keep_threshold=KEEP_THRESHOLD):
-        """Fix the skim decisions for further training (not in the paper): the threshold is folded in
-        (fold_threshold), the predictors stop learning, and training takes their decisions as evaluation
-        does, without noise, so the encoder trains on the inputs it will meet at evaluation."""
-        self.fold_threshold(keep_threshold)
         self.predictors.requires_grad_(False)
         self.predictors_frozen = True
 
@@ -326,10 +243,10 @@ class Transkimmer(nn.Module):
             else:
                 decision = decisions[i] if decisions is not None else self.decide(predictor, x)
                 keep = update_keep(keep, decision)                                 # (B, N)
-                x = forward_skimmed(keep, layer(x, pad_bias, keep), x)             # (B, N, d)
+                x = carry_forward(keep, layer(x, pad_bias, keep), x)               # (B, N, d): Eq. 3
             masks.append(keep)
         logits = bert.classify(bert.pool(x[:, 0]))                                 # (B, num_labels)
-        return SkimOutput(logits=logits, masks=masks, skim_loss=skim_loss(masks, pad))
+        return Output(logits, masks, skim_loss(masks, pad))
 
     def pruned_step(self, i, predictor, layer, x, keep, decisions):
         """One layer with real pruning: the predictor sees only the tokens entering this layer, and the
@@ -358,7 +275,7 @@ class Transkimmer(nn.Module):
         after the other's, with no padding (model.pack), that shrinks layer by layer: predictor i runs on
         exactly the T tokens entering layer i, and layer i on exactly the ones it keeps, each example
         attending over its own kept tokens. Each row carries its index in the flattened input, from
-        which the output rebuilds the (B, N) masks when they are read (CompactOutput). The last layer
+        which the output rebuilds the (B, N) masks when they are read (model.Output). The last layer
         computes [CLS]'s output alone (flops.py's "cls" convention)."""
         assert not self.training, "infer is for inference; call .eval() first"
         bert = self.bert
@@ -382,65 +299,37 @@ class Transkimmer(nn.Module):
             processed.append(rows)
             x = layer.infer(x, lengths, cls_rows if i == last else None)           # (T', d); last: (B, d)
         logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
-        return CompactOutput(logits=logits, attention_mask=attention_mask, processed=processed)
-
-    @torch.inference_mode()
-    def infer_fixed(self, input_ids, attention_mask, token_type_ids, capacity, decisions=None):
-        """Real pruning in shapes fixed before the data is seen, for the GPU (not in the paper): no host
-        synchronisation inside (no nonzero, no count read back), so that the pass can be captured as a CUDA
-        graph. Layer i runs, padded, on C_i columns (`fixed_columns`: about capacity[i] N, N the batch's padded
-        length; `capacity_for` sets the fractions on sentences): each example's first C_i kept tokens
-        (`first_kept`), gathered from the layer before's. An example that keeps more than C_i tokens loses
-        the last ones (`overflow` says which; with no overflow the logits and masks are forward()'s in eval
-        mode). A skimmed token never returns and the classifier reads [CLS] alone, which is always kept at
-        column 0, so nothing is written back."""
-        assert not self.training, "infer_fixed is for inference; call .eval() first"
-        bert = self.bert
-        x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
-        B, N, d = x.shape
-        keep = attention_mask.to(x.dtype)                                          # (B, n): in play, n = N first
-        position = torch.arange(N, device=x.device).expand(B, N)                   # (B, n): each column's token
-        overflow, masks = torch.zeros(B, dtype=torch.bool, device=x.device), []
-        for i, (predictor, layer, C) in enumerate(zip(self.predictors, bert.layers, fixed_columns(capacity, N))):
-            decision = (self.decide(predictor, x) if decisions is None
-                        else decisions[i].to(x.dtype).gather(1, position))         # (B, n)
-            keep = update_keep(keep, decision)                                     # (B, n)
-            idx, kept, over = first_kept(keep, C)                                  # (B, C_i)
-            x = x.gather(1, idx[..., None].expand(-1, -1, d))                      # (B, C_i, d)
-            position, keep, overflow = position.gather(1, idx), kept.to(x.dtype), overflow | over
-            masks.append(keep.new_zeros(B, N).scatter(1, position, keep))          # (B, N)
-            x = layer(x, padding_bias(keep, x.dtype))                              # (B, C_i, d)
-        return FixedOutput(bert.classify(bert.pool(x[:, 0])), masks, overflow)
-
-    @torch.inference_mode()
-    def capacity_for(self, batches):
-        """The capacities of infer_fixed at which `batches` overflow no layer: for each layer, the largest
-        fraction of its batch's padded length that any batch keeps there (infer's decisions)."""
-        fractions = []
-        for b in batches:
-            masks = self.infer(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks
-            fractions.append([float(m.sum(1).max()) / m.shape[1] for m in masks])
-        return [max(layer) for layer in zip(*fractions)]
+        return Output(logits, aux_loss=lambda masks: skim_loss(masks, attention_mask), processed=processed,
+                      attention_mask=attention_mask)
 
     # checkpoint I/O: a BERT checkpoint in the HF layout, plus the predictors under "skim." and the
     # skim settings under "skim" in config.json (HF's loaders ignore both and load the BERT part)
+    SWITCHES = ()  # boolean settings a subclass saves beside tau and mu0 (methods/released.py's), restored on loading
+
     @classmethod
     def from_pretrained(cls, name_or_path=None, num_labels=None, tau=None, mu0=None):
         """Any checkpoint model.py loads. A plain BERT gets new predictors (Eq. 9 init); a saved
         Transkimmer gets its own back. num_labels/tau/mu0 default to the checkpoint's settings, else
-        2 labels and the paper's tau = 0.1, mu0 = 5."""
+        2 labels and the class's own (Transkimmer: the paper's tau = 0.1, mu0 = 5)."""
         folder, config, tensors = read_checkpoint(name_or_path)
         saved = method_settings(config, cls.config_key, folder)
         if num_labels is not None:
             config["num_labels"] = num_labels
         skim_tensors, bert_tensors = split_added(tensors, SKIM_PREFIX)
         bert = BertForSequenceClassification.from_tensors(folder, config, bert_tensors, source=str(name_or_path or folder))
-        model = cls(bert, tau=tau if tau is not None else saved.get("tau", TAU),
-                    mu0=mu0 if mu0 is not None else saved.get("mu0", MU0_PAPER))
+        chosen = {"tau": tau if tau is not None else saved.get("tau"), "mu0": mu0 if mu0 is not None else saved.get("mu0")}
+        model = cls(bert, **{name: value for name, value in chosen.items() if value is not None})
+        for switch in cls.SWITCHES:
+            if isinstance(saved.get(switch), bool):
+                setattr(model, switch, saved[switch])
         if skim_tensors:
             load_added(model.predictors, skim_tensors, folder, "skim predictors")
         return model.eval()
 
+    def settings(self):
+        """What config.json keeps under config_key: tau and mu0, and the SWITCHES."""
+        return {"tau": self.tau, "mu0": self.mu0} | {switch: getattr(self, switch) for switch in self.SWITCHES}
+
     def save_pretrained(self, directory, tokenizer=None):
-        self.bert.save_pretrained(directory, tokenizer, extra_config={self.config_key: {"tau": self.tau, "mu0": self.mu0}},
+        self.bert.save_pretrained(directory, tokenizer, extra_config={self.config_key: self.settings()},
                                   extra_tensors=added_tensors(self.predictors, SKIM_PREFIX))

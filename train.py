@@ -14,7 +14,7 @@ Read from main() down. The flags are checked and resolved once into a Settings (
 read; the model is built (recipe.py: the recipe's stages, each a model of its own); then every stage
 trains with train_stage(), whose loop body is the training step: AdamW with linear warm-up and decay to
 the stage's peak lr, loss = task loss + lambda * the method's loss (Eq. 7). The model is saved and
-evaluated last (evaluation.py: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
+evaluated last (recipe.report: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
 paper, for speed, and off by default until measured: training batches of sentences of about one length
 (--group-by-length, data.batch_rows) and the training forward under bfloat16 autocast (--precision); the
 evaluation runs in float32.
@@ -40,15 +40,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-import evaluation
 import flags
+import flops
 import methods
 import recipe
 import skim
-import timing
 from checkpoint import ModelError, WriteFailed
-from evaluation import to_device
-from timing import inputs
+from data import inputs, to_device
 
 
 class NonFiniteLoss(Exception):
@@ -86,25 +84,24 @@ def main(argv=None):
     tokenizer = model.bert.tokenizer
     if tokenizer is None:
         raise ModelError(f"{settings.checkpoint or settings.model}: the checkpoint has no tokenizer.json or vocab.txt")
-    dev_set = data.encode(tokenizer, dev_examples, settings.max_seq_length)
-    held_set = data.encode(tokenizer, held_examples, settings.max_seq_length)
+    run = recipe.Run(settings, task, dev_examples, data.encode(tokenizer, dev_examples, settings.max_seq_length),
+                     data.encode(tokenizer, held_examples, settings.max_seq_length), teacher=teacher, rank=rank,
+                     world=world, records=state["records"] if state else [])
 
     if settings.overwrite and rank == 0 and not state:
         recipe.clear_run(settings.output_dir)  # --overwrite: the run it replaces leaves no file behind
-    records = state["records"] if finished else []
     if not settings.eval_only and not finished:
-        train_set = data.encode(tokenizer, train_examples, settings.max_seq_length)
-        calibration = None
+        run.train_set = data.encode(tokenizer, train_examples, settings.max_seq_length)
         if settings.target_speedup:  # held-out sentences if any, judged whole against every training row
-            calibration = recipe.calibration_sample(train_examples, train_set, held_examples, held_set, settings)
-            flags.check_reachable(settings, model, calibration)
+            run.calibration = recipe.calibration_sample(train_examples, run.train_set, held_examples, run.held_set,
+                                                        settings)
+            flags.check_reachable(settings, model, run.calibration)
         if rank == 0:
-            print(f"{task.name}: {len(train_set)} train / {len(dev_set)} {dev_split} examples; {describe(settings)}"
-                  + (f"; resumed from {recipe.resume_path(settings.output_dir)}" if state else "")
+            print(f"{task.name}: {len(run.train_set)} train / {len(run.dev_set)} {dev_split} examples; "
+                  f"{describe(settings)}" + (f"; resumed from {recipe.resume_path(settings.output_dir)}" if state else "")
                   + (f"; {world} processes" if ddp else ""), file=sys.stderr)
         if rank:
             torch.manual_seed(settings.seed + rank)  # each process its own dropout and Gumbel noise
-        records = state["records"] if state else []
         calibrated = None  # the keep threshold calibrated after a skim stage, for the frozen stage after it
         with recipe.StopRequest() as stop:
             for i, (kind, epochs, _) in enumerate(settings.stages):
@@ -113,14 +110,14 @@ def main(argv=None):
                     continue
                 resumed = state if state and i == state["stage"] else None
                 record = resumed["record"] if resumed else {"stage": kind, "epochs": epochs}
-                model = recipe.enter_stage(model, kind, settings, None if resumed else calibration, record, calibrated)
-                train_stage(model, i, train_set, task, settings, teacher, records, record, resumed, calibration,
-                            stop, rank, world)
-                calibrated = recipe.end_stage(model, i, settings, record, calibration, dev_set, task, held_set)
-                records.append(record)
-            model = recipe.finish(model, settings, records, calibration)
+                model = recipe.enter_stage(model, kind, settings, None if resumed else run.calibration, record,
+                                           calibrated)
+                train_stage(model, run, i, record, resumed, stop)
+                calibrated = recipe.end_stage(model, run, i, record)
+                run.records.append(record)
+            model = recipe.finish(model, settings, run.records, run.calibration)
             if rank == 0:  # the model, and a resume.pt from which --resume evaluates it
-                recipe.save_trained(model, tokenizer, settings, records)
+                recipe.save_trained(model, tokenizer, settings, run.records)
         if stop.requested:  # pressed after the last step: nothing is lost but the evaluation
             raise recipe.Interrupted(f"interrupted as the training ended; the model is saved: finish its evaluation "
                                      f"with python train.py --resume {settings.output_dir}")
@@ -129,7 +126,7 @@ def main(argv=None):
     if rank == 0:
         finish_later = f"finish the evaluation with python train.py --resume {settings.output_dir}"
         try:
-            metrics = evaluation.report(model, tokenizer, dev_examples, dev_set, held_set, task, settings, records)
+            metrics = recipe.report(model, run)
         except KeyboardInterrupt:  # one Ctrl-C: the model is saved, the evaluation alone is to do again
             if settings.eval_only:
                 recipe.clear_run(settings.output_dir)  # what the evaluation had written: nothing half done is left
@@ -144,20 +141,22 @@ def main(argv=None):
         return metrics
 
 
-def train_stage(model, index, train_set, task, settings, teacher, records, record, resumed, calibration, stop, rank,
-                world):
-    """One stage of settings.stages: its own optimizer and lr schedule, lambda from recipe.Steering. Saves a
-    resumable state every --save-every minutes, and on Ctrl-C or SIGTERM (then raises recipe.Interrupted)."""
+def train_stage(model, run, index, record, resumed, stop):
+    """Stage `index` of the run's stages: its own optimizer and lr schedule, lambda from recipe.Steering, its
+    record filled in as it goes (`resumed`: the state it goes on from, or None). Saves a resumable state every
+    --save-every minutes, and on Ctrl-C or SIGTERM (`stop`; then raises recipe.Interrupted)."""
     from tqdm import tqdm
 
+    settings, task, train_set, teacher, rank, world = (run.settings, run.task, run.train_set, run.teacher, run.rank,
+                                                       run.world)
     kind, epochs, lr = settings.stages[index]
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
     total_steps = max(1, round(steps_per_epoch * epochs))
     optimizer = optimizer_for(model, settings, lr)
     clipped = clip_groups(model, settings)
     schedule = linear_schedule(optimizer, total_steps, round(settings.warmup * total_steps))
-    steering = recipe.Steering(settings, kind, total_steps, calibration, record)
-    machine, machines = timing.machine_line(settings.device), record.setdefault("machines", [])
+    steering = recipe.Steering(settings, kind, total_steps, run.calibration, record)
+    machine, machines = flops.machine_line(settings.device), record.setdefault("machines", [])
     if machine not in machines:  # where the stage trained: resumed on another machine, both
         machines.append(machine)
     step = 0
@@ -176,9 +175,12 @@ def train_stage(model, index, train_set, task, settings, teacher, records, recor
 
     def save(step):
         record["train_seconds"] = round(time.time() - started, 1)
+        state = {"settings": dataclasses.asdict(settings), "stage": index, "step": step, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "controller": steering.state_dict(), "rng": torch.get_rng_state(), "records": run.records,
+                 "record": record}
         try:
-            recipe.save_state(dataclasses.asdict(settings), model, index, step, optimizer, schedule, steering, records,
-                              record)
+            recipe.save_state(state)
         except WriteFailed:
             bar.close()  # the error's line comes after the progress bar, not on it
             raise
@@ -279,9 +281,10 @@ def agreed(flags_here, world):
 
 
 def flops_fraction(model, masks, shard, world, counted=True):
-    """The method's FLOPs over the dense model's on the whole batch (no padding), counted from the masks by
-    the method's own counter, as the evaluation counts them; under torchrun the counts of every process's
-    share are summed first (counted=False: this process's row has no share)."""
+    """The FLOPs fraction the speedup controller steers towards 1 / --target-speedup: the method's FLOPs over
+    the dense model's on the whole batch (no padding), counted from the masks by the method's own counter, as
+    the evaluation counts them (the reciprocal of the speedup it reports); under torchrun the counts of every
+    process's share are summed first (counted=False: this process's row has no share)."""
     counter = model.flops_counter()
     counter.add(masks, shard["attention_mask"])
     cost = torch.tensor(counter.totals(), dtype=torch.float64) * counted                 # (skim, dense)

@@ -3,8 +3,8 @@
 backbone, data, budget (2 epochs), FLOPs counter, timing function and seeds, as dev accuracy against FLOPs
 speedup (no padding). The runs are results/run_recipe.sh's and results/run_alternatives.sh's:
   - Transkimmer (skim.py): the default recipe at --target-speedup 1.5, 2 and 3     results/recipe/tNN-seedS.json
-  - static top-k pruning (topk.py, PoWER-BERT), at the same targets               results/alternatives/topkNN-seedS.json
-  - skipping the middle layers (skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
+  - static top-k pruning (methods/topk.py, PoWER-BERT), at the same targets               results/alternatives/topkNN-seedS.json
+  - skipping the middle layers (methods/skipmiddle.py, Lawson et al. 2025), the same      results/alternatives/smNN-seedS.json
   - fewer layers: the first 4, 3 and 2 of the 6 trained densely (1.5x, 2x, 3x)    results/recipe/layersK-seedS.json
   - the 6-layer dense model: each Transkimmer run's dense stage, evaluated when it ended
 Seeds 42 to 44 (--seeds), those of them that have run. At each target every two methods are paired, and each
@@ -13,7 +13,7 @@ over seeds), on the seeds both have trained on the same kind of device: runs on 
 
     GLUE_DIR=/path/to/glue python results/alternatives.py        # writes results/alternatives.md, .json and .png
     ... --time runs    # also times the models saved in runs/sst2-recipe-NAME/ and runs/sst2-alt-NAME/, at batch
-                       # 1 and 32 (timing.measure_speedup, the function behind train.py's "measured"), those
+                       # 1 and 32 (flops.measure_speedup, the function behind train.py's "measured"), those
                        # that OUT.json has no timing for yet; --retime times them all again. A fewer-layers run
                        # whose model is not here is timed on the checkpoint cut to its layers (compare.stand_in)
 A run timed before keeps its timing in OUT.json (with the command, date and machine it was timed by), so adding
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 import compare  # noqa: E402
-import timing  # noqa: E402
+import flops  # noqa: E402
 
 METHODS = {  # method: (its runs' folder under results/, {target: the prefix of its runs}, colour)
     "Transkimmer": ("recipe", {1.5: "t15", 2.0: "t20", 3.0: "t30"}, "tab:green"),
@@ -50,7 +50,7 @@ MARKS = {  # what a run's timing was made on: its mark in the table, and the not
     "stand-in": ("\\*", "timed on the checkpoint cut to the run's layers, the run's own model not being on the machine "
                  "that timed it: a dense model's time does not depend on its weights."),
     "bench": ("†", "timed by bench.py as the default command's model (`results/bench_cpu_checkpoint.json`, its "
-              "\"measured\": timing.measure_speedup), which is this run: the same dev predictions and tokens kept per "
+              "\"measured\": flops.measure_speedup), which is this run: the same dev predictions and tokens kept per "
               "layer (`results/default_command_1thread.json`); FLOPs as run: bench.py's count on its infer path."),
 }
 # runs timed elsewhere by the one timing function: run name -> (the run that made the same model, the bench JSON)
@@ -138,7 +138,7 @@ def benched(results):
         m, measured = timed["machine"], {r["batch_size"]: r["measured_speedup"] for r in timed["measured"]}
         out[name] = {**{str(bs): measured[bs] for bs in BATCH_SIZES if bs in measured}, "model": "bench",
                      "flops_executed": round(infer32["flops_speedup"], 3),
-                     "by": timed_by(timed["command"], m["date"][:10], timing.describe_machine(m["cpu"], m["threads"], m["torch"]),
+                     "by": timed_by(timed["command"], m["date"][:10], flops.describe_machine(m["cpu"], m["threads"], m["torch"]),
                                     m["loadavg_before"][0])}
     return out
 
@@ -207,7 +207,7 @@ def report(rows, results, timings, command):
 def time_runs(rows, runs, data_dir, repeats, timings):
     """Into `timings`, for every run whose model is in `runs` (or that has a stand-in) and has no timing there yet:
     its measured speedup at each batch size, the FLOPs speedup of what was timed, and by what, when, on what."""
-    by = timed_by(f"python results/alternatives.py --time {runs}", datetime.date.today(), timing.machine_line(),
+    by = timed_by(f"python results/alternatives.py --time {runs}", datetime.date.today(), flops.machine_line(),
                   os.getloadavg()[0])
     done = {n for n, t in timings.items() if "flops_executed" in t and all(str(bs) in t for bs in BATCH_SIZES)}
     models, reference = compare.models_here(rows, runs, specs("recipe") + specs("alternatives"), PREFIXES,

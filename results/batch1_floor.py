@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench  # noqa: E402
+from benchmarks.timing import machine, seconds_per_call  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from model import BertForSequenceClassification  # noqa: E402
-from timing import seconds_per_call  # noqa: E402
 
 
 class CountOps(TorchDispatchMode):
@@ -72,7 +71,7 @@ def main(argv=None):
     model = BertForSequenceClassification.from_pretrained(None, num_labels=2).to(dtype).eval()
     layers, d = model.layers, model.config.hidden_size
     names = list(matrices(layers[0]))                                              # qkv, out, up, down
-    info = bench.machine()
+    info = machine()
     weights = [w for layer in layers for w in layer.parameters()]
     rows = []
     with torch.inference_mode():

@@ -19,7 +19,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import checkpoint  # noqa: E402
 import model  # noqa: E402
-from bench import machine  # noqa: E402
+from benchmarks.timing import machine  # noqa: E402
 
 
 def step_seconds(forward, ids, mask, types):

@@ -64,11 +64,11 @@ sys.path.insert(0, str(ROOT))
 import checkpoint  # noqa: E402
 import data  # noqa: E402
 import flags  # noqa: E402
+import flops  # noqa: E402
 import methods  # noqa: E402
 import skim  # noqa: E402
-import timing  # noqa: E402
 import train  # noqa: E402
-from model import BertForSequenceClassification  # noqa: E402
+from model import BertForSequenceClassification, Output  # noqa: E402
 
 SEED = 42  # train.py's default seed: the batches timed are the first of its first epoch
 COEF = 0.3  # lambda in the skim model's loss (SST-2's, paper Table 2): any value costs the same
@@ -95,7 +95,7 @@ def training_set(name, data_dir, tokenizer):
 
 
 class HF(nn.Module):
-    """transformers' BertForSequenceClassification behind methods.py's interface, for train.py's step."""
+    """transformers' BertForSequenceClassification behind the method interface (methods/), for train.py's step."""
 
     def __init__(self, hf):
         super().__init__()
@@ -103,7 +103,7 @@ class HF(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         logits = self.hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        return methods.Output(logits, [], logits.new_zeros(()))
+        return Output(logits, [])
 
     def added_parameters(self):
         return []
@@ -138,7 +138,7 @@ def train_step(model, optimizer, batch, precision, task, counted):
     clipping, AdamW; with `counted`, the FLOPs fraction its speedup controller reads."""
     settings = SimpleNamespace(device=batch["input_ids"].device.type, precision=precision)
     with train.autocast(settings):
-        out = model(*timing.inputs(batch))
+        out = model(*data.inputs(batch))
     loss = skim.total_loss(train.task_loss(out.logits.float(), batch["labels"], task), out.aux_loss, COEF)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -165,10 +165,10 @@ def time_steps(args, train_set, task):
         for c in configs:
             name, precision, batching = c
             batch = batches[batching][i]
-            timing.synchronize(device)
+            flops.synchronize(device)
             cpu, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             train_step(models[name], optimizers[name], batch, precision, task, counted=name == "skim")
-            timing.synchronize(device)
+            flops.synchronize(device)
             seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
             if i < args.warmup:
                 warmup[c] += seconds
@@ -231,8 +231,8 @@ def time_allocators(args, argv):
 
 
 def machine(device):
-    return {"machine": timing.machine_line(device), "cpu": timing.cpu_name(), "cpu_count": os.cpu_count(),
-            "native_bf16": timing.native_bf16(device), "torch": torch.__version__,
+    return {"machine": flops.machine_line(device), "cpu": flops.cpu_name(), "cpu_count": os.cpu_count(),
+            "native_bf16": flops.native_bf16(device), "torch": torch.__version__,
             "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "loadavg_before": os.getloadavg()}

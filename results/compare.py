@@ -27,7 +27,7 @@ stages started from. Likewise the skim stage of each run, scored at the threshol
 target before the frozen stage began: recipe vs skimstage is what the frozen stage adds, per seed.
 
 Speedups: "FLOPs" is flops.py's speedup with no padding (the 3-layer model: its FLOPs against the
-6-layer checkpoint's). "measured" needs --time: timing.measure_speedup, the function behind train.py's
+6-layer checkpoint's). "measured" needs --time: flops.measure_speedup, the function behind train.py's
 "measured" too: each saved model's packed inference path (model.infer: [CLS] alone in the last layer,
 flops.py's "cls" convention) against the 6-layer dense model's, over the dev set at --batch-size, the
 median of --repeats passes taken in turns with it.
@@ -240,11 +240,11 @@ def time_models(rows, folders, data_dir, batch_size, repeats, specs=ROWS, prefix
 
 def time_loaded(models, reference, batches, repeats, skip=()):
     """time_models on models already loaded ({run name: model}, models_here's): a shared stand-in is timed once."""
-    import timing
+    import flops
     speedups = {}  # id(model): its measured speedup
     for name, m in models.items():
         if name not in skip and id(m) not in speedups:
-            speedups[id(m)] = timing.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
+            speedups[id(m)] = flops.measure_speedup(m, batches, repeats, dense=reference)["measured_speedup"]
     return {name: speedups[id(m)] for name, m in models.items() if name not in skip}
 
 

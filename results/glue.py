@@ -81,7 +81,7 @@ def run_paths(task, prefix, runs, sst2_runs):
 
 def over_checkpoint(m, padding):
     """The FLOPs speedup over the 6-layer dense model, with no padding or the paper's sequence padding (a
-    --keep-layers model's own dense FLOPs are scaled up to the checkpoint's layers, as evaluation.report does)."""
+    --keep-layers model's own dense FLOPs are scaled up to the checkpoint's layers, as recipe.report does)."""
     f = m["flops"]
     dense, ran = f[padding]["dense"], f[padding]["skim"]
     layers, whole = m["args"].get("keep_layers"), m["args"].get("checkpoint_layers")
@@ -294,7 +294,7 @@ def report(results, command):
              "the 6-layer dense model. "
              "Compare the drop from dense and the speedup with the paper's, not the scores: its backbone is "
              "BERT-base (12 layers, 768 wide). The measured CPU speedup is train.py's own, at each run's end "
-             "(`timing.py`: the infer path against the dense infer, batch 32, median of 3 passes over dev, at the "
+             "(`flops.measure_speedup`: the infer path against the dense infer, batch 32, median of 3 passes over dev, at the "
              "run's threads; each JSON's `timing` and `machine`), not a quiet benchmark: another run may have "
              "trained beside it. Train minutes: of the runs on a CPU.\n",
              "Each task's first metric is the paper's: MRPC's column is F1 (its BERT-base 88.9 is Hugging Face "

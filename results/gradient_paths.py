@@ -44,7 +44,7 @@ def measure(model, batches, coef):
             task.backward(retain_graph=True)
             row[f"task_to_encoder_{mode}"] = norm(model.bert.parameters())
             if mode == "joint":
-                (coef * out.skim_loss).backward()
+                (coef * out.aux_loss).backward()
                 total = norm(model.parameters())
                 row["total_to_predictors"] = norm(model.predictors.parameters())
                 row["joint_clip_scale"] = min(1.0, 1.0 / total)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench  # noqa: E402
+from benchmarks.timing import machine  # noqa: E402
 import data  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from model import BertForSequenceClassification, packed_attention  # noqa: E402
@@ -110,7 +110,8 @@ def prepared(lengths, d, nh, seed):
     starts = offsets[:-1]
     groups = [(m, torch.cat([torch.arange(int(s), int(s) + m) for s, n in zip(starts, lengths) if n == m]))
               for m in sorted(set(lengths))]
-    return {"loop": lambda: packed_attention(q, k, v, lengths, lengths, nh),
+    heads = [t.view(T, nh, d // nh) for t in (q, k, v)]                           # 3 x (T, nh, hs)
+    return {"loop": lambda: packed_attention(*heads, lengths, lengths),
             "loop 3-d": lambda: loop_3d(q, k, v, lengths, nh),
             "grouped": lambda: grouped(q, k, v, lengths, nh, groups),
             "padded": lambda: padded(q, k, v, lengths, nh, rows, real),
@@ -137,7 +138,7 @@ def main(argv=None):
     task = data.get_task("sst2")
     examples = data.read_split(task, "dev", data.find_data_dir(task, args.data_dir))
     encoded = data.encode(model.tokenizer, examples, task.max_seq_length)
-    info = bench.machine()
+    info = machine()
     rows = []
     with torch.no_grad():  # nested tensors refuse inference_mode in torch 2.13
         for bs in args.batch_sizes:

@@ -1,6 +1,6 @@
 """
 Why the paper's numbers do not reproduce: the authors' released computation beside honest pruning, on the paper's
-own metrics (results/run_released.sh's runs; flags.RELEASED_RECIPE; released.py).
+own metrics (results/run_released.sh's runs; methods/released.py: RECIPE, and the computation).
 
     GLUE_DIR=/path/to/glue python results/released_table.py [--runs results/released] [--glue results/glue.json]
                                                       [--out results/released]
@@ -141,7 +141,7 @@ def report(results, command, machine_note):
              "pass computes every token in every layer, so its speedup is what its decisions would save, not what it "
              "ran. Backbone all-MiniLM-L6-v2 (the paper: BERT-base): compare drops and differences, not scores. "
              + machine_note + "\n",
-             "The released recipe (`train.py --recipe released`, `flags.RELEASED_RECIPE`): one skim stage from the "
+             "The released recipe (`train.py --recipe released`, `methods/released.py`'s `RECIPE`): one skim stage from the "
              "pretrained checkpoint, lambda 0.5, batch 64 drawn at random, lr 2e-5, AdamW without weight decay, no "
              "warm-up, linear decay, no clipping, tau 1, mu0 5, the decisions' gradient into the encoder (joint); 3 "
              "epochs, 5 on MRPC; float32. Dev is scored once, at the end (their script also scored it after every "

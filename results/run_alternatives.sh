@@ -4,10 +4,10 @@
 # results/alternatives/NAME.json exists is skipped), writing runs/sst2-alt-NAME/ and copying its metrics.json
 # to results/alternatives/NAME.json. Transkimmer's rows and the fewer-layers rows are results/run_recipe.sh's
 # (results/recipe/tNN-seedS.json, layersK-seedS.json), trained on the same data, budget and seeds.
-#   - topkNN-seedS: static top-k pruning (topk.py, PoWER-BERT) at --target-speedup NN/10: the default recipe's
+#   - topkNN-seedS: static top-k pruning (methods/topk.py, PoWER-BERT) at --target-speedup NN/10: the default recipe's
 #     two epochs with its skim stage trained under the schedule instead (dense 1 epoch at 2e-4, then 0.5 at
 #     2e-4 and 0.5 at 5e-5 under the schedule, calibrated to the target on training sentences).
-#   - smNN-seedS: skipping the middle layers (skipmiddle.py, Lawson et al. 2025) at --target-speedup NN/10: the
+#   - smNN-seedS: skipping the middle layers (methods/skipmiddle.py, Lawson et al. 2025) at --target-speedup NN/10: the
 #     default recipe (dense 1 epoch at 2e-4, the gates trained 0.5 at 2e-4 with lambda steered, then 0.5 at 5e-5
 #     under the frozen gates, calibrated to the target on training sentences).
 # Seeds 42 to 44 at 2x, seed 42 at 1.5x and 3x, in the order below.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Why the paper's numbers do not reproduce (results/released.md): the authors' released training script, as they
-# ran it (train.py --recipe released: flags.RELEASED_RECIPE), trained two ways, one train.py call per run:
-#   - released: their forward as well (--method released, released.py): every token updated in every layer, skim
+# ran it (train.py --recipe released: methods/released.py's RECIPE), trained two ways, one train.py call per run:
+#   - released: their forward as well (--method released, methods/released.py): every token updated in every layer, skim
 #     attention not renormalised, decisions sampled at evaluation. Its metrics.json scores the same weights three
 #     ways ("scored"): the released pass with sampled decisions (5 samplings, as the paper evaluated), with argmax
 #     decisions, and honest pruned inference (infer).

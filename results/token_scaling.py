@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench  # noqa: E402
+from benchmarks.timing import machine, seconds_per_call  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from model import BertForSequenceClassification  # noqa: E402
-from timing import seconds_per_call  # noqa: E402
 
 
 def main(argv=None):
@@ -45,7 +44,7 @@ def main(argv=None):
     model = BertForSequenceClassification.from_pretrained(None, num_labels=2).eval()
     layers = model.layers
     weights = [p for layer in layers for p in layer.parameters()]
-    load = bench.machine()
+    load = machine()
     rows = []
     with torch.inference_mode():
         floor = seconds_per_call(lambda: [w.sum() for w in weights], args.calls, args.repeats)

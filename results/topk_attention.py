@@ -10,7 +10,7 @@ On SST-2 dev, at each batch size, one pass of the saved model's infer records ev
 (the packed tokens each layer computes); then, on exactly those inputs, the layers are timed twice: as top-k runs
 them (topk.infer_layer, which also returns the attention received) and with the fused kernel (Layer.infer, which
 does not). Reported per batch size: seconds per pass over dev of each, of the whole infer, and the share of the
-whole that the hand-written attention adds. The median of --repeats runs (timing.seconds_per_call).
+whole that the hand-written attention adds. The median of --repeats runs (benchmarks/timing.py's seconds_per_call).
 """
 
 import argparse
@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "results"))
-import bench  # noqa: E402
 import compare  # noqa: E402
 import methods  # noqa: E402
-import topk  # noqa: E402
+from benchmarks.timing import machine, seconds_per_call  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
-from timing import inputs, seconds_per_call  # noqa: E402
+from data import inputs  # noqa: E402
+from methods import topk  # noqa: E402
 
 
 def recorded_inputs(model, batches):
@@ -70,7 +70,7 @@ def main(argv=None):
     if not isinstance(model, topk.TopK):
         sys.exit(f"error: {args.model} is not a top-k model (train.py --method topk)")
     data_dir, _ = compare.sst2_dev(args.data_dir)
-    out = {"command": "python results/topk_attention.py " + " ".join(argv or sys.argv[1:]), "machine": bench.machine(),
+    out = {"command": "python results/topk_attention.py " + " ".join(argv or sys.argv[1:]), "machine": machine(),
            "model": args.model, "results": {}}
     for bs in args.batch_sizes:
         out["results"][bs] = r = measure(model, compare.dev_batches(data_dir, bs), args.repeats)

@@ -115,7 +115,7 @@ def executed(m, glue):
 def timed_once(tmp_path, tiny):
     import methods
     import model
-    import skipmiddle
+    from methods import skipmiddle
     from model import BertForSequenceClassification
 
     labels = np.random.default_rng(1).integers(0, 2, 200)
@@ -155,7 +155,7 @@ def timed_once(tmp_path, tiny):
 
 def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_path, tiny, monkeypatch):
     """Adding a seed and rerunning the script must not lose what was timed before, nor time it again."""
-    import timing
+    import flops
     results, glue, first = timed_once(tmp_path, tiny)
     out = tmp_path / "out"
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out)])  # no --time
@@ -167,7 +167,7 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
 
     def counted(load):  # a loader that records each model it makes
         return lambda *a, **k: (m := load(*a, **k)) is not None and loaded.append(a) or m
-    monkeypatch.setattr(timing, "measure_speedup", lambda *a, **k: calls.append(1) or {"measured_speedup": 9.0})
+    monkeypatch.setattr(flops, "measure_speedup", lambda *a, **k: calls.append(1) or {"measured_speedup": 9.0})
     monkeypatch.setattr(methods, "load_saved", counted(load_saved))
     monkeypatch.setattr(compare, "stand_in", counted(stand_in))
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
@@ -175,7 +175,7 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
     assert calls == [] and json.loads(out.with_suffix(".json").read_text())["timings"] == first["timings"]
     assert loaded == []                                                 # every model timed before: none even loaded
     monkeypatch.undo()
-    monkeypatch.setattr(timing, "measure_speedup", lambda *a, **k: calls.append(1) or {"measured_speedup": 9.0})
+    monkeypatch.setattr(flops, "measure_speedup", lambda *a, **k: calls.append(1) or {"measured_speedup": 9.0})
     alternatives.main(["--results", str(results), "--data-dir", str(glue), "--out", str(out), "--time",
                        str(tmp_path / "runs"), "--repeats", "1", "--retime"])  # sm20-seed42 and one stand-in for
     # the three layers3 runs (one checkpoint, the same layers), at 2 batch sizes
@@ -190,7 +190,7 @@ def test_a_rerun_keeps_the_timings_and_times_only_the_runs_not_timed_yet(tmp_pat
 def test_topk_attention_times_the_hand_written_and_the_fused_layers_on_the_inputs_topk_meets(tmp_path, tiny):
     """results/topk_attention.py: one pass of a saved top-k model records what its layers receive; both ways of
     running them are timed on exactly those inputs, and a model of another method is one error line."""
-    import topk
+    from methods import topk
     import topk_attention
     from model import BertForSequenceClassification
 

@@ -185,6 +185,15 @@ def test_checksum_mismatch_on_default_is_one_clear_error(monkeypatch):
     assert "does not match" in one_line_error(Bert.from_pretrained)
 
 
+def test_the_default_checkpoint_is_hashed_once_however_often_it_is_resolved(monkeypatch):
+    """A run resolves the default checkpoint several times (the flags' checks, the model) and hashes its weights
+    once; the check against the expected digest is made every time (the test above)."""
+    hashed, real = [], checkpoint.hashlib.sha256
+    monkeypatch.setattr(checkpoint.hashlib, "sha256", lambda *a: hashed.append(1) or real(*a))
+    checkpoint.sha256_of.cache_clear()
+    folders = {checkpoint.resolve_checkpoint() for _ in range(3)}
+    assert folders == {checkpoint.default_checkpoint_dir()} and len(hashed) == 1
+
 def test_unreachable_hub_id_is_one_clear_error(tmp_path, monkeypatch):
     offline_hub_cache(monkeypatch, tmp_path)
     assert "hub" in one_line_error(Bert.from_pretrained, "bert-base-uncased")

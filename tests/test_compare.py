@@ -191,7 +191,7 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
 
     import model
     import skim
-    import timing
+    import flops
 
     glue = write_dev(tmp_path / "glue", [0, 1] * 6)
     runs = tmp_path / "runs"
@@ -202,7 +202,7 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
     small = model.keep_layers(model.BertForSequenceClassification.from_pretrained(tiny, num_labels=2), [0])
     small.save_pretrained(runs / "sst2-recipe-layers3-seed42", small.tokenizer)
 
-    calls, real_pass = [], timing.interleaved_pass
+    calls, real_pass = [], flops.interleaved_pass
 
     def spy(passes, device="cpu"):  # the real timing, with each model's output kept to check what was timed
         batch = next(iter(passes.values()))[1][0]
@@ -210,7 +210,7 @@ def test_time_models_times_each_saved_model_against_the_recipes_own_dense_model(
         seconds = real_pass(passes, device)
         calls[-1]["seconds"] = seconds
         return seconds
-    monkeypatch.setattr(timing, "interleaved_pass", spy)
+    monkeypatch.setattr(flops, "interleaved_pass", spy)
     rows = {"recipe": {"names": ["t20-seed42", "t20-seed45"]}, "layers3": {"names": ["layers3-seed42"]}}
     measured = compare.time_models(rows, runs, glue, batch_size=4, repeats=3)
 

@@ -133,6 +133,22 @@ def test_read_split_strips_a_byte_order_mark_from_the_header(tmp_path):
     assert len(data.read_split(task, "train", tmp_path)) == 2
 
 
+def test_a_file_read_again_unchanged_is_parsed_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    """A run reads each data file once (flags.py counts the training rows, train.py trains on them): read again
+    unchanged it is not parsed again; changed, it is, and the new rows are what comes back."""
+    task = data.get_task("mrpc")
+    rows = FIXTURES[2][2]
+    write_tsv(tmp_path, "MRPC", "train", rows)
+    parsed = []
+    real = data._parse_row
+    monkeypatch.setattr(data, "_parse_row", lambda *a: parsed.append(1) or real(*a))
+    first, again = data.read_split(task, "train", tmp_path), data.read_split(task, "train", tmp_path)
+    assert first == again and len(parsed) == len(first) == 2
+    again.pop()                                                                     # a caller's list is its own
+    assert len(data.read_split(task, "train", tmp_path)) == 2
+    write_tsv(tmp_path, "MRPC", "train", rows[:2])                                  # the header and one row
+    assert len(data.read_split(task, "train", tmp_path)) == 1 and len(parsed) == 3
+
 def test_task_table_matches_paper_table_2():
     got = {n: (t.max_seq_length, t.skim_coef) for n, t in data.TASKS.items()}
     assert got == {"cola": (64, .3), "rte": (256, .8), "qqp": (128, .2), "mrpc": (128, .5),

@@ -11,6 +11,7 @@ that it counts like any other. Their last layer is counted under flops.py's "cls
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,10 +19,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import flops
+import train
 from conftest import small_config
 from flops import FlopsCounter
 from model import BertConfig, BertForSequenceClassification
-import skim
 from skim import Transkimmer
 
 SMALL = small_config(3)
@@ -187,23 +188,6 @@ def test_batched_packed_infer_count_is_exactly_the_count_without_padding(small_b
     assert max(len(set(k.tolist())) for k in kept) > 2, "the test needs examples that keep different numbers of tokens"
 
 
-@pytest.mark.parametrize("forced", [True, False])
-def test_fixed_capacity_count_equals_flop_counter_mode_on_its_columns(small_bert, forced):
-    """Transkimmer.infer_fixed runs layer i on C_i columns (skim.fixed_columns) of every example, whatever each
-    keeps: what it executes is flops.padded_to_columns' count ("all": its last layer computes every column),
-    more than the no-padding count of its masks."""
-    skimmer = skimmer_on(small_bert, seed=4)
-    ids, mask = random_batch(SMALL.vocab_size, [14, 3, 9, 12, 1], seed=5)
-    decisions = random_decisions(mask, SMALL.num_hidden_layers, 0.8, seed=6) if forced else None
-    capacity = [0.9, 0.6, 0.5]
-    with torch.inference_mode():
-        masks = skimmer.infer_fixed(ids, mask, None, capacity, decisions).masks
-    columns = skim.fixed_columns(capacity, ids.shape[1])
-    assert columns == [13, 9, 7]                                                   # ceil(0.9 * 14), ...
-    executed = count(SMALL, *flops.padded_to_columns(columns, mask), predictors=not forced)["none"]
-    assert executed["skim"] == reference_flops(skimmer.infer_fixed, ids, mask, None, capacity, decisions)
-    assert executed["skim"] > count(SMALL, masks, mask, predictors=not forced)["none"]["skim"]
-
 # -----------------------------------------------------------------------------
 # the two conventions and the predictor overhead
 
@@ -285,4 +269,5 @@ def test_the_fraction_training_steers_is_the_reciprocal_of_the_reported_speedup(
     for i in range(1, len(masks)):
         masks[i] = masks[i] * masks[i - 1]                                         # cumulative, as skim.py's
     reported = count(SMALL, masks, mask, predictors=predictors, last_layer=last_layer)["none"]["speedup"]
-    assert flops.fraction(masks, mask, SMALL, predictors, last_layer) == pytest.approx(1 / reported, rel=1e-12)
+    method = SimpleNamespace(flops_counter=lambda: FlopsCounter(SMALL, predictors=predictors, last_layer=last_layer))
+    assert train.flops_fraction(method, masks, {"attention_mask": mask}, 1) == pytest.approx(1 / reported, rel=1e-12)

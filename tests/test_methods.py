@@ -1,4 +1,4 @@
-"""methods.py, the method interface: a method written here, in the test, registered with one line, trains
+"""methods/, the method interface: a method written here, in the test, registered with one line, trains
 through train.py's loop and the speedup controller with no change to train.py; and the dense model behind
 the interface computes what the plain BertForSequenceClassification computes."""
 
@@ -13,10 +13,9 @@ import flops
 import methods
 import recipe
 import skim
-import skipmiddle
-import topk
+from methods import skipmiddle, topk
 import train
-from model import BertForSequenceClassification, padding_bias
+from model import BertForSequenceClassification, Output, padding_bias
 from conftest import SENTENCES, padded_batch, small_config, write_sst2
 
 
@@ -58,7 +57,7 @@ class LayerGates(nn.Module):
             x = g.detach() * layer(x, pad_bias) + (1 - g.detach()) * x            # a shut layer passes x through
             masks.append(attention_mask.to(x.dtype) * g.detach())                 # (B, N)
         logits = self.bert.classify(self.bert.pool(x[:, 0]))
-        return methods.Output(logits, masks, on.mean())
+        return Output(logits, masks, on.mean())
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask, token_type_ids):
@@ -130,6 +129,6 @@ def test_a_methods_fastest_masks_are_what_it_computes_at_its_highest_operating_p
     ids, mask, types = padded_batch(100, [9, 5, 7, 2])
     model.keep_threshold = 1 - 1e-12
     reached = model.infer(ids, mask, types).masks
-    assert all(torch.equal(r.float(), f) for r, f in zip(reached, model.fastest_masks(mask)))
+    assert all(torch.equal(r.float(), f) for r, f in zip(reached, model.fastest_masks(model.config, mask)))
     batches = [{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}]
-    assert recipe.reachable_speedup(model, batches) == pytest.approx(recipe.speedup_at(model, batches, 1 - 1e-12))
+    assert recipe.reachable_speedup(type(model), model.config, batches) == pytest.approx(recipe.speedup_at(model, batches, 1 - 1e-12))

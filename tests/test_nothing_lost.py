@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import bench
 import data
-import evaluation
+import flops
 import recipe
 from checkpoint import atomic_write
 from conftest import SENTENCES, write_sst2
@@ -91,16 +91,15 @@ def test_resume_from_a_copied_folder_writes_only_into_the_copy(glue, tiny, tmp_p
 
 def test_a_stage_resumed_on_another_machine_records_both_machines(glue, tiny, tmp_path, monkeypatch):
     """Two machines round differently, so a run that trained on two is not the run either would make alone: each
-    stage's record lists where it trained (timing.machine_line), and the timing says where it was timed."""
-    import timing
+    stage's record lists where it trained (flops.machine_line), and the timing says where it was timed."""
 
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--stages", "dense:1,skim:1", "--batch-size", 8,
             "--timing-repeats", 1, "--output-dir", tmp_path / "o"]
     with monkeypatch.context() as patch:
         interrupt_at(patch, 3)                                                      # in the dense stage
         assert run_cli(*args).returncode == 130
-    here = timing.machine_line()
-    monkeypatch.setattr(timing, "machine_line", lambda device="cpu": "another machine, 1 threads, torch x")
+    here = flops.machine_line()
+    monkeypatch.setattr(flops, "machine_line", lambda device="cpu": "another machine, 1 threads, torch x")
     m = main("--resume", tmp_path / "o")
     assert [stage["machines"] for stage in m["stages"]] == [[here, "another machine, 1 threads, torch x"],
                                                             ["another machine, 1 threads, torch x"]]
@@ -152,7 +151,7 @@ def test_sigterm_mid_stage_then_resume_gives_the_uninterrupted_runs_weights(glue
 def test_ctrl_c_during_an_evaluation_between_stages_leaves_a_resumable_state(glue, tiny, tmp_path, monkeypatch):
     args = ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--stages", "dense:1,skim:1,frozen:1", *FAST]
     main(*args, "--output-dir", tmp_path / "whole")
-    calls, stage_record = [0], evaluation.stage_record
+    calls, stage_record = [0], recipe.stage_record
 
     def pressed_during_the_first(*a):
         calls[0] += 1
@@ -160,7 +159,7 @@ def test_ctrl_c_during_an_evaluation_between_stages_leaves_a_resumable_state(glu
             signal.raise_signal(signal.SIGINT)
         return stage_record(*a)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation, "stage_record", pressed_during_the_first)
+        patch.setattr(recipe, "stage_record", pressed_during_the_first)
         result = run_cli(*args, "--output-dir", tmp_path / "cut")
     assert result.returncode == 130 and "interrupted in stage 2/3 (skim) at step 1/" in result.stderr
     main("--resume", tmp_path / "cut")
@@ -431,13 +430,13 @@ def test_one_ctrl_c_during_the_final_evaluation_then_the_command_it_suggests_giv
         glue, tiny, tmp_path, monkeypatch):
     args = ["--model", tiny, "--data-dir", glue, *SMALL]
     whole = main(*args, "--output-dir", tmp_path / "whole")
-    report = evaluation.report
+    report = recipe.report
 
     def pressed_as_it_starts(*a):
         signal.raise_signal(signal.SIGINT)
         return report(*a)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation, "report", pressed_as_it_starts)
+        patch.setattr(recipe, "report", pressed_as_it_starts)
         result = run_cli(*args, "--output-dir", tmp_path / "cut")
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 130 and "twice" not in result.stderr
@@ -648,16 +647,15 @@ def test_bench_an_output_it_cannot_write_is_one_line_before_anything_is_timed(tm
 
 
 def test_bench_ctrl_c_writes_the_batch_sizes_measured_before_it_or_says_nothing_was(tmp_path, capsys, monkeypatch):
-    import timing
     glue, out = bench_glue(tmp_path), tmp_path / "b.json"
-    interleaved, calls = timing.interleaved_pass, [0]
+    interleaved, calls = flops.interleaved_pass, [0]
 
     def pressed_in_the_second_batch_size(*a):
         calls[0] += 1
         if calls[0] == 2:
             signal.raise_signal(signal.SIGINT)
         return interleaved(*a)
-    monkeypatch.setattr(bench, "interleaved_pass", pressed_in_the_second_batch_size)
+    monkeypatch.setattr(flops, "interleaved_pass", pressed_in_the_second_batch_size)
     args = ["--data-dir", glue, "--batch-sizes", 1, 2, "--keep-ratios", 0.5, "--paths", "infer", "--repeats", 1]
     code, err = run_bench(capsys, *args, "--out", out)
     report = json.loads(out.read_text())

@@ -100,7 +100,7 @@ def test_a_run_that_cannot_reach_its_target_says_so(monkeypatch, capsys, reached
     """recipe.finish: when no keep threshold brings the calibration sentences within 3% of --target-speedup
     (calibrate_threshold then returns the largest it tried), one warning line says where the model ends."""
     from types import SimpleNamespace
-    model = SimpleNamespace(fold_threshold=lambda t: None, eval=lambda: model)
+    model = SimpleNamespace(freeze=lambda t: None, eval=lambda: model)
     monkeypatch.setattr(recipe, "calibrate_threshold", lambda *a: 0.99)
     monkeypatch.setattr(recipe, "speedup_at", lambda *a: reached)
     records = [{}]

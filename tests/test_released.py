@@ -1,4 +1,4 @@
-"""released.py: the authors' released computation. With both of its departures switched off it is our
+"""methods/released.py: the authors' released computation. With both of its departures switched off it is our
 skim.Transkimmer; with them on, the skimmed tokens leak into the kept ones, which real pruning (infer) and our
 Transkimmer never let happen; every token kept, it is the dense model. Then the released recipe as resolved."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flags
-import released
+from methods import released
 import skim
 from conftest import padded_batch, small_config
 from model import BertForSequenceClassification

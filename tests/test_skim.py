@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import model
 import skim
+from gpu import fixed
 from skim import Transkimmer, straight_through_gumbel_softmax
 
 SENTENCES = [
@@ -117,14 +118,14 @@ def decisions_with_a_fully_skimmed_example(mask, L, seed):
 
 
 def tight_capacity(m, ids, mask, decisions):
-    """infer_fixed's smallest capacities that drop nothing here: each layer's largest kept count (forward's),
+    """gpu/fixed.py's infer_fixed's smallest capacities that drop nothing here: each layer's largest kept count (forward's),
     as a fraction of the padded length."""
     return [float(k.sum(1).max()) / ids.shape[1] for k in m(ids, mask, decisions=decisions).masks]
 
 
 def fixed_tight(m, ids, mask, decisions):
-    out = m.infer_fixed(ids, mask, None, tight_capacity(m, ids, mask, decisions), decisions)
-    assert not out.overflow.any()
+    out, overflow = fixed.infer_fixed(m, ids, mask, None, tight_capacity(m, ids, mask, decisions), decisions)
+    assert not overflow.any()
     return out
 
 
@@ -200,44 +201,6 @@ def test_packed_inference_equals_masked_when_every_example_keeps_a_different_num
 
 
 @torch.no_grad()
-def test_fixed_capacity_flags_the_examples_it_overflows_and_computes_the_others_exactly(random_skimmer, batch):
-    """infer_fixed below the tight capacities: an example that keeps more tokens than a layer's capacity is
-    flagged (and loses its last ones); every other example still gets the masked model's logits and masks.
-    capacity_for gives capacities at which nothing overflows."""
-    ids, mask = batch
-    masked = random_skimmer(ids, mask)
-    tight = tight_capacity(random_skimmer, ids, mask, None)
-    counts = torch.stack([k.sum(1) for k in masked.masks])                        # (L, B)
-    C = int(counts[1].max()) - 1                                                   # layer 1 one token short
-    capacity = [1.0, C / ids.shape[1]] + [1.0] * (len(tight) - 2)
-    out = random_skimmer.infer_fixed(ids, mask, None, capacity)
-    over = (counts[1:] > C).any(0)                                                 # kept more than C at layer 1 on
-    assert over.any() and not over.all(), "the test needs some examples over the capacity and some under"
-    assert torch.equal(out.overflow, over)
-    assert (out.logits[~over] - masked.logits[~over]).abs().max() <= 1e-5
-    assert all(torch.equal(a[~over], b[~over]) for a, b in zip(out.masks, masked.masks))
-    assert all(int(k.sum(1).max()) <= C for k in out.masks[1:])
-    fit = random_skimmer.capacity_for([{"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}])
-    assert fit == pytest.approx(tight) and not random_skimmer.infer_fixed(ids, mask, None, fit).overflow.any()
-
-
-@torch.no_grad()
-def test_fixed_capacity_inference_reads_nothing_back_to_the_host(random_skimmer, batch, monkeypatch):
-    """infer_fixed has no data-dependent shape and no host synchronisation: on the CPU, where nothing
-    synchronises, every tensor method that would read a value back (item, tolist, nonzero, bool, int, float)
-    is made to fail during the call; infer, which reads its kept counts back, fails under the same patch."""
-    ids, mask = batch
-    capacity = tight_capacity(random_skimmer, ids, mask, None)
-    def read_back(*args, **kwargs):
-        raise AssertionError("a value was read back to the host")
-    for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, name, read_back)
-    random_skimmer.infer_fixed(ids, mask, None, capacity)
-    with pytest.raises(AssertionError, match="read back"):
-        random_skimmer.infer(ids, mask)
-
-
-@torch.no_grad()
 def test_packed_inference_in_bfloat16_keeps_the_decisions_and_follows_the_masked_logits(skimmer, batch):
     """bench.py --dtype bfloat16: the packed path runs in bfloat16 end to end and, with the same decisions,
     computes what the masked bfloat16 model computes, and what float32 computes, to bfloat16's rounding
@@ -292,8 +255,8 @@ def test_a_lower_threshold_keeps_more_and_pruning_still_equals_masking(random_sk
         for pruned in (random_skimmer(ids, mask, prune=True), random_skimmer.infer(ids, mask)):
             assert (masked.logits - pruned.logits).abs().max() <= 1e-5
             assert all(torch.equal(a, b) for a, b in zip(masked.masks, pruned.masks))
-            assert pruned.skim_loss == masked.skim_loss
-        kept[threshold] = masked.skim_loss.item()
+            assert pruned.aux_loss == masked.aux_loss
+        kept[threshold] = masked.aux_loss.item()
     assert kept[0.01] > kept[0.5] > kept[0.99]
 
 
@@ -304,7 +267,7 @@ def frozen_copy(source, threshold):
     """A Transkimmer sharing `source`'s encoder, with a copy of its predictors frozen at `threshold`."""
     m = Transkimmer(source.bert, tau=source.tau)
     m.predictors.load_state_dict(source.predictors.state_dict())
-    m.freeze_predictors(threshold)
+    m.freeze(threshold)
     return m
 
 
@@ -345,7 +308,7 @@ def test_frozen_predictors_train_the_encoder_alone_as_under_fixed_decisions():
     torch.manual_seed(0)
     m = Transkimmer(model.BertForSequenceClassification(config))
     random_predictors(m, seed=3)
-    m.freeze_predictors(0.5)
+    m.freeze(0.5)
     ids, mask = torch.randint(1, 50, (4, 9)), torch.ones(4, 9, dtype=torch.long)
     with torch.no_grad():
         decisions = [keep.clone() for keep in m.eval()(ids, mask).masks]
@@ -438,7 +401,7 @@ def test_gradients_reach_every_predictor_in_a_training_step(skimmer, batch):
     m = Transkimmer(skimmer.bert, tau=1.0, mu0=0.5).train()
     torch.manual_seed(0)
     out = m(ids, mask)
-    loss = skim.total_loss(F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])), out.skim_loss, 0.3)
+    loss = skim.total_loss(F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])), out.aux_loss, 0.3)
     loss.backward()
     for i, p in enumerate(m.predictors):
         for name, param in p.named_parameters():
@@ -463,7 +426,7 @@ def test_separate_predictor_grad_keeps_the_decisions_gradient_out_of_the_encoder
         skimmer.bert.zero_grad()
         torch.manual_seed(0)
         out = m(ids, mask)
-        out.skim_loss.backward(retain_graph=True)
+        out.aux_loss.backward(retain_graph=True)
         grads[mode] = {"encoder": grad_mass(m.bert), "predictors": grad_mass(m.predictors)}
         skimmer.bert.zero_grad()
         F.cross_entropy(out.logits, torch.tensor([1, 0, 1, 1, 0])).backward()
@@ -502,7 +465,7 @@ def test_skim_loss_equals_a_brute_force_count(random_skimmer, batch):
     for keep in out.masks:
         kept = sum(1 for b in range(mask.shape[0]) for j in range(mask.shape[1]) if mask[b, j] and keep[b, j])
         fractions.append(kept / int(mask.sum()))
-    assert abs(out.skim_loss.item() - sum(fractions) / len(fractions)) <= 1e-6
+    assert abs(out.aux_loss.item() - sum(fractions) / len(fractions)) <= 1e-6
 
 
 def test_unbalanced_init_biases():

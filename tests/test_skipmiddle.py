@@ -1,4 +1,4 @@
-"""skipmiddle.py, skipping the middle layers (Lawson et al., 2025) behind the method interface: its equations by
+"""methods/skipmiddle.py, skipping the middle layers (Lawson et al., 2025) behind the method interface: its equations by
 hand, the query-side gate's no-op, the packed inference against the masked computation, its FLOPs against
 FlopCounterMode, its initialisation against the dense model, its operating point, the gradient of gates started
 at zero, the controller steering it on a tiny model, and a run of train.py --method skipmiddle."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import recipe
-import skipmiddle
+from methods import skipmiddle
 import train
 from conftest import executed_and_counted, padded_batch, small_config
 from model import BertForSequenceClassification
@@ -99,7 +99,7 @@ def test_packed_inference_equals_the_masked_computation(small_bert, lengths, std
     model = with_gates(small_bert, std, bias, seed=len(lengths))
     ids, mask, types = padded_batch(SMALL.vocab_size, lengths, seed=len(lengths))
     with torch.no_grad():
-        masked = model(ids, mask, types)
+        masked, gate_values = model.gated(ids, mask, types)
     packed = model.infer(ids, mask, types)
     assert (masked.logits - packed.logits).abs().max() < 1e-5
     L = SMALL.num_hidden_layers
@@ -111,7 +111,7 @@ def test_packed_inference_equals_the_masked_computation(small_bert, lengths, std
         assert all(m.sum() == 0 for m in packed.masks)
         assert torch.equal(packed.logits, small_bert.classify(small_bert.pool(small_bert.embed(ids, mask, types)[0][:, 0])))
     else:
-        gates = torch.cat([g[mask.bool()] for g in masked.gates])
+        gates = torch.cat([g[mask.bool()] for g in gate_values])
         assert (gates == 0).any() and ((gates > 0) & (gates < 1)).any()     # closed ones, and partly open ones
         if len(lengths) > 2:
             assert len({int(n) for n in packed.masks[1].sum(1)}) > 1
@@ -155,13 +155,13 @@ def test_the_operating_point_folds_and_calibrates_to_a_target(small_bert):
     model = with_gates(small_bert, 0.3, -0.2, seed=3)
     model.keep_threshold = 0.8                                                # increments x 4
     with torch.no_grad():
-        at = model(ids, mask, types)
-    model.fold_threshold(0.8)
+        at, gates_at = model.gated(ids, mask, types)
+    model.freeze(0.8)
     assert model.keep_threshold == 0.5
     with torch.no_grad():
-        folded = model(ids, mask, types)
+        folded, gates_folded = model.gated(ids, mask, types)
     assert torch.allclose(at.logits, folded.logits, atol=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(at.gates, folded.gates))
+    assert all(torch.equal(a, b) for a, b in zip(gates_at, gates_folded))
     batches = [{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}]
     model = with_gates(small_bert, 0.3, -0.2, seed=3)
     for target in (1.3, 2.0):

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import data
+import flops
 import flags
 import skim
-import timing
 import train
 from conftest import padded_batch, small_config
 from model import BertForSequenceClassification
@@ -134,7 +134,7 @@ def test_one_bf16_step_is_within_rounding_of_fp32_and_leaves_weights_and_optimiz
     assert bf16_out.logits.dtype == torch.bfloat16 and fp32_out.logits.dtype == torch.float32  # autocast ran
     assert 0 < abs(bf16_loss - fp32_loss) < BF16_LOSS_TOLERANCE * abs(fp32_loss)
     # the estimator's softmax and the skim loss in float32, so the same noise takes the same decisions
-    assert bf16_out.skim_loss.dtype == torch.float32 and all(m.dtype == torch.float32 for m in bf16_out.masks)
+    assert bf16_out.aux_loss.dtype == torch.float32 and all(m.dtype == torch.float32 for m in bf16_out.masks)
     assert all(torch.equal(a, b) for a, b in zip(bf16_out.masks, fp32_out.masks))
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and p.grad.dtype == torch.float32, name
@@ -156,11 +156,11 @@ def test_the_estimator_and_the_skim_loss_compute_in_float32_from_bfloat16_inputs
 
 
 def test_auto_precision_is_bf16_only_where_the_machine_multiplies_bfloat16_in_hardware(monkeypatch):
-    assert timing.native_bf16("cpu", {"avx2", "avx512f"}) is False                 # PyTorch would emulate it
-    assert timing.native_bf16("cpu", {"avx2", "avx512f", "avx512_bf16"}) is True   # AMD Zen 4, Intel Cooper Lake
-    assert timing.native_bf16("cpu", {"amx_bf16", "amx_tile"}) is True             # Intel Sapphire Rapids
+    assert flops.native_bf16("cpu", {"avx2", "avx512f"}) is False                 # PyTorch would emulate it
+    assert flops.native_bf16("cpu", {"avx2", "avx512f", "avx512_bf16"}) is True   # AMD Zen 4, Intel Cooper Lake
+    assert flops.native_bf16("cpu", {"amx_bf16", "amx_tile"}) is True             # Intel Sapphire Rapids
     for cpu, expected in (({"avx2"}, "fp32"), ({"avx512_bf16"}, "bf16")):
-        monkeypatch.setattr(timing, "cpu_flags", lambda cpu=cpu: set(cpu))
+        monkeypatch.setattr(flops, "cpu_flags", lambda cpu=cpu: set(cpu))
         assert flags.resolve_precision("auto", "cpu") == expected
         assert flags.resolve_precision("fp32", "cpu") == "fp32" and flags.resolve_precision("bf16", "cpu") == "bf16"
 

@@ -1,4 +1,4 @@
-"""topk.py, static top-k token pruning (PoWER-BERT) behind the method interface: its equations by hand, the
+"""methods/topk.py, static top-k token pruning (PoWER-BERT) behind the method interface: its equations by hand, the
 packed inference against the masked computation, its FLOPs against FlopCounterMode, its initialisation against
 the dense model, its operating point calibrated to a target, and a run of train.py --method topk."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import recipe
-import topk
+from methods import topk
 import train
 from conftest import SENTENCES, executed_and_counted, padded_batch, small_config, write_sst2
 from model import BertForSequenceClassification, padding_bias
@@ -129,7 +129,7 @@ def test_the_operating_point_folds_and_calibrates_to_a_target(small_bert):
     assert model.decay == pytest.approx(0.0625)
     model.keep_threshold = 0.2
     assert model.decay == pytest.approx(0.5 ** 0.25)
-    model.fold_threshold(0.8)
+    model.freeze(0.8)
     assert (model.rho, model.keep_threshold) == (pytest.approx(0.0625), 0.5)
     state = model.state_dict()                                           # rho travels with the weights
     other = topk.TopK(small_bert, rho=0.9)

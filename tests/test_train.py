@@ -18,7 +18,7 @@ import torch
 import data
 import flags
 import recipe
-import timing
+import flops
 import train
 from conftest import SENTENCES, write_sst2
 
@@ -124,7 +124,7 @@ def test_freeze_predictors_trains_the_encoder_alone_and_saves_the_threshold_fold
         assert torch.equal(after[name], expected), name
     assert any(not torch.equal(after[name], before[name]) for name in before.keys() - set(predictors))
     assert m["args"]["freeze_predictors"] == 0.7 and m["stages"] == [
-        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "machines": [timing.machine_line()], "train_steps": 2,
+        {"stage": "frozen", "epochs": 1.0, "keep_threshold": 0.7, "machines": [flops.machine_line()], "train_steps": 2,
          "train_seconds": m["train_seconds"]}]
 
 
@@ -186,14 +186,17 @@ def settings_of(glue, tmp_path, *flag_values):
 
 
 @pytest.mark.parametrize("method", ["transkimmer", "topk", "skipmiddle"])
-def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(glue, tmp_path, method):
-    """flags.check_reachable puts the method on a run's dense first-stage model to ask its bound; the deciders it
-    builds for that are drawn from a forked random state, so a run trains as it would without the check."""
+def test_the_reachable_speedup_check_draws_nothing_from_the_runs_random_stream(glue, tmp_path, method, monkeypatch):
+    """flags.check_reachable asks the method's class for its bound on a run's dense first-stage model (no model
+    is built for it), so it draws nothing and a run trains as it would without the check."""
     import methods
     settings = settings_of(glue, tmp_path, "--method", method, "--target-speedup", 1.2)  # within every bound here
     dense = methods.Dense(tiny_transkimmer().bert)
     mask = torch.ones(2, 5, dtype=torch.long)
     calibration = [{"input_ids": torch.ones_like(mask), "attention_mask": mask, "token_type_ids": 0 * mask}]
+    def built(*a, **k):
+        raise AssertionError("a model was built to check the flag")
+    monkeypatch.setattr(methods.METHODS[method], "__init__", built)
     torch.manual_seed(0)
     flags.check_reachable(settings, dense, calibration)
     after = torch.rand(3)
@@ -457,14 +460,12 @@ def test_steer_every_steers_the_calibration_sentences_to_the_target_not_the_batc
     where the batches run at 0.71). A tiny random model's real measurement is too coarse to steer a test
     by: its predictors, thresholded, decide nearly alike for every token, so it jumps between all kept and
     almost nothing. Steered on the batches alone, the batches would end at 1/S and the stand-in at 1/S^2."""
-    import flops
-
     def sentences(model, batches, keep_threshold):
         rng = torch.get_rng_state()                                   # the run's random draws stay the run's
         with torch.no_grad():
             model.train()
-            f = np.mean([flops.fraction(model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks,
-                                        b["attention_mask"], model.config) for b in batches])
+            f = np.mean([train.flops_fraction(model, model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).masks,
+                                              b, 1) for b in batches])
         torch.set_rng_state(rng)
         return 1 / f ** 2
     monkeypatch.setattr(recipe, "speedup_at", sentences)

@@ -1,6 +1,6 @@
 """
 The authors' released computation (ChandlerGuan/Transkimmer, branch master at a72eb9a, the only code of the
-paper's time), as a method behind the interface of methods.py: `train.py --method released`, and with
+paper's time), as a method behind the method interface (methods/__init__.py): `train.py --method released`, and with
 `--recipe released` their training script's hyperparameters. It is here to measure how much of the paper's
 reported accuracy comes from what that code computes and pruned inference would not.
 
@@ -22,7 +22,7 @@ deploys the model gets. Where the released code departs from skim.py (docs/metho
    sampled at evaluation too (`sampled_eval`; False: the argmax), only [CLS] is forced kept, and the predictors
    also decide on padding, which the skim loss counts (`released_skim_loss`, BertForSequenceClassification.forward,
    line 1639: each layer's mean over the batch of the kept positions, padding included, over the padded length).
-4. The recipe as run (scripts/run_glue.sh, src/run_glue_no_trainer.py) is flags.RELEASED_RECIPE.
+4. The recipe as run (scripts/run_glue.sh, src/run_glue_no_trainer.py) is RECIPE (train.py --recipe released).
 5. The speedup: the released code counts kept tokens while its accuracy comes from the pass of point 1, which
    computed every token. Here both passes report the FLOPs their decisions would cost with the skimmed tokens
    removed (flops.py, no padding); only `infer` is that cost.
@@ -35,17 +35,25 @@ Shapes: B batch, N padded length, d hidden size, nh heads, L layers.
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import skim
-from checkpoint import method_settings, read_config, resolve_checkpoint
-from model import padding_bias
+from model import Output, carry_forward, padding_bias
 
 TAU = 1.0   # the released code's Gumbel-softmax temperature (the paper: 0.1)
 MU0 = skim.MU0_PAPER  # its unbalanced init (init_skim_predictor's mean_bias), the paper's (Eq. 9)
 SAMPLINGS = 5  # evaluations of the released pass with sampled decisions, each with its own draws
+# --recipe released: the authors' training script (scripts/run_glue.sh and src/run_glue_no_trainer.py), not ours, as
+# train.py flags: one skim stage from the pretrained checkpoint, lambda 0.5 on every task, batch 32 x 2 accumulation
+# steps (here one batch of 64, drawn at random), lr 2e-5, AdamW without weight decay, no warm-up, linear decay, no
+# clipping, the released tau and init, in float32; 5 epochs on MRPC and WNLI (EPOCHS), else 3
+RECIPE = {"--lr": 2e-5, "--batch-size": 64, "--skim-coef": 0.5, "--warmup": 0.0, "--weight-decay": 0.0,
+          "--max-grad-norm": 0.0, "--tau": TAU, "--mu0": MU0, "--predictor-grad": "joint", "--precision": "fp32",
+          "--group-by-length": False}
+EPOCHS = {"mrpc": 5, "wnli": 5}
 
 
 def unnormalised_attention(attn, x, pad_bias, keep):
@@ -73,7 +81,7 @@ def updated_stream(keep, processed, previous_out):
     """Point 1: the stream every layer reads is the layer's output for every token, skimmed or not; only the
     output copy the classifier reads freezes a skimmed token (Eq. 3 applied to the copy alone).
     -> (the next stream (B, N, d), the next output copy (B, N, d))."""
-    return processed, skim.forward_skimmed(keep, processed, previous_out)
+    return processed, carry_forward(keep, processed, previous_out)
 
 
 def released_skim_loss(keeps):
@@ -87,18 +95,13 @@ class Released(skim.Transkimmer):
     released code's): `stream` (point 1), `renormalise` (False: point 2), `sampled_eval` (point 3)."""
 
     config_key = "released"  # config.json keeps its settings under this key: a saved Released is known by it
+    SWITCHES = ("stream", "renormalise", "sampled_eval")  # saved beside tau and mu0, restored by from_pretrained
 
     def __init__(self, bert, tau=TAU, mu0=MU0):
         super().__init__(bert, tau=tau, mu0=mu0)
         self.stream = True          # every token updated in every layer
         self.renormalise = False    # skim attention not renormalised
         self.sampled_eval = True    # decisions sampled at evaluation too (False: the argmax)
-
-    @classmethod
-    def wrap(cls, bert, settings):
-        model = cls(bert, tau=settings.tau, mu0=settings.mu0)
-        model.predictor_grad = settings.predictor_grad
-        return model
 
     def released_decision(self, predictor, x):
         """(B, N, d) -> (B, N) in {0, 1}: the straight-through Gumbel-softmax sample (Eq. 5, as
@@ -128,13 +131,13 @@ class Released(skim.Transkimmer):
             if self.stream:
                 stream, out = updated_stream(keep, processed, out)
             else:
-                stream = out = skim.forward_skimmed(keep, processed, stream)       # (B, N, d): Eq. 3
+                stream = out = carry_forward(keep, processed, stream)              # (B, N, d): Eq. 3
             keeps.append(keep)
         logits = bert.classify(bert.pool(out[:, 0]))                               # (B, num_labels)
-        return skim.SkimOutput(logits=logits, masks=[keep * pad for keep in keeps], skim_loss=released_skim_loss(keeps))
+        return Output(logits, [keep * pad for keep in keeps], released_skim_loss(keeps))
 
     def scored(self, evaluate, seed):
-        """The model scored three ways on the same weights (evaluation.report): evaluate(model) -> a result dict.
+        """The model scored three ways on the same weights (recipe.report): evaluate(model) -> a result dict.
         released_sampled: the released pass as the paper evaluated it, decisions sampled, SAMPLINGS times
         (seeds seed, seed + 1, ...); released_argmax: the released pass, argmax decisions; honest: real pruning
         (infer, argmax), what is deployed. Each with the FLOPs of the decisions it took."""
@@ -151,29 +154,19 @@ class Released(skim.Transkimmer):
             self.sampled_eval = kept
         return {"released_sampled": sampled, "released_argmax": argmax, "honest": evaluate(Deployed(self))}
 
-    def save_pretrained(self, directory, tokenizer=None):
-        self.bert.save_pretrained(directory, tokenizer, extra_config={self.config_key: self.settings()},
-                                  extra_tensors=skim.added_tensors(self.predictors, skim.SKIM_PREFIX))
-
-    def settings(self):
-        return {"tau": self.tau, "mu0": self.mu0, "stream": self.stream, "renormalise": self.renormalise,
-                "sampled_eval": self.sampled_eval}
-
-    @classmethod
-    def from_pretrained(cls, name_or_path=None, num_labels=None, tau=None, mu0=None):
-        """A saved Released, its switches restored; a plain BERT gets new predictors at the released tau and mu0."""
-        folder = resolve_checkpoint(name_or_path)
-        saved = method_settings(read_config(folder), cls.config_key, folder)
-        model = super().from_pretrained(name_or_path, num_labels, tau if tau is not None else saved.get("tau", TAU),
-                                        mu0 if mu0 is not None else saved.get("mu0", MU0))
-        for switch in ("stream", "renormalise", "sampled_eval"):
-            if isinstance(saved.get(switch), bool):
-                setattr(model, switch, saved[switch])
-        return model
+    @staticmethod
+    def scored_line(scored, metric):
+        """One line on the model scored three ways (`scored`), for the run's last line."""
+        sampled = [r[metric] for r in scored["released_sampled"]]
+        speedups = [r["flops_speedup"] for r in scored["released_sampled"]]
+        return (f"released pass, sampled x{len(sampled)}: {metric} {np.mean(sampled):.4f} +- "
+                f"{np.std(sampled, ddof=1):.4f} at {np.mean(speedups):.2f}x; argmax: "
+                f"{scored['released_argmax'][metric]:.4f} at {scored['released_argmax']['flops_speedup']:.2f}x; "
+                f"honest pruning: {scored['honest'][metric]:.4f} at {scored['honest']['flops_speedup']:.2f}x")
 
 
 class Deployed(nn.Module):
-    """A method's `infer` (real pruning) seen as its forward, so that evaluation.evaluate scores what is deployed."""
+    """A method's `infer` (real pruning) seen as its forward, so that recipe.evaluate scores what is deployed."""
 
     def __init__(self, method):
         super().__init__()

@@ -1,6 +1,6 @@
 """
 Static top-k token pruning (PoWER-BERT: Goyal et al., ICML 2020, "PoWER-BERT: Accelerating BERT Inference
-via Progressive Word-vector Elimination"; code: IBM/PoWER-BERT), a method behind the interface of methods.py.
+via Progressive Word-vector Elimination"; code: IBM/PoWER-BERT), a method behind the method interface (methods/__init__.py).
 
 Before each layer i >= 1, every example keeps the k_i of its tokens that received the most attention in
 layer i - 1 (`significance`, summed over heads and over the queries, a token's attention to itself left
@@ -15,7 +15,7 @@ Where this differs from PoWER-BERT (docs/method.md):
   penalty, then re-training). Here the schedule is geometric, one number rho, and k_i counts each
   example's real tokens, since the FLOPs here count no padding. rho is set as Transkimmer's threshold is:
   recipe.calibrate_threshold finds the keep_threshold t at which the model meets --target-speedup on
-  training sentences, and fold_threshold makes the decay at t the model's own rho (`decay`).
+  training sentences, and freeze makes the decay at t the model's own rho (`decay`).
 - Where tokens leave. PoWER-BERT drops them inside layer i, after its self-attention, by layer i's own
   scores, so layer i's feed-forward already runs on fewer. Here they leave before layer i, by layer i - 1's,
   so that masks[i] means what it means for every method (the tokens layer i computed) and flops.py counts
@@ -26,7 +26,6 @@ before it runs. Shapes: B batch, N padded length, d hidden size, nh heads, T tok
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 import flops
 import skim
 from checkpoint import method_settings, read_config, resolve_checkpoint
-from model import BertForSequenceClassification, first_rows, pack, padding_bias
+from model import BertForSequenceClassification, Output, carry_forward, cls_only, first_rows, pack, padding_bias
 
 
 def retained(n, rho, i):
@@ -80,25 +79,9 @@ def infer_layer(layer, x, lengths):
     return layer.ffn_norm(x + layer.ffn(x)), torch.cat(received)                   # (T, d), (T,)
 
 
-@dataclass
-class TopKOutput:
-    """forward's output, read as methods.py's Output: top-k has no loss of its own."""
-    logits: torch.Tensor        # (B, num_labels)
-    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i computed
-    aux_loss: torch.Tensor      # scalar 0
-
-
-class PackedOutput(skim.CompactOutput):
-    """infer's output: the masks rebuilt from the rows each layer ran on, as Transkimmer's; no loss."""
-
-    @property
-    def aux_loss(self):
-        return self.logits.new_zeros(())
-
-
 class TopK(nn.Module):
     """A BertForSequenceClassification whose layer i >= 1 computes the k_i(n) tokens that received the
-    most attention in layer i - 1; a method behind the interface of methods.py."""
+    most attention in layer i - 1; a method behind the method interface (methods/__init__.py)."""
 
     config_key = "topk"          # config.json keeps rho under this key: a saved TopK is known by it
     trains_decisions = False     # the recipe has no skim stage for it: it trains dense, then under its schedule
@@ -123,14 +106,12 @@ class TopK(nn.Module):
         t = self.keep_threshold
         return self.rho ** (t / (1 - t))
 
-    def fold_threshold(self, keep_threshold):
-        """Make the decay at `keep_threshold` the model's own rho, saved with it (as Transkimmer's)."""
+    def freeze(self, keep_threshold):
+        """Make the decay at `keep_threshold` the model's own rho, saved with it (as Transkimmer's): a frozen
+        stage trains the encoder under the schedule at this operating point. (Nothing else to fix: the
+        schedule learns nothing.)"""
         self.keep_threshold = keep_threshold
         self.rho, self.keep_threshold = self.decay, skim.KEEP_THRESHOLD
-
-    def freeze(self, keep_threshold):
-        """A frozen stage trains the encoder under the schedule at this operating point, folded in."""
-        self.fold_threshold(keep_threshold)
 
     # rho is no tensor: it travels in the state_dict (resume.pt) as extra state
     def get_extra_state(self):
@@ -143,15 +124,20 @@ class TopK(nn.Module):
         return []
 
     def flops_counter(self, seq_len=None, last_layer="all"):
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
         """flops.py's count: the layers on the tokens they compute; nothing added (no predictors)."""
-        return flops.FlopsCounter(self.config, seq_len, predictors=False, last_layer=last_layer)
+        return flops.FlopsCounter(config, seq_len, predictors=False, last_layer=last_layer)
 
     FASTEST = "[CLS] alone after the first layer"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N). The first layer
         computes every token: there is no attention yet to rank them by."""
-        return [attention_mask.float()] + [skim.cls_only(attention_mask)] * (self.config.num_hidden_layers - 1)
+        return [attention_mask.float()] + [cls_only(attention_mask)] * (config.num_hidden_layers - 1)
 
     @property
     def config(self):
@@ -169,10 +155,10 @@ class TopK(nn.Module):
             if i > 0:  # the decision takes no gradient: it is a ranking
                 keep = select_top(significance(probs.detach(), keep), keep, retained(lengths, self.decay, i))
             y, probs = layer(x, pad_bias, keep, with_probs=True)                   # (B, N, d), (B, nh, N, N)
-            x = skim.forward_skimmed(keep, y, x)                                   # (B, N, d)
+            x = carry_forward(keep, y, x)                                          # (B, N, d)
             masks.append(keep)
         logits = bert.classify(bert.pool(x[:, 0]))                                 # (B, num_labels)
-        return TopKOutput(logits=logits, masks=masks, aux_loss=logits.new_zeros(()))
+        return Output(logits, masks)                                               # no loss of its own
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -196,7 +182,7 @@ class TopK(nn.Module):
             else:
                 x, received = infer_layer(layer, x, lengths)                       # (T, d), (T,)
         logits = bert.classify(bert.pool(x))                                       # (B, num_labels)
-        return PackedOutput(logits=logits, attention_mask=attention_mask, processed=processed)
+        return Output(logits, processed=processed, attention_mask=attention_mask)
 
     # checkpoint I/O: a plain BERT checkpoint in the HF layout, with rho under "topk" in config.json
     @classmethod

@@ -1,7 +1,7 @@
 """
-The method interface: what the training loop (train.py), the recipe and its speedup controller
-(recipe.py), the evaluation (evaluation.py) and the benchmarks (timing.py, bench.py) call on every way
-of saving compute, and the list of those ways. docs/interface.md draws the data flow through it.
+The method interface: what the training loop (train.py), the recipe, its speedup controller and its
+evaluation (recipe.py) and the benchmark (bench.py) call on every way of saving compute, and the list of
+those ways: Transkimmer (skim.py) and the alternatives in this folder. docs/interface.md draws the data flow through it.
 
 A method wraps a dense BertForSequenceClassification, its `.bert`, and adds what it needs (Transkimmer:
 a skim predictor before each layer). It is an nn.Module with
@@ -15,8 +15,10 @@ a skim predictor before each layer). It is an nn.Module with
     from_pretrained(folder)   class method: a saved one; save_pretrained(directory, tokenizer) saves it
     config_key                the key under which it saves its settings in config.json, by which
                               load_saved recognises it
-    fastest_masks(attention_mask) -> L masks (B, N)   optional: the most it can skip, which FASTEST
-                              names; a --target-speedup beyond it is refused (recipe.reachable_speedup)
+    fastest_masks(config, attention_mask) -> L masks (B, N)   optional, static, with counter(config): the most
+                              it can skip, which FASTEST names, and its flops_counter from the config alone; a
+                              --target-speedup beyond it is refused before any such model is built
+                              (recipe.reachable_speedup)
 
 and, where it has an operating point (recipe.py calibrates it to --target-speedup and freezes it):
 
@@ -26,32 +28,21 @@ and, where it has an operating point (recipe.py calibrates it to --target-speedu
 A method whose decisions are not learned (TopK: a fixed schedule) says so with trains_decisions = False:
 the default recipe then has no skim stage for it, and it trains under its decisions after the dense stage.
 
-Output.masks is L tensors (B, N), masks[i] = 1 where layer i computed the token's output: what flops.py
-counts and what the controller steers. Output.aux_loss is the method's own loss (Transkimmer: the skim
-loss, Eq. 6), which the loop weighs by lambda (Eq. 7).
+forward and infer return model.Output, the one output type: Output.masks is L tensors (B, N), masks[i] = 1
+where layer i computed the token's output, what flops.py counts and what the controller steers; Output.aux_loss
+is the method's own loss (Transkimmer: the skim loss, Eq. 6), which the loop weighs by lambda (Eq. 7).
 
-A new method is one new file with a class like these, and one line in METHODS below.
+A new method is one new file in this folder with a class like these, and one line in METHODS below.
 """
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 import flops
-import released
 import skim
-import skipmiddle
-import topk
 from checkpoint import read_config, resolve_checkpoint
-from model import BertForSequenceClassification
-
-
-@dataclass
-class Output:
-    logits: torch.Tensor        # (B, num_labels)
-    masks: list                 # L tensors (B, N): masks[i] = the tokens layer i computed
-    aux_loss: torch.Tensor      # scalar: the method's own loss, weighed by lambda
+from methods import released, skipmiddle, topk
+from model import BertForSequenceClassification, Output
 
 
 class Dense(nn.Module):
@@ -73,7 +64,7 @@ class Dense(nn.Module):
     def every_token(self, logits, attention_mask):
         """logits (B, num_labels) -> an Output in which every layer computed every real token: L x (B, N)."""
         masks = [attention_mask.to(logits.dtype)] * self.bert.config.num_hidden_layers
-        return Output(logits, masks, logits.new_zeros(()))
+        return Output(logits, masks)
 
     def flops_counter(self, seq_len=None, last_layer="all"):
         return flops.FlopsCounter(self.bert.config, seq_len, predictors=False, last_layer=last_layer)

@@ -1,6 +1,6 @@
 """
 Skipping the middle layers (Lawson, Farnik, Houghton and Aitchison, 2025, "Learning to Skip the Middle Layers
-of Transformers"; code: tim-lawson/skip-middle), a method behind the interface of methods.py.
+of Transformers"; code: tim-lawson/skip-middle), a method behind the method interface (methods/__init__.py).
 
 Each of the first G = L // 2 layers i has a gate, a Linear(d, 1) on every token's state entering it. Their
 increments add up, and the token's gate for layer i is
@@ -34,12 +34,10 @@ Where this differs from theirs (docs/method.md):
   terms, each with a coefficient of its own.
 - The operating point: at keep_threshold t every increment is scaled by t / (1 - t) (1 at t = 0.5): higher
   closes more gates, so recipe.calibrate_threshold can set a trained model to a FLOPs speedup, and
-  fold_threshold folds the scale into w and b (c max(z, 0) = max(c z, 0) for c > 0).
+  freeze folds the scale into w and b (c max(z, 0) = max(c z, 0) for c > 0).
 
 Shapes: B batch, N padded length, d hidden size, nh heads, T tokens of a packed batch.
 """
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -48,7 +46,7 @@ import torch.nn.functional as F
 import flops
 import skim
 from checkpoint import added_tensors, load_added, read_checkpoint, split_added
-from model import BertForSequenceClassification, first_rows, pack, padding_bias
+from model import BertForSequenceClassification, Output, carry_forward, first_rows, pack, padding_bias
 
 GATE_PREFIX = "skipmiddle."  # the gates' tensors in model.safetensors
 
@@ -70,6 +68,12 @@ def gate_of(m):
     return 1 - m.clamp(0, 1)
 
 
+def mean_gate(gates, attention_mask):
+    """The method's loss: the mean gate over layers and real tokens, gates L (B, N) (in float32 at least)."""
+    pad = attention_mask.to(torch.promote_types(gates[0].dtype, torch.float32))   # (B, N)
+    return torch.stack([(g * pad).sum() / pad.sum() for g in gates]).mean()
+
+
 def attention_with_gate(scores, gate, side):
     """Softmax attention probabilities from scores (B, nh, N, N), queries by keys, with the gate (B, N) added as
     a bias log g by query position (side "query", theirs) or by key position ("key", this file's): the first
@@ -77,21 +81,6 @@ def attention_with_gate(scores, gate, side):
     log_g = gate.to(scores.dtype).clamp_min(torch.finfo(scores.dtype).tiny).log()  # (B, N)
     bias = log_g[:, None, :, None] if side == "query" else log_g[:, None, None, :]  # (B, 1, N, 1) or (B, 1, 1, N)
     return F.softmax(scores + bias, dim=-1)                                        # (B, nh, N, N)
-
-
-@dataclass
-class SkipOutput:
-    """forward's output, read as methods.py's Output."""
-    logits: torch.Tensor        # (B, num_labels)
-    masks: list                 # L tensors (B, N): 1 where g_i > 0, the tokens layer i computed
-    gates: list                 # L tensors (B, N): g_i, 0 on padding
-    aux_loss: torch.Tensor      # scalar: the mean gate over layers and real tokens
-
-
-class PackedOutput(skim.CompactOutput):
-    """infer's output: the masks rebuilt from the rows each layer ran on, as Transkimmer's. The last layer runs
-    for the examples whose [CLS] it computes (the classifier reads nothing else), so an example whose [CLS] has
-    skipped it has no token there."""
 
 
 class GateFlopsCounter(flops.FlopsCounter):
@@ -104,7 +93,7 @@ class GateFlopsCounter(flops.FlopsCounter):
 
 class SkipMiddle(nn.Module):
     """A BertForSequenceClassification whose first L // 2 layers each have a gate, closing for a token the span
-    of layers around the middle (module docstring); a method behind the interface of methods.py."""
+    of layers around the middle (module docstring); a method behind the method interface (methods/__init__.py)."""
 
     config_key = "skipmiddle"  # config.json marks a saved SkipMiddle by it (its gates are tensors)
 
@@ -134,36 +123,42 @@ class SkipMiddle(nn.Module):
         return self.keep_threshold / (1 - self.keep_threshold)
 
     @torch.no_grad()
-    def fold_threshold(self, keep_threshold):
+    def freeze(self, keep_threshold):
         """Make `keep_threshold` the model's own operating point: its scale folded into w and b, so the model
-        at 0.5 decides as this one at keep_threshold, and so does the saved model."""
+        at 0.5 decides as this one at keep_threshold, and so does the saved model; the gates stop learning (a
+        frozen stage trains the encoder under them)."""
         c = keep_threshold / (1 - keep_threshold)
         for gate in self.gates:
             gate.weight.mul_(c)
             gate.bias.mul_(c)
         self.keep_threshold = skim.KEEP_THRESHOLD
-
-    def freeze(self, keep_threshold):
-        """A frozen stage: the threshold folded in, the gates fixed; the encoder trains under them."""
-        self.fold_threshold(keep_threshold)
         self.gates.requires_grad_(False)
 
     def added_parameters(self):
         return list(self.gates.parameters())
 
     def flops_counter(self, seq_len=None, last_layer="all"):
-        return GateFlopsCounter(self.config, seq_len, predictors=True, last_layer=last_layer)
+        return self.counter(self.config, seq_len, last_layer)
+
+    @classmethod
+    def counter(cls, config, seq_len=None, last_layer="all"):
+        return GateFlopsCounter(config, seq_len, predictors=True, last_layer=last_layer)
 
     FASTEST = "every gate closed at the first layer: no layer run"
 
-    def fastest_masks(self, attention_mask):
+    @staticmethod
+    def fastest_masks(config, attention_mask):
         """The most this method can skip (recipe.reachable_speedup), FASTEST: L masks (B, N), all 0; the first
         gate still reads every token."""
-        return [torch.zeros_like(attention_mask, dtype=torch.float)] * self.config.num_hidden_layers
+        return [torch.zeros_like(attention_mask, dtype=torch.float)] * config.num_hidden_layers
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Training, and the reference for infer: all N positions through every layer, each layer's output
-        taken in by the gate and the keys weighed by it (skim attention)."""
+        """Training, and the reference for infer (gated, without the gates)."""
+        return self.gated(input_ids, attention_mask, token_type_ids)[0]
+
+    def gated(self, input_ids, attention_mask=None, token_type_ids=None):
+        """All N positions through every layer, each layer's output taken in by the gate and the keys weighed
+        by it (skim attention). -> (the Output, the gates: L tensors (B, N), g_i, 0 on padding)."""
         bert = self.bert
         x, attention_mask = bert.embed(input_ids, attention_mask, token_type_ids)  # (B, N, d), (B, N)
         pad = attention_mask.to(x.dtype)                                           # (B, N)
@@ -174,11 +169,11 @@ class SkipMiddle(nn.Module):
                 m = m + increment(self.gates[i], x, self.scale)                    # (B, N)
                 own.append(gate_of(m) * pad)                                       # (B, N): g_i
             g = own[gate_index(i, len(bert.layers))]                               # (B, N)
-            x = skim.forward_skimmed(g, layer(x, pad_bias, g), x)                  # (B, N, d)
+            x = carry_forward(g, layer(x, pad_bias, g), x)                         # (B, N, d)
             gates.append(g)
         logits = bert.classify(bert.pool(x[:, 0]))                                 # (B, num_labels)
         masks = [(g > 0).to(x.dtype) for g in gates]
-        return SkipOutput(logits=logits, masks=masks, gates=gates, aux_loss=skim.skim_loss(gates, attention_mask))
+        return Output(logits, masks, mean_gate(gates, attention_mask)), gates
 
     @torch.inference_mode()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -224,7 +219,7 @@ class SkipMiddle(nn.Module):
                 x_cls, g_cls = state.index_select(0, rows_cls), g.index_select(0, rows_cls)
                 state = state.index_copy(0, rows_cls, x_cls + g_cls[:, None] * (ys - x_cls))
         logits = bert.classify(bert.pool(state.index_select(0, cls)))              # (B, num_labels)
-        return PackedOutput(logits=logits, attention_mask=attention_mask, processed=processed)
+        return Output(logits, processed=processed, attention_mask=attention_mask)
 
     # checkpoint I/O: a BERT checkpoint in the HF layout, plus the gates under "skipmiddle." (HF's loaders
     # ignore them and load the BERT part)

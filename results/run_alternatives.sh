@@ -18,6 +18,8 @@
 #   DEVICE=cuda bash results/run_alternatives.sh ...                      (new runs train on the GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MADE_WITH=(--no-group-by-length --precision fp32)  # the defaults these runs were made with, before length-grouped
+# batches and bf16 became train.py's (results/README.md, section 6): a new run here repeats them
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cpu}
 declare -A RUNS
@@ -39,7 +41,7 @@ for name in ${@:-topk20-seed42 topk20-seed43 topk20-seed44 topk15-seed42 topk30-
   out=runs/sst2-alt-$name
   [[ -f results/alternatives/$name.json ]] && { echo "== $name: done (results/alternatives/$name.json)"; continue; }
   mkdir -p "$out"
-  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 ${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 "${MADE_WITH[@]}" ${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/alternatives/$name.json"

@@ -20,6 +20,8 @@
 # (each run holds a flock on runs/glue-NAME/.lane while it trains; train.py holds .lock itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MADE_WITH=(--no-group-by-length --precision fp32)  # the defaults these runs were made with, before length-grouped
+# batches and bf16 became train.py's (results/README.md, section 6): a new run here repeats them
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cpu}
 MIN_STEPS=$($PY -c 'import recipe; print(recipe.MIN_STEPS)')
@@ -44,7 +46,7 @@ for name in ${@:-${names[@]}}; do
   mkdir -p "$out"
   exec {lock}> "$out/.lane"
   flock -n "$lock" || { echo "== $name: being trained by another run_glue.sh"; exec {lock}>&-; continue; }
-  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=("${MADE_WITH[@]}" ${RUNS[$name]} --device "$DEVICE" --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/glue/$name.json"

@@ -11,6 +11,8 @@
 #   GLUE_DIR=/path/to/glue bash results/run_glue_dense.sh [NAME ...]   (NAME: TASK-e3-lrLR; default: all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MADE_WITH=(--no-group-by-length --precision fp32)  # the defaults these runs were made with, before length-grouped
+# batches and bf16 became train.py's (results/README.md, section 6): a new run here repeats them
 PY=${PY:-.venv/bin/python}
 declare -A HOLDOUT=([cola]=855 [mrpc]=367 [stsb]=575)  # 10% of 8,551, 3,668 and 5,749
 mkdir -p results/glue/dense
@@ -19,7 +21,7 @@ for name in ${@:-cola-e3-lr2e-4 cola-e3-lr5e-5 mrpc-e3-lr2e-4 mrpc-e3-lr5e-5 sts
   [[ -f results/glue/dense/$name.json ]] && { echo "== $name: done (results/glue/dense/$name.json)"; continue; }
   mkdir -p "$out"
   if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else
-    how=(--task "$task" --no-skim --epochs "$epochs" --lr "$lr" --holdout "${HOLDOUT[$task]}" --seed 42
+    how=(--task "$task" "${MADE_WITH[@]}" --no-skim --epochs "$epochs" --lr "$lr" --holdout "${HOLDOUT[$task]}" --seed 42
          --timing-repeats 0 --output-dir "$out" --overwrite); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1

@@ -24,6 +24,8 @@
 #   GLUE_DIR=/path/to/glue bash results/run_recipe.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MADE_WITH=(--no-group-by-length --precision fp32)  # the defaults these runs were made with, before length-grouped
+# batches and bf16 became train.py's (results/README.md, section 6): a new run here repeats them
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cpu}  # where a new run trains: DEVICE=cuda bash results/run_recipe.sh NAME (train.py --device)
 declare -A RUNS
@@ -48,7 +50,7 @@ for name in ${@:-t20-seed42 layers3-seed42 t20-seed43 layers3-seed43 t20-seed44 
   out=runs/sst2-recipe-$name
   [[ -f results/recipe/$name.json ]] && { echo "== $name: done (results/recipe/$name.json)"; continue; }
   mkdir -p "$out"
-  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 ${RUNS[$name]} --device "$DEVICE" --output-dir "$out"); fi
+  if [[ -f $out/resume.pt ]]; then how=(--resume "$out"); else how=(--task sst2 "${MADE_WITH[@]}" ${RUNS[$name]} --device "$DEVICE" --output-dir "$out"); fi
   echo "== $name: python train.py ${how[*]}"
   $PY train.py "${how[@]}" 2>> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/recipe/$name.json"

@@ -13,6 +13,8 @@
 #   GLUE_DIR=/path/to/glue bash results/run_reference.sh [NAME ...]   (default: all, in this order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MADE_WITH=(--no-group-by-length --precision fp32)  # the defaults these runs were made with, before length-grouped
+# batches and bf16 became train.py's (results/README.md, section 6): a new run here repeats them
 PY=${PY:-.venv/bin/python}
 # one core and one thread: the other core stays free for other work, and timings do not fight over threads
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -36,7 +38,7 @@ for name in ${@:-lr1e-4 lr2e-4 lr5e-5 hf-lr1e-4 lr1e-4-noclip ${full[@]}}; do
   [[ -f results/reference/$name.json ]] && { echo "== $name: done (results/reference/$name.json)"; continue; }
   mkdir -p "$out"
   echo "== $name: python ${RUNS[$name]}"
-  if [[ ${RUNS[$name]} == train.py* ]]; then where=(--task sst2 --output-dir "$out"); else where=(--out "$out/metrics.json"); fi
+  if [[ ${RUNS[$name]} == train.py* ]]; then where=(--task sst2 "${MADE_WITH[@]}" --output-dir "$out"); else where=(--out "$out/metrics.json"); fi
   $PY ${RUNS[$name]} --device "$DEVICE" "${where[@]}" 2> "$out/train.log" | tail -1
   cp "$out/metrics.json" "results/reference/$name.json"
 done

@@ -175,10 +175,13 @@ def test_the_controller_drives_it_to_the_target_and_the_calibration_lands_on_it(
     over 1: the gates' own cost), the controller brings the training batches' fraction down through 1/2, and
     the threshold calibrated after the stage lands on 2x. It does not hold 1/2 on this model: the fraction
     falls on, to about 0.2, because a closed gate (m >= 1) gets no gradient through the clamp, so nothing
-    reopens it, and Adam's momentum carries the gates on after lambda turns negative (docs/interface.md)."""
+    reopens it, and Adam's momentum carries the gates on after lambda turns negative (docs/interface.md). On random
+    batches: grouped by length (train.py's default), the fixture's two batches an epoch are its 15 longest and 15
+    shortest sentences, and the fraction has not come down through 1/2 after 60 steps (its last ten reach 0.92;
+    measured)."""
     monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 60)  # the controller's own gain, as for Transkimmer
     m = train.main([str(a) for a in ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--method", "skipmiddle",
-                                     "--stages", "skim:30", "--target-speedup", 2, "--lr", "1e-3", "--batch-size", 15,
+                                     "--stages", "skim:30", "--no-group-by-length", "--target-speedup", 2, "--lr", "1e-3", "--batch-size", 15,
                                      "--timing-repeats", 0, "--output-dir", tmp_path / "o"]])
     trace = np.array(m["stages"][0]["trace"]["flops_fraction"])              # one per step: 2 an epoch
     assert len(trace) == 60 and 1 < trace[0] < 1.01                           # starts out dense, plus the gates

@@ -440,10 +440,13 @@ def synthetic(tmp_path_factory):
 
 def test_target_speedup_steers_the_flops_fraction_to_the_target_and_holds_it(synthetic, tiny, tmp_path, monkeypatch):
     """At the controller's own gain, ki = KI = 0.02 per step (the 150-step stage here would get 7 times that,
-    SpeedupController.KI_STEPS: with it this tiny model overshoots, to 0.45 over the last third)."""
+    SpeedupController.KI_STEPS: with it this tiny model overshoots, to 0.45 over the last third). On random
+    batches: on train.py's default, length-grouped batches (25 an epoch here, one megabatch: each batch of one
+    length) this model overshoots to about 0.41 over the last third (measured; results/log.md, "Training speed,
+    measured"), a limit of the controller on grouped batches that SST-2's runs did not show (1.93x-2.00x)."""
     monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 150)
-    m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:6", "--target-speedup", 2,
-             "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0, "--output-dir", tmp_path / "o")
+    m = main("--task", "sst2", "--model", tiny, "--data-dir", synthetic, "--stages", "skim:6", "--no-group-by-length",
+             "--target-speedup", 2, "--lr", "1e-3", "--batch-size", 16, "--timing-repeats", 0, "--output-dir", tmp_path / "o")
     trace = np.array(m["stages"][0]["trace"]["flops_fraction"])                     # one per step
     assert len(trace) == 150 and trace[:5].min() > 0.95                             # starts out dense
     last_third = trace[100:]

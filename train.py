@@ -15,9 +15,9 @@ read; the model is built (recipe.py: the recipe's stages, each a model of its ow
 trains with train_stage(), whose loop body is the training step: AdamW with linear warm-up and decay to
 the stage's peak lr, loss = task loss + lambda * the method's loss (Eq. 7). The model is saved and
 evaluated last (recipe.report: metric, FLOPs speedup, measured speedup, tokens kept per layer). Not in the
-paper, for speed, and off by default until measured: training batches of sentences of about one length
-(--group-by-length, data.batch_rows) and the training forward under bfloat16 autocast (--precision); the
-evaluation runs in float32.
+paper, for speed, and the default since measured (results/README.md, section 6): training batches of sentences
+of about one length (data.batch_rows; --no-group-by-length: random) and the training forward under bfloat16
+autocast where the hardware multiplies it (--precision auto; fp32: off); the evaluation runs in float32.
 --output-dir receives the model, metrics.json and two pictures, each file written atomically; while
 training, also resume.pt, the state --resume continues from (once the model is saved, a small one from which
 --resume finishes the evaluation); while the run goes on, .lock holds its process id (recipe.hold).

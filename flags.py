@@ -188,14 +188,14 @@ def parser():
                    help="each training batch holds sentences of about one length (data.batch_rows, as HF's "
                         "group_by_length: sorted within megabatches of 50 batches, the batches shuffled), so that "
                         "padding each batch to its longest sentence computes few positions beyond the real tokens "
-                        "(1.02x-1.07x the real tokens at batch 32 on the GLUE tasks counted, random batches 1.5x-3x). "
-                        "(default: %(default)s; --no-group-by-length: random batches, as the authors' script, HF's "
-                        "run_glue and every result made before grouping became the default: results/README.md, "
+                        "(1.02x-1.07x the real tokens at batch 32 on the GLUE tasks counted, random batches 1.5x-3x; "
+                        "default: %(default)s). --no-group-by-length: random batches, as the authors' script, HF's "
+                        "run_glue and every result made before grouping became the default (results/README.md, "
                         "section 6)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="the training forward's arithmetic (default: %(default)s): bf16 runs it under bfloat16 autocast (weights, optimizer "
-                        "state, losses, the estimator's softmax and the FLOPs count stay float32; the evaluation "
-                        "runs in float32); auto (the default): bf16 where the machine multiplies bfloat16 in "
+                   help="the training forward's arithmetic (default: %(default)s): bf16 runs it under bfloat16 "
+                        "autocast (weights, optimizer state, losses, the estimator's softmax and the FLOPs count stay "
+                        "float32; the evaluation runs in float32); auto: bf16 where the machine multiplies bfloat16 in "
                         "hardware (a CUDA GPU that supports it; a CPU with AMX or AVX512-BF16, read from "
                         "/proc/cpuinfo), else fp32 (flops.native_bf16). fp32: as every result made before auto "
                         "became the default")

@@ -181,7 +181,8 @@ def test_the_controller_drives_it_to_the_target_and_the_calibration_lands_on_it(
     measured)."""
     monkeypatch.setattr(recipe.SpeedupController, "KI_STEPS", 60)  # the controller's own gain, as for Transkimmer
     m = train.main([str(a) for a in ["--task", "sst2", "--model", tiny, "--data-dir", glue, "--method", "skipmiddle",
-                                     "--stages", "skim:30", "--no-group-by-length", "--target-speedup", 2, "--lr", "1e-3", "--batch-size", 15,
+                                     "--stages", "skim:30", "--no-group-by-length", "--target-speedup", 2,
+                                     "--lr", "1e-3", "--batch-size", 15,
                                      "--timing-repeats", 0, "--output-dir", tmp_path / "o"]])
     trace = np.array(m["stages"][0]["trace"]["flops_fraction"])              # one per step: 2 an epoch
     assert len(trace) == 60 and 1 < trace[0] < 1.01                           # starts out dense, plus the gates

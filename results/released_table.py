@@ -228,6 +228,8 @@ def main(argv=None):
         if runs["ourrecipe"]:
             pairs["under our recipe at 2x, the leak: released pass (sampled) - honest inference, same weights"] = paired(
                 main, runs["ourrecipe"], "released_sampled", runs["ourrecipe"], "honest", labels)
+            pairs["under our recipe at 2x, the leak: released pass (argmax) - honest inference, same weights"] = paired(
+                main, runs["ourrecipe"], "released_argmax", runs["ourrecipe"], "honest", labels)
             if rows.get("recipe2"):
                 pairs["under our recipe at 2x: released computation's honest inference - ours (our recipe, 2x)"] = \
                     paired(main, runs["ourrecipe"], "honest", rows["recipe2"], "final", labels)

@@ -154,7 +154,9 @@ def report(results, command, machine_note):
              "pretrained checkpoint, lambda 0.5, batch 64 drawn at random, lr 2e-5, AdamW without weight decay, no "
              "warm-up, linear decay, no clipping, tau 1, mu0 5, the decisions' gradient into the encoder (joint); 3 "
              "epochs, 5 on MRPC; float32. Dev is scored once, at the end (their script also scored it after every "
-             "epoch).\n"]
+             "epoch). `ourrecipe`: the released computation (`--method released`) trained instead with our recipe at "
+             "`--target-speedup 2`, made as `results/run_glue.sh`'s t20 runs (random batches, float32), with which it "
+             "pairs; its released pass samples decisions in every stage, the frozen one too.\n"]
     for task, r in results.items():
         t = data.get_task(task)
         names = (t.main_metric,) + tuple(m for m in t.metrics if m != t.main_metric)

@@ -103,6 +103,13 @@ def paired(main, a_runs, a_name, b_runs, b_name, labels):
     return {"seeds": seeds, "diff": diff, "low": low, "high": high}
 
 
+def leaks(main, runs, prefix, labels):
+    """The leak of a mode trained with the released computation: its released pass (sampled; argmax) minus honest
+    inference of the same weights, labelled PREFIX + "the leak: ..." (notebook 5 reads these labels)."""
+    return {f"{prefix}the leak: released pass ({how}) - honest inference, same weights":
+            paired(main, runs, f"released_{how}", runs, "honest", labels) for how in ("sampled", "argmax")}
+
+
 def glue_rows(glue_runs, task, labels, seeds):
     """results/glue.py's rows of the task (dense, recipe at 2x and the paper's speedup, 3 and 2 layers), restricted
     to `seeds`, as {key: runs in this script's shape (one "final" entry each)}."""
@@ -209,10 +216,7 @@ def main(argv=None):
         main = t.main_metric
         pairs = {}
         if runs["released"]:
-            pairs["the leak: released pass (sampled) - honest inference, same weights"] = paired(
-                main, runs["released"], "released_sampled", runs["released"], "honest", labels)
-            pairs["the leak: released pass (argmax) - honest inference, same weights"] = paired(
-                main, runs["released"], "released_argmax", runs["released"], "honest", labels)
+            pairs |= leaks(main, runs["released"], "", labels)
         if runs["honest"]:
             speed = np.mean([r["scores"]["honest_training"][0]["speedup"] for r in runs["honest"]])
             near = min((k for k in ("recipe2", "recipepaper") if rows.get(k)),
@@ -228,10 +232,7 @@ def main(argv=None):
                 pairs["released training, honest inference - the paper's settings trained honestly"] = paired(
                     main, runs["released"], "honest", runs["honest"], "honest_training", labels)
         if runs["ourrecipe"]:
-            pairs["under our recipe at 2x, the leak: released pass (sampled) - honest inference, same weights"] = paired(
-                main, runs["ourrecipe"], "released_sampled", runs["ourrecipe"], "honest", labels)
-            pairs["under our recipe at 2x, the leak: released pass (argmax) - honest inference, same weights"] = paired(
-                main, runs["ourrecipe"], "released_argmax", runs["ourrecipe"], "honest", labels)
+            pairs |= leaks(main, runs["ourrecipe"], "under our recipe at 2x, ", labels)
             if rows.get("recipe2"):
                 pairs["under our recipe at 2x: released computation's honest inference - ours (our recipe, 2x)"] = \
                     paired(main, runs["ourrecipe"], "honest", rows["recipe2"], "final", labels)
